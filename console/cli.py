@@ -1,0 +1,294 @@
+"""The command line: the headless twin of every console action. Errors are one line on stderr with exit code 2 (bad
+input, illegal move), 3 (a Docker engine unreachable) or 1; tracebacks go to the log, never to the operator."""
+import json as jsonlib
+import logging
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from console import config, fmt
+from console.engine.errors import DeployerError, InputError
+from console.engine.validate import PHASES, STATUSES
+from storage.db import StoreError
+
+log = logging.getLogger("deployer")
+
+
+class Ctx:
+    def __init__(self, data_dir, db, docker_host, json_out, read_only):
+        self.options = dict(data_dir=data_dir, db=db, docker_host=docker_host, read_only=read_only)
+        self.json = json_out
+        self._engine = None
+
+    @property
+    def settings(self):
+        return config.load(**self.options)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from console.engine.core import Engine
+            self._engine = Engine(self.settings)
+        return self._engine
+
+    def close(self):
+        if self._engine is not None:
+            self._engine.close()
+
+
+def _json_flag(f):
+    return click.option("--json", "json_out", is_flag=True, help="Print data as JSON.")(f)
+
+
+def emit(ctx: Ctx, data, text: str | None = None, json_out: bool = False):
+    if ctx.json or json_out:
+        click.echo(jsonlib.dumps(data, indent=2, sort_keys=True, default=str))
+    elif text is not None:
+        click.echo(text)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--data-dir", envvar="DEPLOYER_DATA_DIR", type=click.Path(file_okay=False), help="Data directory.")
+@click.option("--db", envvar="DEPLOYER_DB", help="Store: a SQLite file path or a postgresql:// URL.")
+@click.option("--docker-host", envvar="DEPLOYER_DOCKER_HOST", help="Docker engine URL of the default host.")
+@click.option("--json", "json_out", is_flag=True, help="Print data as JSON.")
+@click.option("--read-only", is_flag=True, help="Refuse every mutation.")
+@click.version_option(package_name="deployer-console")
+@click.pass_context
+def cli(click_ctx, data_dir, db, docker_host, json_out, read_only):
+    """deployer-console: watch and operate deployments and their containers. With no command it opens the console."""
+    click_ctx.obj = Ctx(data_dir, db, docker_host, json_out, read_only)
+    click_ctx.call_on_close(click_ctx.obj.close)
+    if click_ctx.invoked_subcommand is None:
+        from console.tui.app import run_console
+        run_console(click_ctx.obj.settings)
+
+
+# ---- services
+@cli.group()
+def service():
+    """Services: a directory (or git repository) with a Dockerfile."""
+
+
+@service.command("add")
+@click.argument("name")
+@click.option("--source", required=True, help="Directory or git repository with a Dockerfile.")
+@click.option("--port", default=8080, show_default=True, help="Port the container listens on.")
+@click.option("--health-path", default="/", show_default=True)
+@click.option("--route-host", default=None, help="Host name Traefik routes to the service.")
+@click.option("--volume", "volumes", multiple=True, metavar="NAME:/path", help="A volume per deployment.")
+@click.option("--shared-volume", "shared", multiple=True, metavar="NAME:/path", help="A volume shared by the project.")
+@click.option("--env", "env", multiple=True, metavar="K=V")
+@click.option("--host", default=None, help="Docker host the service runs on (default: the default host).")
+@click.option("--project", default="default", show_default=True)
+@click.option("--replace", is_flag=True, help="Change an existing service.")
+@_json_flag
+@click.pass_obj
+def service_add(ctx, name, source, port, health_path, route_host, volumes, shared, env, host, project, replace,
+                json_out):
+    from console.engine.validate import service_name
+    service_name(name)
+    ctx.engine.add_service(name, source, port, health_path, route_host, volumes, shared, env, host, project, replace)
+    row = next(s for s in ctx.engine.services() if s["name"] == name)
+    emit(ctx, row, f"service {name} added (source {row['source']}, port {row['port']})", json_out)
+
+
+@service.command("ls")
+@_json_flag
+@click.pass_obj
+def service_ls(ctx, json_out):
+    rows = ctx.engine.services()
+    emit(ctx, rows, fmt.table([[r["name"], r["project"], r["host"] or "(default)", r["port"], r["health_path"],
+                                r["source"]] for r in rows], ["NAME", "PROJECT", "HOST", "PORT", "HEALTH", "SOURCE"]),
+         json_out)
+
+
+# ---- deployments
+def _dep_table(rows):
+    return fmt.table([[r["id"], r["service"], r["status"], fmt.phase_progress(r["phase"], r["status"]), r["host"],
+                       fmt.age(r["created_at"]), fmt.run_time(r), r.get("cleanup") or "-",
+                       (r["error"] or "")[:60]] for r in rows],
+                     ["ID", "SERVICE", "STATUS", "PHASE", "HOST", "AGE", "DURATION", "CLEANUP", "ERROR"])
+
+
+def _public(row: dict) -> dict:
+    keys = ["id", "service", "status", "phase", "host", "error", "created_at", "updated_at", "finished_at"]
+    return {k: row.get(k) for k in keys} | {k: row[k] for k in ("phases", "events", "cleanup", "attempts")
+                                             if k in row}
+
+
+@cli.command()
+@click.argument("service_name", metavar="SERVICE")
+@click.option("--detach", is_flag=True, help="Only queue it; a running engine picks it up.")
+@_json_flag
+@click.pass_obj
+def deploy(ctx, service_name, detach, json_out):
+    """Deploy SERVICE: runs the six phases in the foreground (Ctrl-C cancels)."""
+    engine = ctx.engine
+    quiet = ctx.json or json_out
+    if detach:
+        dep = engine.deploy(service_name, detach=True)
+        row = engine.show(dep.id, events=False)
+        emit(ctx, _public(row), f"deployment {dep.id} queued", json_out)
+        return
+    engine._mutation("deploy")
+    dep = engine.create_deployment(service_name, actor_name=None)
+    started = time.monotonic()
+    result = {}
+
+    def on_phase(index, phase):
+        if not quiet:
+            click.echo(f"[{index + 1}/6] {phase:<18} {time.monotonic() - started:6.1f}s  {dep.id}", err=False)
+
+    def run():
+        try:
+            from console.engine.deployments import actor
+            engine.pipeline.run(dep.id, actor_name=actor(), on_phase=on_phase)
+        except BaseException as e:  # reported by the main thread
+            result["error"] = e
+
+    worker = threading.Thread(target=run, name=f"deploy-{dep.id}")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        click.echo(f"cancelling {dep.id} ...", err=True)
+        try:
+            engine.cancel(dep.id)
+        except InputError:
+            pass
+        worker.join()
+    if "error" in result:
+        raise result["error"]
+    from console.engine.cleanup import run_inline_if_due
+    run_inline_if_due(engine, dep.id)
+    row = engine.show(dep.id, events=False)
+    emit(ctx, _public(row), f"deployment {dep.id} {row['status']}" + (f": {row['error']}" if row["error"] else ""),
+         json_out)
+    if row["status"] != "success":
+        sys.exit(1)
+
+
+@cli.command("ls")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--service", "service_name")
+@click.option("--host")
+@click.option("--limit", default=50, show_default=True)
+@_json_flag
+@click.pass_obj
+def ls(ctx, status, service_name, host, limit, json_out):
+    """List deployments, newest first."""
+    rows = ctx.engine.deployments(status=status, service=service_name, host=host, limit=limit)
+    emit(ctx, [_public(r) | {"cleanup": r.get("cleanup")} for r in rows], _dep_table(rows), json_out)
+
+
+@cli.command()
+@click.argument("deployment_id")
+@_json_flag
+@click.pass_obj
+def show(ctx, deployment_id, json_out):
+    """A deployment's phases (with durations), cleanup task and events."""
+    row = ctx.engine.show(deployment_id)
+    if ctx.json or json_out:
+        emit(ctx, _public(row), json_out=True)
+        return
+    click.echo(_dep_table([row | {"cleanup": (row["cleanup"] or {}).get("state")}]))
+    click.echo("\nPHASES")
+    click.echo(fmt.table([[p["phase"], p["attempt"], p["outcome"] or "running", fmt.duration(p["duration"]),
+                           (p["detail"] or "")[:70]] for p in row["phases"]],
+                         ["PHASE", "ATTEMPT", "OUTCOME", "DURATION", "DETAIL"]))
+    if row["cleanup"]:
+        c = row["cleanup"]
+        click.echo(f"\nCLEANUP  {c['state']} ({c['reason']}), attempts {c['attempts']}"
+                   + (f", last error: {c['last_error']}" if c["last_error"] else ""))
+    click.echo("\nEVENTS")
+    for e in row["events"]:
+        if e["kind"] == "build":
+            continue
+        click.echo(f"{time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['level']:<7} {e['kind']:<10} "
+                   f"{e['message']}" + (f"  [{e['actor']}]" if e["actor"] else ""))
+
+
+@cli.command()
+@click.argument("deployment_id")
+@_json_flag
+@click.pass_obj
+def cancel(ctx, deployment_id, json_out):
+    """Cancel a queued or deploying deployment; its resources are cleaned up."""
+    dep = ctx.engine.cancel(deployment_id)
+    emit(ctx, _public(ctx.engine.show(dep.id, events=False)), f"deployment {dep.id} cancelled", json_out)
+
+
+@cli.command()
+@click.argument("deployment_id")
+@click.option("--from", "from_phase", type=click.Choice(PHASES, case_sensitive=False), help="Phase to resume from.")
+@click.option("--detach", is_flag=True, help="Ask the running engine to resume it.")
+@_json_flag
+@click.pass_obj
+def resume(ctx, deployment_id, from_phase, detach, json_out):
+    """Resume a failed or stuck deployment from its recorded phase (or --from PHASE)."""
+    quiet = ctx.json or json_out
+
+    def on_phase(index, phase):
+        if not quiet:
+            click.echo(f"[{index + 1}/6] {phase}")
+    dep = ctx.engine.resume(deployment_id, from_phase, detach=detach, on_phase=on_phase)
+    row = ctx.engine.show(dep.id, events=False)
+    emit(ctx, _public(row), f"deployment {dep.id} {'resume requested' if detach else row['status']}"
+         + (f": {row['error']}" if row["error"] and not detach else ""), json_out)
+    if not detach and row["status"] != "success":
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include stopped containers.")
+@click.option("--host")
+@_json_flag
+@click.pass_obj
+def containers(ctx, show_all, host, json_out):
+    """Managed containers (ours only), with orphans marked."""
+    rows = ctx.engine.containers(all=show_all, host=host)
+    keys = ["id", "name", "deployment_id", "service", "state", "host"]
+    emit(ctx, [{k: r[k] for k in keys} | {"health": r["health"], "orphan": r["orphan"]} for r in rows],
+         fmt.table([[r["id"], r["name"], r["deployment_id"], r["service"], r["state"], r["health"], r["host"],
+                     "orphan" if r["orphan"] else ""] for r in rows],
+                   ["ID", "NAME", "DEPLOYMENT", "SERVICE", "STATE", "HEALTH", "HOST", ""]), json_out)
+
+
+@cli.command("base-image")
+@click.pass_obj
+def base_image(ctx):
+    """Build deployer/base:busybox from the host's static busybox when missing."""
+    built = ctx.engine.hosts.gateway().ensure_base_image()
+    click.echo("deployer/base:busybox built" if built else "deployer/base:busybox present")
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM ends the process like Ctrl-C does, so cleanups in `finally` blocks run
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        cli.main(standalone_mode=False, prog_name="deployer-console")
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except (DeployerError, StoreError) as e:
+        click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        sys.exit(getattr(e, "exit_code", 1))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # the operator gets one line; the traceback goes to the log
+        log.debug("unexpected error", exc_info=True)
+        click.echo(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Settings: defaults, then `<data dir>/config.toml` (or DEPLOYER_CONFIG), then DEPLOYER_* environment variables,
+then command-line flags. The data directory comes from platformdirs unless --data-dir/DEPLOYER_DATA_DIR says."""
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from console.engine.errors import InputError
+
+PHASE_DEADLINES = {"PULLING_SOURCE": 300, "BUILDING": 900, "COPYING_FILES": 300, "CREATING_SYMLINKS": 300,
+                   "UPDATING_ROUTES": 300, "HEALTH_CHECK": 300}
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("deployer-console")))
+    db: str | None = None
+    docker_host: str | None = None
+    read_only: bool = False
+    # cleanup and retention
+    cleanup_delay: float = 0.0
+    keep_failed: int = 0
+    cleanup_backoff_max: float = 60.0
+    archive_max_mb: float = 1024.0
+    archive_max_age_days: float = 30.0
+    # pipeline
+    health_timeout: float = 60.0
+    heartbeat_interval: float = 2.0
+    phase_deadlines: dict = field(default_factory=lambda: dict(PHASE_DEADLINES))
+    # scheduler and reconciliation
+    workers: int = 2
+    reconcile_interval: float = 15.0
+    retention_interval: float = 3600.0
+    cleanup_interval: float = 1.0
+    dispatch_interval: float = 1.0
+    zombie_after: float = 60.0
+    zombie_policy: str = "resume"
+    max_resume_attempts: int = 3
+    orphan_grace: float = 120.0
+    host_timeout: float = 10.0
+    lease_duration: float = 15.0
+    lease_renew_deadline: float = 10.0
+    lease_retry: float = 2.0
+    # console
+    poll_interval: float = 1.0
+    keys: dict = field(default_factory=dict)
+    hosts: dict = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        return self.db or str(self.data_dir / "deployer.db")
+
+    @property
+    def config_path(self) -> Path:
+        return Path(os.environ.get("DEPLOYER_CONFIG") or self.data_dir / "config.toml")
+
+
+ENV_PREFIX = "DEPLOYER_"
+_CASTS = {float: float, int: int, bool: lambda v: str(v).lower() in ("1", "true", "yes", "on"), str: str}
+
+
+def _cast(name: str, value):
+    f = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    kind = {"float": float, "int": int, "bool": bool, "str": str}.get(str(f.type), None)
+    if kind is None:
+        return value
+    try:
+        return _CASTS[kind](value)
+    except (TypeError, ValueError):
+        raise InputError(f"invalid setting {name}={value!r}: expected {kind.__name__}") from None
+
+
+def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides) -> Settings:
+    data_dir = data_dir or os.environ.get("DEPLOYER_DATA_DIR")
+    settings = Settings(**({"data_dir": Path(data_dir).expanduser()} if data_dir else {}))
+    path = settings.config_path
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as e:
+            raise InputError(f"cannot read config {path}: {e}") from None
+        _apply(settings, raw, str(path))
+    names = {f.name for f in dataclasses.fields(Settings)} - {"data_dir", "keys", "hosts", "phase_deadlines"}
+    for name in names:
+        env = os.environ.get(ENV_PREFIX + name.upper())
+        if env is not None:
+            setattr(settings, name, _cast(name, env))
+    for phase in PHASE_DEADLINES:
+        env = os.environ.get(f"{ENV_PREFIX}DEADLINE_{phase}")
+        if env is not None:
+            settings.phase_deadlines[phase] = float(env)
+    if db:
+        settings.db = db
+    if docker_host:
+        settings.docker_host = docker_host
+    if read_only or os.environ.get("DEPLOYER_READ_ONLY", "").lower() in ("1", "true", "yes"):
+        settings.read_only = True
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    if settings.zombie_policy not in ("resume", "fail"):
+        raise InputError(f"invalid zombie_policy {settings.zombie_policy!r}: resume or fail")
+    return settings
+
+
+def _apply(settings: Settings, raw: dict, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(Settings)}
+    sections = {"cleanup": "", "retention": "", "pipeline": "", "scheduler": "", "console": "", "store": ""}
+    flat = {}
+    for key, value in raw.items():
+        if key in sections and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    for key, value in flat.items():
+        if key == "hosts":
+            settings.hosts = dict(value)
+        elif key == "keys":
+            settings.keys = {str(k): str(v) for k, v in value.items()}
+        elif key == "phase_deadlines":
+            settings.phase_deadlines.update({str(k).upper(): float(v) for k, v in value.items()})
+        elif key in known and key != "data_dir":
+            setattr(settings, key, _cast(key, value))
+        else:
+            raise InputError(f"unknown setting {key!r} in {where}")

@@ -1,0 +1,1 @@
+"""The headless engine: no Textual import (enforced by import-linter in pyproject.toml)."""

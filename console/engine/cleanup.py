@@ -1,0 +1,320 @@
+"""Cleanup of failed and cancelled deployments: plan and apply, rollback-aware, with retention and an archive.
+
+Tasks come from the outbox (CleanupTask rows written with the status move). A run claims due tasks with a
+compare-and-set, so two processes never run the same task, and runs them in a thread pool. Per task: skip and
+re-queue while a rollback involves the deployment; keep the last N failed deployments of a service (containers
+stopped, not removed); otherwise archive each container's log, remove the container (force, v), back up and remove
+the deployment's own volumes, remove its image once unused and its release directory. A failure anywhere re-queues
+the task with capped exponential backoff; whatever was not yet archived is not removed.
+"""
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from console.engine import deployments as D
+from console.engine import labels as L
+from console.engine.errors import EngineUnavailable
+from console.engine.paths import link_target
+from console.engine.pipeline import container_name, image_tag
+from console.engine.validate import PHASES
+from storage.clock import now
+from storage.models import CleanupTask, Deployment, PhaseRun, Rollback, Service
+
+log = logging.getLogger(__name__)
+STALE_RUNNING_S = 300
+ROLLBACK_RECHECK_S = 2.0
+
+
+def active_rollback_ids() -> set[str]:
+    ids = set()
+    for r in Rollback.select(Rollback.from_deployment, Rollback.to_deployment).where(Rollback.state == "active"):
+        ids.update(x for x in (r.from_deployment_id, r.to_deployment_id) if x)
+    return ids
+
+
+def has_active_rollback(deployment_id: str) -> bool:
+    return deployment_id in active_rollback_ids()
+
+
+class CleanupFailed(Exception):
+    pass
+
+
+class Cleaner:
+    def __init__(self, engine, workers: int = 8):
+        self.engine = engine
+        self.workers = workers
+
+    # ---- which tasks
+    def _due_query(self, t: float):
+        return CleanupTask.select().where(
+            ((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
+            ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S))
+        ).order_by(CleanupTask.due_at, CleanupTask.id)
+
+    def claim(self, task_id: int) -> bool:
+        t = now()
+        with self.engine.store.write():
+            return CleanupTask.update(state="running", updated_at=t).where(
+                (CleanupTask.id == task_id) & (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) | (
+                    (CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
+            ).execute() == 1
+
+    def run_due(self, limit: int = 200, deployment_id: str | None = None) -> dict:
+        """Run every due task now. Returns counts: done, kept, skipped, retried."""
+        q = self._due_query(now())
+        if deployment_id:
+            q = q.where(CleanupTask.deployment == deployment_id)
+        tasks = [t.id for t in q.limit(limit)]
+        counts = {"done": 0, "kept": 0, "skipped": 0, "retried": 0}
+        if not tasks:
+            return counts
+        self._rollbacks = active_rollback_ids()
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(tasks)), thread_name_prefix="cleanup") as pool:
+            for outcome in pool.map(self._run_one, tasks):
+                if outcome:
+                    counts[outcome] += 1
+        return counts
+
+    def _run_one(self, task_id: int) -> str | None:
+        if not self.claim(task_id):
+            return None
+        task = CleanupTask.get_by_id(task_id)
+        dep = Deployment.get_by_id(task.deployment_id)
+        try:
+            outcome = self.apply(task, dep)
+        except Exception as e:  # any failure re-queues the task; the store keeps why
+            self._retry(task, dep, e)
+            return "retried"
+        return outcome
+
+    def _retry(self, task: CleanupTask, dep: Deployment, error: Exception) -> None:
+        attempts = task.attempts + 1
+        delay = min(self.engine.settings.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not isinstance(error, (EngineUnavailable, CleanupFailed)):
+            log.exception("cleanup of %s", dep.id)
+        with self.engine.store.write():
+            CleanupTask.update(state="pending", attempts=attempts, last_error=message[:500], due_at=now() + delay,
+                               updated_at=now()).where(CleanupTask.id == task.id).execute()
+            D.event(dep.id, f"Cleanup of deployment {dep.id} failed (attempt {attempts}): {message}; "
+                            f"retrying in {delay:.0f} s", kind="cleanup", level="warning", host=dep.host)
+
+    def _finish(self, task: CleanupTask, state: str, message: str, level: str = "info", dep=None) -> None:
+        with self.engine.store.write():
+            CleanupTask.update(state=state, updated_at=now(), last_error=None,
+                               finished_at=now() if state == "done" else None,
+                               attempts=task.attempts + (1 if state == "done" else 0)).where(
+                CleanupTask.id == task.id).execute()
+            D.event(task.deployment_id, message, kind="cleanup", level=level, host=dep.host if dep else None)
+
+    # ---- one task
+    def keep_reason(self, task: CleanupTask, dep: Deployment, rollbacks: set[str] | None = None) -> str | None:
+        """Why this deployment's resources stay for now, or None."""
+        if dep.id in (rollbacks if rollbacks is not None else active_rollback_ids()):
+            return "rollback"
+        if dep.status in ("deploying", "queued", "success", "degraded"):
+            return "active"
+        if task.reason == "failed" and self.engine.settings.keep_failed > 0 and \
+                dep.id in self.kept_failed_ids(dep.service_id):
+            return "retention"
+        return None
+
+    def kept_failed_ids(self, service_id: int) -> set[str]:
+        n = int(self.engine.settings.keep_failed)
+        if n <= 0:
+            return set()
+        rows = (Deployment.select(Deployment.id).where((Deployment.service == service_id) &
+                                                       (Deployment.status == "failed"))
+                .order_by(Deployment.created_at.desc()).limit(n))
+        return {r.id for r in rows}
+
+    def apply(self, task: CleanupTask, dep: Deployment) -> str:
+        store_id = self.engine.store_id
+        why = self.keep_reason(task, dep, active_rollback_ids())
+        if why == "rollback":
+            with self.engine.store.write():
+                CleanupTask.update(state="pending", due_at=now() + ROLLBACK_RECHECK_S, updated_at=now()).where(
+                    CleanupTask.id == task.id).execute()
+                D.event(dep.id, f"Skipping cleanup for deployment {dep.id} - active rollback in progress",
+                        kind="cleanup", host=dep.host)
+            return "skipped"
+        if why == "active":
+            self._finish(task, "done", f"Cleanup of deployment {dep.id} dropped: it is {dep.status} again", dep=dep)
+            return "skipped"
+        gw = self.engine.hosts.gateway(dep.host)
+        if why == "retention":
+            for info in gw.list_managed(store_id, dep.id, all=False):
+                gw.stop(info.id)
+                D.event(dep.id, f"Stopped container {info.name} (kept for inspection)", kind="cleanup",
+                        host=dep.host)
+            self._finish(task, "kept", f"Keeping deployment {dep.id} for inspection: one of the last "
+                         f"{self.engine.settings.keep_failed} failed deployments of {dep.service.name}", dep=dep)
+            self._rearm_older_failed(dep.service_id)
+            return "kept"
+        reason = task.reason
+        with self.engine.store.write():
+            D.event(dep.id, f"Starting cleanup of resources for {reason} deployment {dep.id}", kind="cleanup",
+                    host=dep.host)
+        found = gw.list_managed(store_id, dep.id)
+        found = [c for c in found if L.is_ours(c.labels, store_id, dep.id)]
+        D.event(dep.id, f"Found {len(found)} container(s) for deployment {dep.id}", kind="cleanup", host=dep.host)
+        errors = []
+        archive = self.engine.paths.ensure(self.engine.paths.archive(dep.id))
+        for info in found:
+            try:
+                size = gw.archive_logs(info.id, archive / f"{info.name}.log.gz")
+                D.event(dep.id, f"Archived logs of {info.name} ({size} bytes)", kind="cleanup", level="debug",
+                        host=dep.host)
+                D.event(dep.id, f"Removing container /{info.name} for deployment {dep.id}", kind="cleanup",
+                        host=dep.host)
+                result = gw.remove_container(info.id)
+                if result == "gone":
+                    D.event(dep.id, f"Container {info.id[:12]} already removed or not found", kind="cleanup",
+                            host=dep.host)
+                else:
+                    D.event(dep.id, f"Successfully removed container /{info.name}", kind="cleanup", host=dep.host)
+            except Exception as e:  # graceful degradation: one container failing does not stop the others
+                if isinstance(e, EngineUnavailable):
+                    raise
+                errors.append(f"{info.name}: {e}")
+                D.event(dep.id, f"Failed to remove container {info.name}: {str(e).splitlines()[0]}",
+                        kind="cleanup", level="error", host=dep.host)
+        expected = container_name(dep.service.name, dep.id)
+        if self._created_container(dep) and not any(c.name == expected for c in found) and task.attempts == 0:
+            D.event(dep.id, f"Container {expected} already removed or not found", kind="cleanup", host=dep.host)
+        if errors:
+            raise CleanupFailed("; ".join(errors))
+        for vol in gw.list_volumes(store_id, dep.id):
+            if not L.is_ours(vol.get("Labels"), store_id, dep.id):
+                continue
+            name = vol["Name"]
+            size = gw.backup_volume(name, archive / f"{name}.tar.gz")
+            D.event(dep.id, f"Backed up volume {name} ({size} bytes)", kind="cleanup", host=dep.host)
+            result = gw.remove_volume(name)
+            D.event(dep.id, f"{'Removed' if result == 'removed' else 'Already gone:'} volume {name}",
+                    kind="cleanup", host=dep.host)
+        tag = dep.image or image_tag(dep.service.name, dep.id)
+        result = gw.remove_image(tag)
+        if result == "removed":
+            D.event(dep.id, f"Removed image {tag}", kind="cleanup", host=dep.host)
+        self._remove_release(dep)
+        self._finish(task, "done", f"Completed cleanup for deployment {dep.id}", dep=dep)
+        return "done"
+
+    def _created_container(self, dep: Deployment) -> bool:
+        return PhaseRun.select().where((PhaseRun.deployment == dep.id) &
+                                       (PhaseRun.phase.in_(PHASES[2:]))).exists()
+
+    def _remove_release(self, dep: Deployment) -> None:
+        svc = dep.service.name
+        if dep.id in (link_target(self.engine.paths.current(svc)), link_target(self.engine.paths.previous(svc))):
+            D.event(dep.id, f"Release directory of {dep.id} kept: the service's current/previous link points at it",
+                    kind="cleanup", host=dep.host)
+            return
+        release = self.engine.paths.release(dep.id)
+        if release.exists():
+            shutil.rmtree(release)
+            D.event(dep.id, f"Removed release directory {release}", kind="cleanup", level="debug", host=dep.host)
+
+    # ---- retention
+    def _rearm_older_failed(self, service_id: int) -> int:
+        """Kept failed deployments that fell out of the last N are cleaned now."""
+        keep = self.kept_failed_ids(service_id)
+        rows = (CleanupTask.select(CleanupTask.id, CleanupTask.deployment).join(Deployment)
+                .where((CleanupTask.state == "kept") & (Deployment.service == service_id)))
+        rearm = [r.id for r in rows if r.deployment_id not in keep]
+        if rearm:
+            with self.engine.store.write():
+                CleanupTask.update(state="pending", reason="retention", due_at=now(), updated_at=now()).where(
+                    CleanupTask.id.in_(rearm)).execute()
+        return len(rearm)
+
+    def retention(self) -> dict:
+        """The hourly job: re-arm kept deployments beyond keep-last-N; prune the archive by age and size."""
+        rearmed = sum(self._rearm_older_failed(s.id) for s in Service.select(Service.id))
+        pruned = self.prune_archive()
+        return {"rearmed": rearmed, "archives_pruned": pruned}
+
+    def prune_archive(self) -> int:
+        root = self.engine.paths.archive_root()
+        if not root.exists():
+            return 0
+        settings = self.engine.settings
+        dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        max_age = settings.archive_max_age_days * 86400
+        limit = settings.archive_max_mb * 1024 * 1024
+        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in dirs}
+        total = sum(sizes.values())
+        pruned = 0
+        for p in dirs:
+            too_old = time.time() - p.stat().st_mtime > max_age
+            if too_old or total > limit:
+                shutil.rmtree(p, ignore_errors=True)
+                total -= sizes[p]
+                pruned += 1
+                D.event(p.name if Deployment.get_or_none(Deployment.id == p.name) else None,
+                        f"Pruned archive {p.name} ({'older than ' + str(settings.archive_max_age_days) + ' days' if too_old else 'archive over ' + str(settings.archive_max_mb) + ' MB'})",
+                        kind="cleanup")
+        return pruned
+
+    # ---- plan
+    def plan(self) -> list[dict]:
+        """What a run would do for every open task, without touching anything: one list call per host."""
+        store_id = self.engine.store_id
+        tasks = list(CleanupTask.select(CleanupTask, Deployment).join(Deployment)
+                     .where(CleanupTask.state.in_(["pending", "running", "kept"])).order_by(CleanupTask.due_at))
+        by_host: dict[str, dict[str, list]] = {}
+        vols_by_host: dict[str, dict[str, list]] = {}
+        errors = {}
+        for host in {t.deployment.host for t in tasks}:
+            try:
+                gw = self.engine.hosts.gateway(host)
+                grouped: dict[str, list] = {}
+                for c in gw.list_managed(store_id):
+                    grouped.setdefault(c.deployment_id, []).append(c.name)
+                by_host[host] = grouped
+                vgrouped: dict[str, list] = {}
+                for v in gw.list_volumes(store_id):
+                    if L.is_ours(v.get("Labels"), store_id):
+                        vgrouped.setdefault((v.get("Labels") or {}).get(L.DEPLOYMENT), []).append(v["Name"])
+                vols_by_host[host] = vgrouped
+            except Exception as e:  # a host that does not answer is reported in the plan, not fatal
+                errors[host] = str(e).splitlines()[0]
+        rollbacks = active_rollback_ids()
+        t = now()
+        out = []
+        for task in tasks:
+            dep = task.deployment
+            why = self.keep_reason(task, dep, rollbacks)
+            if task.state == "kept" and why is None:
+                why = None
+            action = {"rollback": "skip (active rollback)", "active": "drop (deployment active again)",
+                      "retention": "keep (stopped, for inspection)"}.get(why)
+            if action is None:
+                action = "remove" if task.due_at <= t else f"remove in {task.due_at - t:.0f} s"
+            if dep.host in errors:
+                action += f" (host {dep.host} unreachable: {errors[dep.host]})"
+            containers = by_host.get(dep.host, {}).get(dep.id, [])
+            volumes = vols_by_host.get(dep.host, {}).get(dep.id, [])
+            release = self.engine.paths.release(dep.id)
+            out.append({"deployment_id": dep.id, "service": dep.service.name, "status": dep.status,
+                        "host": dep.host, "reason": task.reason, "state": task.state, "attempts": task.attempts,
+                        "last_error": task.last_error, "due_at": task.due_at, "action": action,
+                        "containers": containers, "volumes": volumes,
+                        "archive": [f"{c}.log.gz" for c in containers] + [f"{v}.tar.gz" for v in volumes],
+                        "image": dep.image or image_tag(dep.service.name, dep.id),
+                        "release_dir": str(release) if release.exists() else None})
+        return out
+
+
+def run_inline_if_due(engine, deployment_id: str) -> None:
+    """After a foreground deploy ends failed/cancelled, run its cleanup here if it is due (no engine needed)."""
+    try:
+        task = CleanupTask.get_or_none((CleanupTask.deployment == deployment_id) &
+                                       (CleanupTask.state == "pending") & (CleanupTask.due_at <= now()))
+        if task is not None:
+            Cleaner(engine).run_due(deployment_id=deployment_id)
+    except Exception as e:  # the task stays queued for the engine; the operator sees a notice in the events
+        log.warning("inline cleanup of %s: %s", deployment_id, e)

@@ -1,0 +1,178 @@
+"""The Engine: one facade over the store, the hosts and the pipeline that both faces (CLI and TUI) call. Every
+operator action goes through here, so the read-only switch, validation and the audit trail are in one place."""
+import logging
+import uuid
+
+from console.config import Settings
+from console.engine import deployments as D
+from console.engine import validate
+from console.engine.errors import InputError, ReadOnlyError
+from console.engine.hosts import Hosts
+from console.engine.paths import Paths
+from console.engine.pipeline import Pipeline
+from storage import queries
+from storage.db import open_store
+from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Project, Service
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.paths = Paths(settings.data_dir)
+        self.store = open_store(settings.db_url)
+        self.store_id = self.store.meta("store_id")
+        self.hosts = Hosts(settings)
+        with self.store.write():
+            self.hosts.sync_config()
+        self.pipeline = Pipeline(self)
+        self.runtime = None  # the scheduler, when this process hosts one
+
+    def close(self):
+        if self.runtime is not None:
+            self.runtime.stop()
+        self.hosts.close()
+        self.store.close()
+
+    # ---- guards
+    def _mutation(self, what: str) -> str:
+        if self.settings.read_only:
+            raise ReadOnlyError(f"read-only mode: {what} refused")
+        return D.actor()
+
+    # ---- services
+    def add_service(self, name: str, source: str, port: int = 8080, health_path: str = "/", route_host=None,
+                    volumes=(), shared_volumes=(), env=(), host: str | None = None, project: str = "default",
+                    replace: bool = False) -> Service:
+        actor = self._mutation("service add")
+        from pathlib import Path
+        validate.service_name(name)
+        port = validate.port(port)
+        validate.health_path(health_path)
+        if route_host:
+            validate.route_host(route_host)
+        src = Path(source).expanduser()
+        if not src.is_dir():
+            raise InputError(f"source {source} is not a directory")
+        if not (src / "Dockerfile").is_file():
+            raise InputError(f"source {source} has no Dockerfile")
+        vols = [validate.volume_spec(v) for v in volumes]
+        shared = [validate.volume_spec(v) for v in shared_volumes]
+        env_map = dict(validate.env_pair(e) for e in env)
+        if host is not None:
+            validate.host_name(host)
+            if host not in self.hosts.names():
+                raise InputError(f"unknown host {host!r}; add it with `host add`")
+        with self.store.write():
+            proj, _ = Project.get_or_create(name=project)
+            fields = dict(project=proj, source=str(src.resolve()), port=port, health_path=health_path,
+                          route_host=route_host, volumes=vols, shared_volumes=shared, env=env_map, host=host)
+            existing = Service.get_or_none(Service.name == name)
+            if existing and not replace:
+                raise InputError(f"service {name} exists; use --replace to change it")
+            if existing:
+                Service.update(**fields).where(Service.id == existing.id).execute()
+            else:
+                Service.create(name=name, **fields)
+            D.event(None, f"Service {name} {'updated' if existing else 'added'} (source {src})", kind="audit",
+                    actor_name=actor)
+        return Service.get(Service.name == name)
+
+    def services(self) -> list[dict]:
+        return [queries.service_dict(s) for s in Service.select().order_by(Service.name)]
+
+    def service(self, name: str) -> Service:
+        validate.service_name(name)
+        svc = Service.get_or_none(Service.name == name)
+        if svc is None:
+            raise InputError(f"unknown service {name}; see `deployer-console service ls`")
+        return svc
+
+    # ---- deployments
+    def create_deployment(self, service_name: str, actor_name: str | None = None) -> Deployment:
+        svc = self.service(service_name)
+        host = svc.host or self.hosts.default_name()
+        with self.store.write():
+            dep = Deployment.create(id=uuid.uuid4().hex[:12], service=svc, status="queued", host=host,
+                                    actor=actor_name)
+            D.event(dep.id, f"Deployment {dep.id} of {svc.name} queued on {host}", actor_name=actor_name, host=host)
+        return dep
+
+    def deploy(self, service_name: str, detach: bool = False, on_phase=None, on_created=None) -> Deployment:
+        actor = self._mutation("deploy")
+        dep = self.create_deployment(service_name, actor)
+        if on_created:
+            on_created(dep)
+        if not detach:
+            self.pipeline.run(dep.id, actor_name=actor, on_phase=on_phase)
+        return Deployment.get_by_id(dep.id)
+
+    def get(self, deployment_id: str) -> Deployment:
+        return D.resolve(self.store, deployment_id)
+
+    def deployments(self, status=None, service=None, host=None, limit: int | None = None) -> list[dict]:
+        if status:
+            validate.status(status)
+        if service:
+            validate.service_name(service)
+        return queries.deployment_rows(status=status, service=service, host=host, limit=limit)
+
+    def show(self, deployment_id: str, events: bool = True, event_limit: int = 500) -> dict:
+        dep = self.get(deployment_id)
+        out = D.as_dict(dep)
+        out["phases"] = [{"phase": p.phase, "attempt": p.attempt, "started_at": p.started_at,
+                          "finished_at": p.finished_at, "outcome": p.outcome, "detail": p.detail,
+                          "duration": (p.finished_at - p.started_at) if p.finished_at else None}
+                         for p in PhaseRun.select().where(PhaseRun.deployment == dep.id).order_by(PhaseRun.id)]
+        task = CleanupTask.select().where(CleanupTask.deployment == dep.id).order_by(CleanupTask.id.desc()).first()
+        out["cleanup"] = queries.cleanup_dict(task) if task else None
+        if events:
+            rows = (DeploymentEvent.select().where(DeploymentEvent.deployment == dep.id)
+                    .order_by(DeploymentEvent.id.desc()).limit(event_limit))
+            out["events"] = [queries.event_dict(e) for e in reversed(list(rows))]
+        return out
+
+    def cancel(self, deployment_id: str) -> Deployment:
+        actor = self._mutation("cancel")
+        dep = self.get(deployment_id)
+        if dep.status not in D.ACTIVE:
+            raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
+                             f"cancelled")
+        return D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
+                      cleanup_delay=self.settings.cleanup_delay,
+                      message=f"Deployment {dep.id} cancelled by {actor}")
+
+    def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):
+        """Resume a failed or stuck deployment from a phase. With detach the request is written to the store for
+        the engine that holds the lease; otherwise it runs here, in the foreground."""
+        actor = self._mutation("resume")
+        dep = self.get(deployment_id)
+        phase = validate.phase(from_phase) if from_phase else None
+        if dep.status not in ("failed", "deploying"):
+            raise InputError(f"deployment {dep.id} is {dep.status}; only failed or stuck deployments can be resumed")
+        if dep.status == "deploying" and not queries.is_stuck(dep, self.settings):
+            raise InputError(f"deployment {dep.id} is deploying and its pipeline is alive; cancel it first")
+        if detach:
+            with self.store.write():
+                Deployment.update(resume_from=phase or dep.phase or "PULLING_SOURCE").where(
+                    Deployment.id == dep.id).execute()
+                D.event(dep.id, f"Resume of {dep.id} from {phase or dep.phase} requested by {actor}", kind="audit",
+                        actor_name=actor)
+            return Deployment.get_by_id(dep.id)
+        self.pipeline.run(dep.id, from_phase=phase, actor_name=actor, resume=True, on_phase=on_phase)
+        return Deployment.get_by_id(dep.id)
+
+    # ---- containers
+    def containers(self, all: bool = False, host: str | None = None) -> list[dict]:
+        known = queries.known_deployments()
+        out = []
+        for name in ([host] if host else self.hosts.names()):
+            for info in self.hosts.gateway(name).list_managed(self.store_id, all=all):
+                row = info.as_dict()
+                status = known.get(info.deployment_id)
+                row["deployment_status"] = status
+                row["orphan"] = status is None or status in ("failed", "cancelled", "superseded")
+                out.append(row)
+        return sorted(out, key=lambda r: (-r["created"], r["name"]))

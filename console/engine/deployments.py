@@ -1,0 +1,113 @@
+"""Status moves, decided in one place, and the events and audit lines that go with them.
+
+A move to `failed` or `cancelled` writes the cleanup task (the outbox row) in the same transaction, so the move never
+waits for Docker and the cleanup can never be lost.
+"""
+import os
+import socket
+
+from console.engine.errors import InputError
+from storage.clock import now
+from storage.models import CleanupTask, Deployment, DeploymentEvent
+
+LEGAL_MOVES: dict[str, set[str]] = {
+    "queued": {"deploying", "cancelled", "failed"},
+    "deploying": {"deploying", "success", "failed", "cancelled"},   # deploying -> deploying: a zombie resumed
+    "success": {"superseded", "degraded"},
+    "degraded": {"success", "superseded", "failed"},
+    "failed": {"deploying"},                                           # resume
+    "cancelled": set(),
+    "superseded": {"deploying"},                                       # rollback target brought back
+}
+TERMINAL = {"failed", "cancelled", "superseded"}
+ACTIVE = {"queued", "deploying"}
+CLEANUP_ON = {"failed", "cancelled"}
+MACHINE = socket.gethostname()
+
+
+def actor() -> str:
+    """Who is acting: $USER, plus the SSH client's address when there is one."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+    ssh = os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION")
+    return f"{user}@{ssh.split()[0]}" if ssh else user
+
+
+def event(deployment_id: str | None, message: str, kind: str = "deployment", level: str = "info",
+          actor_name: str | None = None, host: str | None = None) -> None:
+    DeploymentEvent.create(deployment=deployment_id, message=message, kind=kind, level=level, actor=actor_name,
+                           host=host)
+
+
+def resolve(store, prefix: str) -> Deployment:
+    """A deployment by id or unique prefix (4+ hex digits)."""
+    from console.engine import validate
+    validate.deployment_id(prefix)
+    dep = Deployment.get_or_none(Deployment.id == prefix)
+    if dep is not None:
+        return dep
+    matches = list(Deployment.select().where(Deployment.id.startswith(prefix)).limit(2))
+    if not matches:
+        raise InputError(f"unknown deployment {prefix}")
+    if len(matches) > 1:
+        raise InputError(f"deployment id {prefix} is ambiguous; give more digits")
+    return matches[0]
+
+
+def check_move(current: str, to: str, deployment_id: str) -> None:
+    if to not in LEGAL_MOVES.get(current, set()):
+        raise InputError(f"deployment {deployment_id} is {current}; it cannot become {to}")
+
+
+def move(store, deployment_id: str, to: str, *, error: str | None = None, expect: set[str] | None = None,
+         reason: str | None = None, cleanup_delay: float = 0.0, message: str | None = None,
+         actor_name: str | None = None, **fields) -> Deployment:
+    """Move a deployment to `to` in one write transaction, refusing illegal moves. `expect` narrows the statuses it
+    may be in (a compare-and-set: a pipeline that lost a race with a cancel gets an InputError, not a bad state)."""
+    with store.write():
+        dep = Deployment.get_or_none(Deployment.id == deployment_id)
+        if dep is None:
+            raise InputError(f"unknown deployment {deployment_id}")
+        if expect is not None and dep.status not in expect:
+            raise InputError(f"deployment {deployment_id} is {dep.status}, not {'/'.join(sorted(expect))}")
+        check_move(dep.status, to, deployment_id)
+        t = now()
+        values = {"status": to, "updated_at": t, **fields}
+        if error is not None:
+            values["error"] = error
+        if to in TERMINAL or to == "success":
+            values.setdefault("finished_at", t)
+            values.setdefault("heartbeat_at", None)
+        if to == "deploying" and dep.status != "deploying":
+            values.setdefault("started_at", t)
+            values.setdefault("finished_at", None)
+            values.setdefault("error", None)
+        Deployment.update(**values).where(Deployment.id == deployment_id).execute()
+        if message is None:
+            message = f"Deployment {deployment_id} {dep.status} -> {to}" + (f": {error}" if error else "")
+        level = "error" if to == "failed" else "warning" if to in ("cancelled", "degraded") else "info"
+        event(deployment_id, message, kind="deployment", level=level, actor_name=actor_name, host=dep.host)
+        if to in CLEANUP_ON:
+            enqueue_cleanup(deployment_id, reason or to, delay=cleanup_delay)
+        return Deployment.get(Deployment.id == deployment_id)
+
+
+def enqueue_cleanup(deployment_id: str, reason: str, delay: float = 0.0) -> CleanupTask:
+    """Create (or re-arm) the deployment's cleanup task; call inside a write transaction."""
+    t = now()
+    task = CleanupTask.get_or_none((CleanupTask.deployment == deployment_id) &
+                                   (CleanupTask.state.in_(["pending", "running", "kept"])))
+    if task is not None:
+        if task.state == "kept" and reason != "retention":
+            return task
+        CleanupTask.update(reason=reason, due_at=min(task.due_at, t + delay), updated_at=t,
+                           state="pending" if task.state == "kept" else task.state).where(
+            CleanupTask.id == task.id).execute()
+        return CleanupTask.get_by_id(task.id)
+    return CleanupTask.create(deployment=deployment_id, reason=reason, due_at=t + delay, created_at=t, updated_at=t)
+
+
+def as_dict(dep: Deployment, service_name: str | None = None) -> dict:
+    return {"id": dep.id, "service": service_name or dep.service.name, "status": dep.status, "phase": dep.phase,
+            "host": dep.host, "error": dep.error, "created_at": dep.created_at, "updated_at": dep.updated_at,
+            "finished_at": dep.finished_at, "attempts": dep.attempts, "heartbeat_at": dep.heartbeat_at,
+            "owner": dep.owner, "image": dep.image}

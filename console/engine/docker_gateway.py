@@ -1,0 +1,344 @@
+"""Every docker-py call lives here: label queries, build, create/start/stop/remove, logs, volume backup.
+
+One Gateway per Docker host. Queries always use Docker's own label filters with exact `key=value` pairs; removal is
+`force=True, v=True` and treats 404 (no such container) and 409 (removal already in progress) as done. Lists use the
+low-level API, which returns the engine's summaries without an inspect per container.
+"""
+import gzip
+import io
+import json
+import logging
+import socket
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.utils import tar as make_build_context
+
+from console.engine import labels as L
+from console.engine.errors import Cancelled, EngineUnavailable
+
+log = logging.getLogger(__name__)
+BASE_IMAGE = "deployer/base:busybox"
+UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, socket.timeout,
+               OSError)
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    name: str
+    state: str
+    status: str
+    image: str
+    created: float
+    labels: dict = field(default_factory=dict)
+    ports: list = field(default_factory=list)
+    host: str = ""
+
+    @property
+    def deployment_id(self) -> str | None:
+        return self.labels.get(L.DEPLOYMENT)
+
+    @property
+    def service(self) -> str | None:
+        return self.labels.get(L.SERVICE)
+
+    @property
+    def health(self) -> str:
+        for word in ("healthy", "unhealthy", "starting"):
+            if f"({word})" in self.status or f"(health: {word})" in self.status:
+                return word
+        return "-"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def as_dict(self) -> dict:
+        return {"id": self.id[:12], "name": self.name, "deployment_id": self.deployment_id, "service": self.service,
+                "state": self.state, "status": self.status, "health": self.health, "image": self.image,
+                "created": self.created, "ports": self.ports, "host": self.host}
+
+
+def _summary(raw: dict, host: str) -> ContainerInfo:
+    ports = [f"{p.get('IP', '')}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}"
+             for p in raw.get("Ports") or [] if p.get("PublicPort")]
+    return ContainerInfo(id=raw["Id"], name=(raw.get("Names") or ["/?"])[0].lstrip("/"), state=raw.get("State", ""),
+                         status=raw.get("Status", ""), image=raw.get("Image", ""), created=float(raw.get("Created", 0)),
+                         labels=raw.get("Labels") or {}, ports=sorted(set(ports)), host=host)
+
+
+def _is_gone(e: docker.errors.APIError) -> bool:
+    code = getattr(e, "status_code", None)
+    text = str(e).lower()
+    return code == 404 or (code == 409 and "already in progress" in text) or "no such container" in text
+
+
+class Gateway:
+    def __init__(self, host: str, client: docker.DockerClient):
+        self.host = host
+        self.client = client
+        self.api = client.api
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.APIError:  # an answer from the engine (404, 409...), not an unreachable engine
+            raise
+        except UNREACHABLE as e:
+            raise EngineUnavailable(f"Docker host {self.host} unreachable while {what}: {type(e).__name__}") from e
+
+    # ---- engine
+    def ping(self) -> bool:
+        return bool(self._call("pinging", self.api.ping))
+
+    # ---- images
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self._call("inspecting an image", self.api.inspect_image, ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def ensure_base_image(self, busybox_path: str = "/bin/busybox") -> bool:
+        """Build deployer/base:busybox (FROM scratch + static busybox) when missing. True if it was built."""
+        if self.image_exists(BASE_IMAGE):
+            return False
+        dockerfile = b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+            tar.add(busybox_path, arcname="busybox")
+        buf.seek(0)
+        for chunk in self._call("building the base image", self.api.build, fileobj=buf, custom_context=True,
+                                tag=BASE_IMAGE, rm=True, forcerm=True, decode=True,
+                                labels={L.MANAGED: "false", L.ROLE: "base"}):
+            if "error" in chunk:
+                raise RuntimeError(f"base image build failed: {chunk['error'].strip()}")
+        return True
+
+    def build(self, context_dir: str, tag: str, labels: dict, on_line, should_stop) -> str:
+        """Build an image, streaming each output line to `on_line`. `should_stop()` is polled by a watcher; when it
+        turns true the HTTP connection is shut down, which makes the engine abort the build and remove its
+        intermediate containers, and Cancelled is raised."""
+        context = make_build_context(context_dir, gzip=False)
+        params = {"t": tag, "labels": json.dumps(labels), "rm": True, "forcerm": True, "q": False}
+        response = self._call("starting a build", self.api._post, self.api._url("/build"), data=context,
+                              params=params, headers={"Content-Type": "application/tar"}, stream=True, timeout=None)
+        self.api._raise_for_status(response)
+        stopped = threading.Event()
+        done = threading.Event()
+        sock = None
+        try:
+            sock = self.api._get_raw_response_socket(response)
+        except Exception:  # not every transport exposes its socket; then closing the response must do
+            pass
+
+        def watch():
+            while not done.wait(0.2):
+                if should_stop():
+                    stopped.set()
+                    try:
+                        if sock is not None:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        response.close()
+                    except OSError:
+                        pass
+                    return
+
+        watcher = threading.Thread(target=watch, name=f"build-watch-{tag}", daemon=True)
+        watcher.start()
+        image_id = None
+        try:
+            for chunk in self.api._stream_helper(response, decode=True):
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        if line.strip():
+                            on_line(line.rstrip())
+                if "error" in chunk:
+                    raise RuntimeError(f"build failed: {chunk['error'].strip()}")
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+        except (requests.exceptions.RequestException, OSError, ValueError, AttributeError) as e:
+            if stopped.is_set():
+                raise Cancelled() from e
+            raise EngineUnavailable(f"Docker host {self.host}: build stream broke: {type(e).__name__}") from e
+        finally:
+            done.set()
+            response.close()
+        if stopped.is_set():
+            raise Cancelled()
+        if image_id is None and not self.image_exists(tag):
+            raise RuntimeError("build finished without an image")
+        return image_id or self.api.inspect_image(tag)["Id"]
+
+    def remove_image(self, ref: str) -> str:
+        """Remove an image unless a container still uses it. Returns removed | gone | in-use."""
+        try:
+            users = self._call("listing containers", self.api.containers, all=True, filters={"ancestor": ref})
+        except docker.errors.NotFound:
+            return "gone"
+        except docker.errors.APIError as e:
+            if "no such image" in str(e).lower():
+                return "gone"
+            raise
+        if users:
+            return "in-use"
+        try:
+            self._call("removing an image", self.api.remove_image, ref, force=False, noprune=False)
+            return "removed"
+        except docker.errors.ImageNotFound:
+            return "gone"
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                return "in-use"
+            raise
+
+    # ---- containers
+    def list_managed(self, store_id: str, deployment_id: str | None = None, all: bool = True) -> list[ContainerInfo]:
+        raw = self._call("listing containers", self.api.containers, all=all,
+                         filters=L.managed_filter(store_id, deployment_id))
+        return [_summary(r, self.host) for r in raw]
+
+    def find_by_name(self, name: str) -> ContainerInfo | None:
+        raw = self._call("listing containers", self.api.containers, all=True, filters={"name": f"^/{name}$"})
+        return _summary(raw[0], self.host) if raw else None
+
+    def create_container(self, name: str, image: str, labels: dict, env: dict, port: int,
+                         mounts: list[tuple[str, str]], healthcheck: dict | None = None) -> str:
+        """Create (not start) a container. If one of this name already exists with the same deployment label, it is
+        reused: the phase is idempotent."""
+        existing = self.find_by_name(name)
+        if existing is not None:
+            if existing.labels.get(L.DEPLOYMENT) == labels[L.DEPLOYMENT] and \
+                    existing.labels.get(L.STORE) == labels[L.STORE]:
+                return existing.id
+            raise RuntimeError(f"a container named {name} exists and is not this deployment's")
+        host_config = self.api.create_host_config(
+            port_bindings={f"{port}/tcp": ("127.0.0.1", None)},
+            binds={vol: {"bind": path, "mode": "rw"} for vol, path in mounts},
+            init=True, restart_policy={"Name": "no"})
+        try:
+            created = self._call("creating a container", self.api.create_container, image=image, name=name,
+                                 labels=labels, environment=env, ports=[port], host_config=host_config,
+                                 healthcheck=healthcheck)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:  # a concurrent create of the same name: take it if it is ours
+                existing = self.find_by_name(name)
+                if existing is not None and existing.labels.get(L.DEPLOYMENT) == labels[L.DEPLOYMENT]:
+                    return existing.id
+            raise
+        return created["Id"]
+
+    def start(self, container_id: str) -> None:
+        self._call("starting a container", self.api.start, container_id)
+
+    def stop(self, container_id: str, timeout: int = 5) -> str:
+        try:
+            self._call("stopping a container", self.api.stop, container_id, timeout=timeout)
+            return "stopped"
+        except docker.errors.NotFound:
+            return "gone"
+
+    def inspect(self, container_id: str) -> dict | None:
+        try:
+            return self._call("inspecting a container", self.api.inspect_container, container_id)
+        except docker.errors.NotFound:
+            return None
+
+    def remove_container(self, container_id: str) -> str:
+        """force + v; returns 'removed', or 'gone' when the engine says 404 / removal already in progress."""
+        try:
+            self._call("removing a container", self.api.remove_container, container_id, force=True, v=True)
+            return "removed"
+        except docker.errors.APIError as e:
+            if _is_gone(e):
+                return "gone"
+            raise
+
+    def http_check(self, container_id: str, port: int, path: str) -> tuple[bool, str]:
+        """Ask the container itself for http://127.0.0.1:PORT/PATH (busybox wget: exit 0 on 2xx/3xx). Going through
+        the engine's exec API works the same for local and remote hosts."""
+        try:
+            result = self._call("health-checking", self.client.containers.get(container_id).exec_run,
+                                ["timeout", "3", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"],
+                                demux=False)
+        except docker.errors.NotFound:
+            return False, "container is gone"
+        except docker.errors.APIError as e:
+            return False, str(e.explanation or e)[:200]
+        output = (result.output or b"").decode(errors="replace").strip().splitlines()
+        return result.exit_code == 0, (output[-1] if output else f"wget exit {result.exit_code}")
+
+    def logs(self, container_id: str, tail: int | str = "all") -> bytes:
+        return self._call("reading logs", self.api.logs, container_id, stdout=True, stderr=True, timestamps=True,
+                          tail=tail)
+
+    def follow_logs(self, container_id: str, tail: int = 200):
+        """A generator of log lines (bytes) that follows the container; close it to stop."""
+        return self._call("following logs", self.api.logs, container_id, stdout=True, stderr=True, stream=True,
+                          follow=True, tail=tail, timestamps=False)
+
+    def archive_logs(self, container_id: str, dest) -> int:
+        """Write the container's whole log, gzipped, to `dest` (a Path). Returns the bytes written."""
+        data = self.logs(container_id)
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+                gz.write(data)
+            raw.flush()
+        tmp.replace(dest)
+        return dest.stat().st_size
+
+    # ---- volumes
+    def create_volume(self, name: str, labels: dict) -> None:
+        try:
+            vol = self._call("inspecting a volume", self.api.inspect_volume, name)
+            if (vol.get("Labels") or {}).get(L.STORE) != labels.get(L.STORE):
+                raise RuntimeError(f"a volume named {name} exists and is not ours")
+            return
+        except docker.errors.NotFound:
+            pass
+        self._call("creating a volume", self.api.create_volume, name=name, labels=labels)
+
+    def list_volumes(self, store_id: str, deployment_id: str | None = None) -> list[dict]:
+        result = self._call("listing volumes", self.api.volumes, filters=L.managed_filter(store_id, deployment_id))
+        return (result or {}).get("Volumes") or []
+
+    def remove_volume(self, name: str) -> str:
+        try:
+            self._call("removing a volume", self.api.remove_volume, name, force=False)
+            return "removed"
+        except docker.errors.NotFound:
+            return "gone"
+
+    def backup_volume(self, name: str, dest, deadline_s: float = 300) -> int:
+        """tar.gz of a volume's contents into `dest`, read by a helper container of the base image that is created
+        (never started) with the volume mounted read-only; its /data is streamed with the archive API."""
+        helper = self._call("creating a backup helper", self.api.create_container, image=BASE_IMAGE,
+                            command=["true"], labels={L.MANAGED: "false", L.ROLE: "backup-helper"},
+                            host_config=self.api.create_host_config(binds={name: {"bind": "/data", "mode": "ro"}}))
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            stream, _ = self._call("reading a volume", self.api.get_archive, helper["Id"], "/data/.")
+            started = time.monotonic()
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+                for chunk in stream:
+                    gz.write(chunk)
+                    if time.monotonic() - started > deadline_s:
+                        raise RuntimeError(f"volume backup of {name} took over {deadline_s:.0f} s")
+            tmp.replace(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+            try:
+                self.api.remove_container(helper["Id"], force=True, v=False)
+            except docker.errors.APIError:
+                pass
+        return dest.stat().st_size

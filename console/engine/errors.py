@@ -1,0 +1,23 @@
+"""Errors an operator sees: each message is one line saying what failed and what to do."""
+
+
+class DeployerError(Exception):
+    exit_code = 1
+
+
+class InputError(DeployerError):
+    """Bad input or an illegal request (unknown id, illegal move, bad path): exit code 2."""
+    exit_code = 2
+
+
+class ReadOnlyError(InputError):
+    pass
+
+
+class EngineUnavailable(DeployerError):
+    """A Docker engine did not answer."""
+    exit_code = 3
+
+
+class Cancelled(Exception):
+    """Raised inside a pipeline when its deployment was cancelled."""

@@ -1,0 +1,39 @@
+"""What counts as ours. One place decides it: the labels we put on everything we create, and the filters that find
+exactly those things (Docker's label filter with `key=value` is an exact match, so `abc` never matches `abc-1`).
+
+`deployer.store` carries the id of the store that created the resource, so two stores on one engine (two installs,
+or the test suite's many temporary stores) never touch each other's resources.
+"""
+MANAGED = "deployer.managed"
+STORE = "deployer.store"
+DEPLOYMENT = "deployer.deployment_id"
+SERVICE = "deployer.service"
+PROJECT = "deployer.project_id"
+SCOPE = "deployer.scope"
+ROLE = "deployer.role"
+
+
+def deployment_labels(store_id: str, deployment_id: str, service: str, project_id: int) -> dict[str, str]:
+    return {MANAGED: "true", STORE: store_id, DEPLOYMENT: deployment_id, SERVICE: service, PROJECT: str(project_id)}
+
+
+def shared_volume_labels(store_id: str, project_id: int, service: str) -> dict[str, str]:
+    """A project volume is shared by every deployment of the project: it carries no deployment id, ever."""
+    return {MANAGED: "true", STORE: store_id, PROJECT: str(project_id), SCOPE: "project", SERVICE: service}
+
+
+def managed_filter(store_id: str, deployment_id: str | None = None) -> dict[str, list[str]]:
+    labels = [f"{MANAGED}=true", f"{STORE}={store_id}"]
+    if deployment_id is not None:
+        labels.append(f"{DEPLOYMENT}={deployment_id}")
+    return {"label": labels}
+
+
+def is_ours(labels: dict | None, store_id: str, deployment_id: str | None = None) -> bool:
+    """Re-checks on our side what the filter asked the engine for: belt and braces before anything is removed."""
+    labels = labels or {}
+    if labels.get(MANAGED) != "true" or labels.get(STORE) != store_id:
+        return False
+    if labels.get(SCOPE) == "project":
+        return False
+    return deployment_id is None or labels.get(DEPLOYMENT) == deployment_id

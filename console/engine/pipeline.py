@@ -1,0 +1,468 @@
+"""The six phases of a deployment. Each phase first checks what is already done and completes only what is missing,
+so running it again after a crash (or resuming from any phase) is safe. Resume = run from phase N.
+
+A RunControl thread beside the pipeline heartbeats the deployment and watches its row: a cancel (status no longer
+`deploying`), a takeover (another owner), or an overrun phase deadline stops the pipeline within a fraction of a
+second, also inside long waits (the build stream is cut, health polling stops).
+"""
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from console.engine import deployments as D
+from console.engine import labels as L
+from console.engine.errors import Cancelled, DeployerError, InputError
+from console.engine.paths import atomic_symlink, atomic_write, link_target
+from console.engine.validate import PHASES
+from storage.clock import now
+from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
+
+log = logging.getLogger(__name__)
+
+
+def container_name(service: str, deployment_id: str) -> str:
+    return f"deployer-{service}-{deployment_id}"
+
+
+def deployment_volume(deployment_id: str, name: str) -> str:
+    return f"dpl-{deployment_id}-{name}"
+
+
+def shared_volume(project_id: int, name: str) -> str:
+    return f"prj{project_id}-{name}"
+
+
+def image_tag(service: str, deployment_id: str) -> str:
+    return f"deployer/{service}:{deployment_id}"
+
+
+class Stop(Exception):
+    """The pipeline must stop: cancelled, taken over, or a phase deadline passed."""
+
+    def __init__(self, why: str, reason: str):
+        super().__init__(reason)
+        self.why = why
+
+
+class RunControl:
+    """Heartbeats and the stop watch for one running pipeline."""
+
+    def __init__(self, ctx, deployment_id: str, owner: str):
+        self.ctx = ctx
+        self.deployment_id = deployment_id
+        self.owner = owner
+        self.stop_reason: tuple[str, str] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"runctl-{deployment_id}", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None
+
+    def check(self):
+        if self.stop_reason is not None:
+            raise Stop(*self.stop_reason)
+
+    def sleep(self, seconds: float):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.check()
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        self.check()
+
+    def _watch(self):
+        last_beat = 0.0
+        while not self._done.wait(0.2):
+            try:
+                row = (Deployment.select(Deployment.status, Deployment.owner, Deployment.phase,
+                                         Deployment.phase_started_at)
+                       .where(Deployment.id == self.deployment_id).first())
+                if row is None or row.status == "cancelled":
+                    self.stop_reason = ("cancelled", "deployment was cancelled")
+                elif row.status != "deploying":
+                    self.stop_reason = ("ended", f"deployment became {row.status} elsewhere")
+                elif row.owner != self.owner:
+                    self.stop_reason = ("taken-over", f"deployment was taken over by {row.owner}")
+                elif row.phase and row.phase_started_at:
+                    deadline = float(self.ctx.settings.phase_deadlines.get(row.phase, 300))
+                    if now() - row.phase_started_at > deadline:
+                        self.stop_reason = ("deadline", f"phase {row.phase} overran its deadline of {deadline:.0f} s")
+                if self.stop_reason:
+                    return
+                if time.monotonic() - last_beat >= self.ctx.settings.heartbeat_interval:
+                    with self.ctx.store.write():
+                        Deployment.update(heartbeat_at=now()).where(
+                            (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner)).execute()
+                    last_beat = time.monotonic()
+            except Exception:  # a store hiccup must not kill the watcher; the next round retries
+                log.exception("run control of %s", self.deployment_id)
+
+
+@dataclass
+class Job:
+    deployment: Deployment
+    service: Service
+    gateway: object
+    control: RunControl
+    attempt: int
+
+
+class Pipeline:
+    """Runs one deployment from a phase to the end. `ctx` is the engine (store, settings, paths, hosts, store_id)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    # ---- claiming
+    def claim(self, deployment_id: str, from_phase: str | None = None, actor_name: str | None = None,
+              resume: bool = False) -> tuple[Deployment, str]:
+        owner = f"{D.MACHINE}:{os.getpid()}:{threading.get_ident() % 100000}"
+        with self.ctx.store.write():
+            dep = Deployment.get_or_none(Deployment.id == deployment_id)
+            if dep is None:
+                raise InputError(f"unknown deployment {deployment_id}")
+            if resume:
+                if dep.status not in ("failed", "deploying"):
+                    raise InputError(f"deployment {deployment_id} is {dep.status}; only failed or stuck "
+                                     f"(deploying) deployments can be resumed")
+                phase = from_phase or dep.phase or PHASES[0]
+                attempts = dep.attempts + 1
+                message = f"Resuming deployment {deployment_id} from {phase} (attempt {attempts})"
+            else:
+                if dep.status != "queued":
+                    raise InputError(f"deployment {deployment_id} is {dep.status}, not queued")
+                phase, attempts, message = PHASES[0], dep.attempts, f"Deployment {deployment_id} started"
+            D.move(self.ctx.store, deployment_id, "deploying", message=message, actor_name=actor_name,
+                   owner=owner, owner_machine=D.MACHINE, owner_pid=os.getpid(), heartbeat_at=now(),
+                   phase=phase, phase_started_at=now(), attempts=attempts, resume_from=None, error=None)
+        return Deployment.get_by_id(deployment_id), phase
+
+    # ---- running
+    def run(self, deployment_id: str, from_phase: str | None = None, actor_name: str | None = None,
+            resume: bool = False, on_phase=None) -> str:
+        """Claim and run; returns the final status. `on_phase(index, phase)` is called as each phase starts."""
+        dep, phase = self.claim(deployment_id, from_phase, actor_name, resume)
+        return self.run_claimed(dep, phase, on_phase)
+
+    def run_claimed(self, dep: Deployment, phase: str, on_phase=None) -> str:
+        service = dep.service
+        control = RunControl(self.ctx, dep.id, dep.owner).start()
+        job = Job(dep, service, None, control, dep.attempts)
+        current_before = link_target(self.ctx.paths.current(service.name))
+        try:
+            job.gateway = self.ctx.hosts.gateway(dep.host)
+            for index in range(PHASES.index(phase), len(PHASES)):
+                name = PHASES[index]
+                control.check()
+                if on_phase:
+                    on_phase(index, name)
+                self._run_phase(job, name)
+            control.check()
+            return self._succeed(job)
+        except Stop as stop:
+            return self._stopped(job, stop, current_before)
+        except Cancelled:
+            return self._stopped(job, Stop(*(control.stop_reason or ("cancelled", "cancelled"))), current_before)
+        except Exception as e:  # every failure of a phase ends the deployment failed, with one line of why
+            if control.stop_reason:
+                return self._stopped(job, Stop(*control.stop_reason), current_before)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not isinstance(e, DeployerError):
+                log.exception("deployment %s failed", dep.id)
+            return self._fail(job, f"{Deployment.get_by_id(dep.id).phase}: {reason}", current_before)
+        finally:
+            control.close()
+
+    def _run_phase(self, job: Job, phase: str) -> None:
+        dep_id = job.deployment.id
+        with self.ctx.store.write():
+            Deployment.update(phase=phase, phase_started_at=now(), updated_at=now()).where(
+                (Deployment.id == dep_id) & (Deployment.owner == job.control.owner)).execute()
+            run = PhaseRun.create(deployment=dep_id, phase=phase, attempt=job.attempt)
+        started = time.monotonic()
+        try:
+            detail = getattr(self, "_" + phase.lower())(job)
+        except BaseException as e:
+            outcome = "cancelled" if isinstance(e, (Stop, Cancelled)) else "failed"
+            with self.ctx.store.write():
+                PhaseRun.update(finished_at=now(), outcome=outcome, detail=str(e)[:500]).where(
+                    PhaseRun.id == run.id).execute()
+            raise
+        with self.ctx.store.write():
+            PhaseRun.update(finished_at=now(), outcome="skipped" if detail and detail.startswith("already")
+                            else "done", detail=detail).where(PhaseRun.id == run.id).execute()
+            D.event(dep_id, f"{phase} {'skipped: ' + detail if detail and detail.startswith('already') else 'done'}"
+                    f" in {time.monotonic() - started:.1f} s", host=job.deployment.host)
+
+    def _fault_point(self, job: Job, phase: str) -> None:
+        """Test hook: DEPLOYER_FAULT_PAUSE=PHASE:SECONDS pauses mid-phase so a fault test can kill the process there."""
+        spec = os.environ.get("DEPLOYER_FAULT_PAUSE", "")
+        name, _, seconds = spec.partition(":")
+        if name == phase and seconds:
+            D.event(job.deployment.id, f"fault pause in {phase} ({seconds} s)", level="debug")
+            job.control.sleep(float(seconds))
+
+    # ---- the six phases
+    def _pulling_source(self, job: Job) -> str:
+        release = self.ctx.paths.ensure(self.ctx.paths.release(job.deployment.id))
+        marker, source = release / ".source-complete", release / "source"
+        if marker.exists() and source.is_dir():
+            return "already pulled"
+        origin = Path(job.service.source)
+        if not origin.is_dir():
+            raise InputError(f"source {origin} of service {job.service.name} is not a directory")
+        tmp = release / "source.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (origin / ".git").exists():
+            self._git(job, ["git", "clone", "--quiet", "--depth", "1", f"file://{origin.resolve()}", str(tmp)])
+            commit = subprocess.run(["git", "-C", str(tmp), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, timeout=30).stdout.strip()
+            detail = f"cloned {origin} at {commit}"
+        else:
+            shutil.copytree(origin, tmp, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            detail = f"copied {origin}"
+        self._fault_point(job, "PULLING_SOURCE")
+        shutil.rmtree(source, ignore_errors=True)
+        tmp.rename(source)
+        marker.write_text(detail)
+        return detail
+
+    def _git(self, job: Job, argv: list[str]) -> None:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None:
+            if job.control.should_stop():
+                proc.kill()
+                proc.wait()
+                job.control.check()
+            time.sleep(0.1)
+        if proc.returncode != 0:
+            raise RuntimeError(f"git clone failed: {proc.stderr.read().strip().splitlines()[-1:]}")
+
+    def _building(self, job: Job) -> str:
+        dep, gw = job.deployment, job.gateway
+        tag = image_tag(job.service.name, dep.id)
+        self._fault_point(job, "BUILDING")
+        if gw.image_exists(tag):
+            self._set(dep.id, image=tag)
+            return "already built"
+        source = self.ctx.paths.release(dep.id) / "source"
+        if not (source / "Dockerfile").is_file():
+            raise InputError(f"no Dockerfile in the source of service {job.service.name}")
+        lines: list[str] = []
+        last_flush = [time.monotonic()]
+
+        def flush():
+            if lines:
+                with self.ctx.store.write():
+                    DeploymentEvent.insert_many([
+                        {"deployment": dep.id, "message": line[:1000], "kind": "build", "level": "debug",
+                         "time": now(), "host": dep.host} for line in lines]).execute()
+                lines.clear()
+            last_flush[0] = time.monotonic()
+
+        def on_line(line):
+            lines.append(line)
+            if len(lines) >= 50 or time.monotonic() - last_flush[0] > 0.5:
+                flush()
+
+        labels = L.deployment_labels(self.ctx.store_id, dep.id, job.service.name, job.service.project_id)
+        try:
+            gw.build(str(source), tag, labels, on_line, job.control.should_stop)
+        finally:
+            flush()
+        self._set(dep.id, image=tag)
+        return f"built {tag}"
+
+    def _copying_files(self, job: Job) -> str:
+        dep, svc, gw = job.deployment, job.service, job.gateway
+        release = self.ctx.paths.release(dep.id)
+        meta = {"deployment": dep.id, "service": svc.name, "image": image_tag(svc.name, dep.id), "port": svc.port,
+                "env": sorted(svc.env or {}), "volumes": svc.volumes, "shared_volumes": svc.shared_volumes,
+                "host": dep.host}
+        atomic_write(release / "release.json", json.dumps(meta, indent=2, sort_keys=True))
+        labels = L.deployment_labels(self.ctx.store_id, dep.id, svc.name, svc.project_id)
+        mounts = []
+        for vol in svc.volumes or []:
+            name = deployment_volume(dep.id, vol["name"])
+            gw.create_volume(name, labels)
+            mounts.append((name, vol["path"]))
+        for vol in svc.shared_volumes or []:
+            name = shared_volume(svc.project_id, vol["name"])
+            gw.create_volume(name, L.shared_volume_labels(self.ctx.store_id, svc.project_id, svc.name))
+            mounts.append((name, vol["path"]))
+        self._fault_point(job, "COPYING_FILES")
+        job.control.check()
+        name = container_name(svc.name, dep.id)
+        existed = gw.find_by_name(name) is not None
+        gw.create_container(name, image_tag(svc.name, dep.id), labels, dict(svc.env or {}), svc.port, mounts)
+        # a cancel that landed while the container was being created must not leave it behind: check again now
+        job.control.check()
+        return "already created" if existed else f"created {name} with {len(mounts)} volume(s)"
+
+    def _creating_symlinks(self, job: Job) -> str:
+        svc, dep = job.service, job.deployment
+        service_dir = self.ctx.paths.ensure(self.ctx.paths.service(svc.name))
+        current = self.ctx.paths.current(svc.name)
+        if link_target(current) == dep.id:
+            return "already current"
+        old = link_target(current)
+        self._fault_point(job, "CREATING_SYMLINKS")
+        if old and old != dep.id:
+            atomic_symlink(self.ctx.paths.previous(svc.name), f"../../releases/{old}")
+        atomic_symlink(current, f"../../releases/{dep.id}")
+        return f"current -> {dep.id} (previous {old or '-'}) in {service_dir}"
+
+    def _updating_routes(self, job: Job) -> str:
+        svc, dep, gw = job.service, job.deployment, job.gateway
+        info = gw.find_by_name(container_name(svc.name, dep.id))
+        if info is None:
+            raise RuntimeError(f"container {container_name(svc.name, dep.id)} is missing; resume from COPYING_FILES")
+        started = False
+        if not info.running:
+            gw.start(info.id)
+            started = True
+        self._fault_point(job, "UPDATING_ROUTES")
+        route = self.write_route(svc, dep.id, gw)
+        return f"{'started container, ' if started else 'already running, '}route {route.name} written"
+
+    def write_route(self, svc: Service, deployment_id: str, gw) -> Path:
+        """The Traefik file-provider config for the service, pointing at this deployment's container."""
+        name = container_name(svc.name, deployment_id)
+        details = gw.inspect(name) or {}
+        bindings = ((details.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{svc.port}/tcp") or []
+        url = f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else f"http://{name}:{svc.port}"
+        rule = f"Host(`{svc.route_host}`)" if svc.route_host else f"PathPrefix(`/{svc.name}`)"
+        text = (f"# written by deployer-console for deployment {deployment_id}\n"
+                f"http:\n  routers:\n    {svc.name}:\n      rule: \"{rule}\"\n      service: {svc.name}\n"
+                f"  services:\n    {svc.name}:\n      loadBalancer:\n        servers:\n"
+                f"          - url: \"{url}\"\n")
+        route = self.ctx.paths.route(svc.name)
+        if not (route.exists() and route.read_text() == text):
+            atomic_write(route, text)
+        return route
+
+    def _health_check(self, job: Job) -> str:
+        svc, dep, gw = job.service, job.deployment, job.gateway
+        name = container_name(svc.name, dep.id)
+        self._fault_point(job, "HEALTH_CHECK")
+        deadline = time.monotonic() + self.ctx.settings.health_timeout
+        last = "no answer yet"
+        while True:
+            job.control.check()
+            details = gw.inspect(name)
+            if details is None:
+                raise RuntimeError(f"container {name} disappeared")
+            state = details.get("State") or {}
+            if not state.get("Running"):
+                tail = gw.logs(name, tail=3).decode(errors="replace").strip().splitlines()
+                raise RuntimeError(f"container exited with code {state.get('ExitCode')}"
+                                   + (f": {tail[-1][-200:]}" if tail else ""))
+            health = (state.get("Health") or {}).get("Status")
+            if health == "healthy":
+                return "container reports healthy"
+            if health == "unhealthy":
+                raise RuntimeError("container reports unhealthy")
+            if health is None:
+                ok, last = gw.http_check(name, svc.port, svc.health_path)
+                if ok:
+                    return f"HTTP {svc.health_path} answered 2xx/3xx"
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"health check timed out after {self.ctx.settings.health_timeout:.0f} s "
+                                   f"({last})")
+            job.control.sleep(0.5)
+
+    # ---- endings
+    def _set(self, deployment_id: str, **fields):
+        with self.ctx.store.write():
+            Deployment.update(updated_at=now(), **fields).where(Deployment.id == deployment_id).execute()
+
+    def _succeed(self, job: Job) -> str:
+        dep, svc = job.deployment, job.service
+        with self.ctx.store.write():
+            D.move(self.ctx.store, dep.id, "success", expect={"deploying"}, phase="HEALTH_CHECK",
+                   message=f"Deployment {dep.id} succeeded")
+            older = list(Deployment.select().where((Deployment.service == svc.id) & (Deployment.id != dep.id) &
+                                                   (Deployment.status.in_(["success", "degraded"]))))
+            for old in older:
+                D.move(self.ctx.store, old.id, "superseded", message=f"Deployment {old.id} superseded by {dep.id}")
+        for old in older:
+            self.stop_service_container(svc, old.id, old.host)
+        return "success"
+
+    def stop_service_container(self, svc: Service, deployment_id: str, host: str) -> None:
+        try:
+            gw = self.ctx.hosts.gateway(host)
+            info = gw.find_by_name(container_name(svc.name, deployment_id))
+            if info is not None and info.running:
+                gw.stop(info.id)
+                D.event(deployment_id, f"Stopped container {info.name} of superseded deployment {deployment_id}",
+                        host=host)
+        except Exception as e:  # stopping an old container is best effort; reconciliation will report drift
+            D.event(deployment_id, f"Could not stop the container of {deployment_id}: {e}", level="warning",
+                    host=host)
+
+    def _restore_previous(self, job: Job, current_before: str | None) -> None:
+        """A failed or cancelled deployment must not stay `current`: point it back at what was serving before."""
+        svc = job.service
+        current = self.ctx.paths.current(svc.name)
+        if link_target(current) != job.deployment.id:
+            return
+        back = current_before if current_before and current_before != job.deployment.id else \
+            link_target(self.ctx.paths.previous(svc.name))
+        if back and back != job.deployment.id and self.ctx.paths.release(back).exists():
+            atomic_symlink(current, f"../../releases/{back}")
+            try:
+                self.write_route(svc, back, self.ctx.hosts.gateway(Deployment.get_by_id(back).host))
+            except Exception as e:
+                D.event(job.deployment.id, f"Could not restore the route of {back}: {e}", level="warning")
+            D.event(job.deployment.id, f"current -> {back} restored", host=job.deployment.host)
+        else:
+            current.unlink(missing_ok=True)
+            self.ctx.paths.route(svc.name).unlink(missing_ok=True)
+
+    def _fail(self, job: Job, reason: str, current_before: str | None) -> str:
+        try:
+            self._restore_previous(job, current_before)
+        except Exception:
+            log.exception("restoring previous release of %s", job.service.name)
+        try:
+            D.move(self.ctx.store, job.deployment.id, "failed", error=reason, expect={"deploying"},
+                   cleanup_delay=self.ctx.settings.cleanup_delay)
+        except InputError:
+            return Deployment.get_by_id(job.deployment.id).status
+        return "failed"
+
+    def _stopped(self, job: Job, stop: Stop, current_before: str | None) -> str:
+        dep = job.deployment
+        if stop.why == "deadline":
+            return self._fail(job, stop.args[0], current_before)
+        if stop.why == "taken-over":
+            D.event(dep.id, f"Pipeline in {D.MACHINE}:{os.getpid()} stopped: {stop.args[0]}", level="warning")
+            return Deployment.get_by_id(dep.id).status
+        try:
+            self._restore_previous(job, current_before)
+        except Exception:
+            log.exception("restoring previous release of %s", job.service.name)
+        if stop.why == "cancelled" and job.gateway is not None:
+            # The cleanup task removes everything too; removing what this pipeline made here closes the window in
+            # which a container created just as the cancel landed could outlive the cleanup.
+            try:
+                for info in job.gateway.list_managed(self.ctx.store_id, dep.id):
+                    job.gateway.remove_container(info.id)
+            except Exception as e:
+                D.event(dep.id, f"Pipeline could not remove its containers after cancel: {e}", level="warning")
+        D.event(dep.id, f"Pipeline stopped: {stop.args[0]}", level="warning", host=dep.host)
+        return Deployment.get_by_id(dep.id).status

@@ -1,0 +1,89 @@
+"""Allow-lists for everything an operator types that reaches a label filter, a path or a container name."""
+import re
+
+from console.engine.errors import InputError
+
+PHASES = ["PULLING_SOURCE", "BUILDING", "COPYING_FILES", "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
+STATUSES = ["queued", "deploying", "success", "failed", "cancelled", "superseded", "degraded"]
+
+SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+DEPLOYMENT_RE = re.compile(r"^[0-9a-f]{4,12}$")   # a full id is 12 hex digits; 4+ is accepted as a unique prefix
+HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+VOLUME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SECRET_KEY_RE = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|PRIVATE|AUTH)", re.I)
+HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/?=&%-]{0,200}$")
+ROUTE_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _check(kind: str, value, pattern: re.Pattern, hint: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InputError(f"invalid {kind} {value!r}: {hint}")
+    return value
+
+
+def service_name(value) -> str:
+    return _check("service name", value, SERVICE_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
+
+
+def deployment_id(value) -> str:
+    return _check("deployment id", value, DEPLOYMENT_RE, "a deployment id is 4-12 hex digits (a prefix is enough)")
+
+
+def host_name(value) -> str:
+    return _check("host name", value, HOST_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
+
+
+def phase(value) -> str:
+    if not isinstance(value, str) or value.upper() not in PHASES:
+        raise InputError(f"invalid phase {value!r}: one of {', '.join(PHASES)}")
+    return value.upper()
+
+
+def status(value) -> str:
+    if value not in STATUSES:
+        raise InputError(f"invalid status {value!r}: one of {', '.join(STATUSES)}")
+    return value
+
+
+def port(value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if not 1 <= number <= 65535:
+        raise InputError(f"invalid port {value!r}: 1-65535")
+    return number
+
+
+def health_path(value) -> str:
+    return _check("health path", value, HEALTH_PATH_RE, "an absolute URL path such as /healthz")
+
+
+def route_host(value) -> str:
+    return _check("route host", value, ROUTE_HOST_RE, "a DNS name such as app.example.com")
+
+
+def volume_spec(value) -> dict:
+    """NAME:/path -> {"name", "path"}."""
+    name, sep, path = (value or "").partition(":")
+    if not sep or not VOLUME_RE.fullmatch(name) or not path.startswith("/") or ".." in path.split("/") \
+            or ":" in path or len(path) > 200:
+        raise InputError(f"invalid volume {value!r}: NAME:/absolute/path, NAME of a-z, 0-9, '_' and '-'")
+    return {"name": name, "path": path}
+
+
+def env_pair(value) -> tuple[str, str]:
+    key, sep, val = (value or "").partition("=")
+    if not sep or not ENV_KEY_RE.fullmatch(key) or "\x00" in val:
+        raise InputError(f"invalid env {value!r}: KEY=VALUE with KEY of letters, digits and '_'")
+    return key, val
+
+
+def is_secret(key: str) -> bool:
+    return bool(SECRET_KEY_RE.search(key))
+
+
+def mask_env(env: dict) -> dict:
+    """Env as an operator may see it: every value masked (values can hold secrets whatever the key is called)."""
+    return {k: "***" for k in env}

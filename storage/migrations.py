@@ -1,0 +1,45 @@
+"""Schema version and forward migrations (playhouse.migrate). Version 1 is the first schema.
+
+To change the schema: bump LATEST and add a function `_to_N(migrator)` below; it runs once, in order, inside a
+write transaction, and the version in Meta moves with it.
+"""
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+
+from storage.models import MODELS, Meta
+
+LATEST = 1
+
+
+def _migrator(store):
+    return SqliteMigrator(store.db) if store.is_sqlite else PostgresqlMigrator(store.db)
+
+
+STEPS: dict[int, callable] = {
+    # 2: lambda store, m: migrate(m.add_column("deployment", "x", CharField(null=True))),
+}
+
+
+def current_version(store) -> int:
+    if not store.db.table_exists("meta"):
+        return 0
+    row = Meta.get_or_none(Meta.key == "schema_version")
+    return int(row.value) if row else 0
+
+
+def migrate(store) -> int:
+    with store.write():
+        version = current_version(store)
+        if version > LATEST:
+            from storage.db import StoreError
+            raise StoreError(f"the store has schema version {version}, newer than this program's {LATEST}; upgrade")
+        if version == 0:
+            store.db.create_tables(MODELS, safe=True)
+            import uuid
+            Meta.insert(key="store_id", value=uuid.uuid4().hex[:12]).on_conflict_ignore().execute()
+            version = 1
+        for step in range(version + 1, LATEST + 1):
+            STEPS[step](store, _migrator(store))
+            version = step
+        Meta.insert(key="schema_version", value=str(version)).on_conflict(
+            conflict_target=[Meta.key], update={Meta.value: str(version)}).execute()
+    return version

@@ -1,0 +1,73 @@
+"""Queries both faces use. One query per table: no per-row lookups in loops."""
+from storage.clock import now
+from storage.models import CleanupTask, Deployment, Service
+
+
+def service_dict(s: Service) -> dict:
+    return {"name": s.name, "project": s.project.name, "source": s.source, "port": s.port,
+            "health_path": s.health_path, "route_host": s.route_host, "volumes": s.volumes,
+            "shared_volumes": s.shared_volumes, "env": {k: "***" for k in (s.env or {})}, "host": s.host}
+
+
+def cleanup_dict(t: CleanupTask) -> dict:
+    return {"id": t.id, "reason": t.reason, "state": t.state, "due_at": t.due_at, "attempts": t.attempts,
+            "last_error": t.last_error, "finished_at": t.finished_at}
+
+
+def event_dict(e) -> dict:
+    return {"id": e.id, "deployment_id": e.deployment_id, "time": e.time, "level": e.level, "kind": e.kind,
+            "message": e.message, "actor": e.actor, "host": e.host}
+
+
+def deployment_rows(status=None, service=None, host=None, limit=None, since_id=None) -> list[dict]:
+    """Deployments newest first, joined with their service name and latest cleanup state in two queries."""
+    q = (Deployment.select(Deployment, Service.name.alias("service_name"))
+         .join(Service).order_by(Deployment.created_at.desc(), Deployment.id))
+    if status:
+        q = q.where(Deployment.status == status)
+    if service:
+        q = q.where(Service.name == service)
+    if host:
+        q = q.where(Deployment.host == host)
+    if limit:
+        q = q.limit(limit)
+    rows = []
+    for d in q.dicts():
+        rows.append({"id": d["id"], "service": d["service_name"], "status": d["status"], "phase": d["phase"],
+                     "host": d["host"], "error": d["error"], "created_at": d["created_at"],
+                     "updated_at": d["updated_at"], "finished_at": d["finished_at"],
+                     "started_at": d["started_at"], "attempts": d["attempts"], "heartbeat_at": d["heartbeat_at"]})
+    if rows:
+        states = cleanup_states([r["id"] for r in rows] if len(rows) < 500 else None)
+        for r in rows:
+            r["cleanup"] = states.get(r["id"])
+    return rows
+
+
+def cleanup_states(ids=None) -> dict[str, str]:
+    q = CleanupTask.select(CleanupTask.deployment, CleanupTask.state, CleanupTask.id).order_by(CleanupTask.id)
+    if ids is not None:
+        q = q.where(CleanupTask.deployment.in_(ids))
+    return {row["deployment"]: row["state"] for row in q.dicts()}
+
+
+def known_deployments() -> dict[str, str]:
+    return {row["id"]: row["status"] for row in Deployment.select(Deployment.id, Deployment.status).dicts()}
+
+
+def is_stuck(dep: Deployment, settings) -> bool:
+    """A deploying deployment whose pipeline is gone: no heartbeat for zombie_after, or its process is dead here."""
+    import os
+    import socket
+    if dep.status != "deploying":
+        return False
+    if dep.heartbeat_at is None or now() - dep.heartbeat_at > settings.zombie_after:
+        return True
+    if dep.owner_machine == socket.gethostname() and dep.owner_pid:
+        try:
+            os.kill(dep.owner_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
