@@ -110,3 +110,28 @@ def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def h2_session():
+    """The second engine (tests/dockerd.py), started once per session; stopped at the end."""
+    from tests import dockerd
+    try:
+        dockerd.start()
+        dockerd.ensure_base_image()
+    except Exception as e:
+        pytest.skip(f"no second engine: {e}") if not CI else pytest.fail(f"second engine did not start: {e}")
+    yield dockerd
+    dockerd.stop()
+
+
+@pytest.fixture
+def h2(h2_session, engine):
+    """Host `h2` added to the test's engine; the second engine is (re)started if a test stopped it."""
+    h2_session.start()
+    engine.hosts.add("h2", h2_session.URL)
+    yield h2_session
+    h2_session.start()
+    client = docker.DockerClient(base_url=h2_session.URL, timeout=60)
+    purge_store_resources(client, engine.store_id)
+    client.close()

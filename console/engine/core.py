@@ -176,3 +176,26 @@ class Engine:
                 row["orphan"] = status is None or status in ("failed", "cancelled", "superseded")
                 out.append(row)
         return sorted(out, key=lambda r: (-r["created"], r["name"]))
+
+    # ---- events and logs
+    def events(self, since_id: int = 0, deployment_id: str | None = None, kinds=None, limit: int = 500) -> list[dict]:
+        """Events after `since_id`, oldest first (a live tail polls with the last id it saw)."""
+        q = DeploymentEvent.select().where(DeploymentEvent.id > since_id)
+        if deployment_id:
+            q = q.where(DeploymentEvent.deployment == self.get(deployment_id).id)
+        if kinds:
+            q = q.where(DeploymentEvent.kind.in_(list(kinds)))
+        if since_id == 0:
+            rows = list(q.order_by(DeploymentEvent.id.desc()).limit(limit))[::-1]
+        else:
+            rows = list(q.order_by(DeploymentEvent.id).limit(limit))
+        return [queries.event_dict(e) for e in rows]
+
+    def container_logs(self, container_id: str, host: str | None = None, follow: bool = False, tail: int = 200):
+        """Bytes of a managed container's log, or (follow=True) a generator of chunks. Only our containers."""
+        gw = self.hosts.gateway(host)
+        ours = {c.id for c in gw.list_managed(self.store_id)}
+        match = [cid for cid in ours if cid.startswith(container_id)]
+        if len(match) != 1:
+            raise InputError(f"unknown container {container_id} on host {gw.host} (only managed containers)")
+        return gw.follow_logs(match[0], tail=tail) if follow else gw.logs(match[0], tail=tail)
