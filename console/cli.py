@@ -8,6 +8,7 @@ import threading
 import time
 
 import click
+import peewee
 
 from console import config, fmt
 from console.engine.errors import DeployerError, InputError
@@ -134,8 +135,8 @@ def deploy(ctx, service_name, detach, json_out):
         row = engine.show(dep.id, events=False)
         emit(ctx, _public(row), f"deployment {dep.id} queued", json_out)
         return
-    engine._mutation("deploy")
-    dep = engine.create_deployment(service_name, actor_name=None)
+    actor_name = engine._mutation("deploy")
+    dep = engine.create_deployment(service_name, actor_name=actor_name)
     started = time.monotonic()
     result = {}
 
@@ -267,6 +268,156 @@ def base_image(ctx):
     click.echo("deployer/base:busybox built" if built else "deployer/base:busybox present")
 
 
+@cli.command()
+@click.argument("service_name", metavar="SERVICE")
+@click.option("--to", "to", default=None, help="Deployment id to roll back to (default: the previous success).")
+@_json_flag
+@click.pass_obj
+def rollback(ctx, service_name, to, json_out):
+    """Roll SERVICE back to its previous successful release; health-checked, recorded, cleanup-safe."""
+    rb = ctx.engine.rollback(service_name, to or None)
+    row = ctx.engine.rollbacks(service_name)[0]
+    emit(ctx, row, f"rollback of {service_name} to {rb.to_deployment_id} {rb.state}", json_out)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan without touching anything.")
+@_json_flag
+@click.pass_obj
+def cleanup(ctx, dry_run, json_out):
+    """Run due cleanup tasks now, or print the plan (what is removed, archived, kept, and why)."""
+    result = ctx.engine.cleanup(dry_run=dry_run)
+    rows = result["plan"]
+    text = fmt.table([[r["deployment_id"], r["service"], r["status"], r["host"], r["state"], r["attempts"],
+                       r["action"], ",".join(r["containers"]) or "-", ",".join(r["volumes"]) or "-"] for r in rows],
+                     ["DEPLOYMENT", "SERVICE", "STATUS", "HOST", "TASK", "ATTEMPTS", "ACTION", "CONTAINERS",
+                      "VOLUMES"])
+    if not dry_run:
+        c = result["counts"]
+        text = (f"cleanup: {c['done']} done, {c['kept']} kept, {c['skipped']} skipped, {c['retried']} to retry\n"
+                + (text if rows else "no open cleanup tasks"))
+    emit(ctx, result, text, json_out)
+
+
+@cli.command()
+@click.option("--no-console", is_flag=True, help="Only seed and queue the demo deployments; do not open the console.")
+@click.pass_obj
+def demo(ctx, no_console):
+    """Seed a demo project (busybox httpd services) and open the console hosting the engine: one deployment
+    succeeds, one fails its health check, one slow build waits for you to cancel it (c), and cleanup and
+    reconciliation happen within a minute."""
+    from console.tui import demo as demo_mod
+    engine = ctx.engine
+    demo_mod.prepare(engine)
+    hosted = hasattr(engine, "start_runtime")
+    if no_console:
+        if hosted:
+            engine.start_runtime(run_jobs=True)
+        demo_mod.start(engine, run_pipelines=not hosted).join()
+        return
+    demo_mod.start(engine, run_pipelines=not hosted)
+    from console.tui.app import run_console
+    run_console(engine.settings, engine=engine)
+
+
+# ---- the runtime: engine, reconcile, status (issue 4)
+@cli.command("engine")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.pass_obj
+def engine_cmd(ctx, log_level):
+    """Run the engine headless in the foreground (for systemd): the lease, dispatch, cleanup, reconcile, retention.
+    SIGTERM or Ctrl-C stops it within 5 s."""
+    import os
+    logging.getLogger().setLevel(getattr(logging, log_level.upper()))
+    logging.getLogger("console").setLevel(getattr(logging, log_level.upper()))
+    stop = threading.Event()
+    # here SIGTERM is a request to stop cleanly, not an exception thrown into whatever the main thread is doing
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    engine = ctx.engine
+    runtime = engine.start_runtime(run_jobs=True)
+    log.info("engine %s started (store %s, %s)", runtime.holder, engine.store_id,
+             "read-only: following only" if engine.settings.read_only else
+             "leader" if runtime.is_leader else "follower")
+    while not stop.wait(0.5):
+        pass
+    t0 = time.monotonic()
+    ctx.close()
+    log.info("engine %s stopped in %.1f s", runtime.holder, time.monotonic() - t0)
+    lingering = [t.name for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if lingering:  # a Docker call still blocked in a worker must not hold the exit past the 5 s promise
+        log.warning("exiting with %d busy worker thread(s): %s", len(lingering), ", ".join(lingering))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _reconcile_text(result: dict) -> str:
+    lines = [(f"reconcile{' (dry run)' if result['dry_run'] else ''}: {len(result['zombies'])} zombie(s), "
+              f"{len(result['deadlines'])} overrun phase(s), {len(result['orphans'])} orphan(s) "
+              f"(+{result['in_grace']} within the grace period), {len(result['drift'])} drift; "
+              f"{result['docker_calls']} Docker call(s) in {result['duration_ms']:.0f} ms")]
+    for name, error in sorted(result["hosts"].items()):
+        lines.append(f"host {name}: {'reachable' if error is None else 'UNREACHABLE: ' + error}")
+    rows = [["zombie", z["deployment_id"], z["service"], z["host"], f"{z['phase']}: {z['reason']}", z["action"],
+             z.get("result", "")] for z in result["zombies"]]
+    rows += [["deadline", d["deployment_id"], d["service"], d["host"],
+              f"{d['phase']} running {d['running_for']:.0f}s > {d['deadline']:.0f}s", d["action"],
+              d.get("result", "")] for d in result["deadlines"]]
+    rows += [["orphan", o["deployment_id"], o["deployment_status"], o["host"],
+              f"{o['kind']} {o['name']} ({o['age']:.0f}s old)", o["action"], o.get("result", "")]
+             for o in result["orphans"]]
+    rows += [["drift", d["deployment_id"], d["service"], d["host"], d["problem"], d["action"], d.get("result", "")]
+             for d in result["drift"]]
+    if rows:
+        lines.append(fmt.table(rows, ["KIND", "DEPLOYMENT", "SERVICE", "HOST", "WHAT", "ACTION", "RESULT"]))
+    lines += [f"error: {e}" for e in result["errors"]]
+    return "\n".join(lines)
+
+
+@cli.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Print the plan without touching anything.")
+@_json_flag
+@click.pass_obj
+def reconcile_cmd(ctx, dry_run, json_out):
+    """One reconciliation pass now (zombies, overrun phases, orphans, drift), or its plan."""
+    result = ctx.engine.reconcile(dry_run=dry_run)
+    emit(ctx, result, _reconcile_text(result), json_out)
+
+
+def _until(t):
+    if not t:
+        return "-"
+    delta = t - time.time()
+    return f"in {fmt.duration(delta)}" if delta >= 0 else f"{fmt.duration(-delta)} ago"
+
+
+@cli.command("status")
+@_json_flag
+@click.pass_obj
+def status_cmd(ctx, json_out):
+    """The engine: who holds the lease, each job's last run, the cleanup queue, each Docker host."""
+    st = ctx.engine.status()
+    leader = st["leader"]
+    lines = [f"leader: {leader['holder']} (host {leader['host']}, pid {leader['pid']}, lease expires "
+             f"{_until(leader['expires_at'])})" if leader else "leader: none (no engine holds the lease: queued "
+             "deployments and cleanups wait; start `deployer-console engine`)"]
+    if st["read_only"]:
+        lines.append("read-only mode")
+    lines.append(fmt.table([[j["name"], fmt.age(j["last_run_at"]) + (" ago" if j["last_run_at"] else ""),
+                             j["outcome"] or "-", " ".join(f"{k}={v}" for k, v in sorted((j["counts"] or {}).items())
+                                                           if v) or "-", _until(j["next_run_at"])]
+                            for j in st["jobs"]], ["JOB", "LAST RUN", "OUTCOME", "COUNTS", "NEXT"]))
+    lines.append(f"cleanup queue: {st['cleanup_queue']}")
+    lines.append(fmt.table([[h["name"], {True: "up", False: "DOWN", None: "?"}[h["reachable"]],
+                             fmt.age(h["last_seen_at"]), (h["last_error"] or "")[:80]] for h in st["hosts"]],
+                           ["HOST", "STATE", "SEEN", "LAST ERROR"]))
+    emit(ctx, st, "\n".join(lines), json_out)
+
+
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM ends the process like Ctrl-C does, so cleanups in `finally` blocks run
@@ -282,6 +433,11 @@ def main():
     except (DeployerError, StoreError) as e:
         click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
         sys.exit(getattr(e, "exit_code", 1))
+    except peewee.DatabaseError as e:  # a store damaged past what opening it checks, or locked past the timeout
+        log.debug("store error", exc_info=True)
+        click.echo(f"error: the store cannot be used: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                   err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # the operator gets one line; the traceback goes to the log

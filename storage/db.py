@@ -20,6 +20,7 @@ from storage.models import MODELS, database
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30
+QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024   # quick_check reads the whole file: about 0.1 s for 16 MB here
 
 
 class StoreError(Exception):
@@ -35,9 +36,36 @@ def _prepare_sqlite_file(path: Path) -> None:
             head = f.read(16)
         if head and head != SQLITE_HEADER:
             raise StoreError(f"{path} is not a SQLite database; refusing to open it (file left untouched)")
+        if head:
+            _check_existing_sqlite(path)
         return
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     os.close(fd)
+
+
+def _check_existing_sqlite(path: Path) -> None:
+    """Before peewee opens an existing file (and sets WAL, which rewrites the header of a rollback-journal
+    database): read it with a plain connection that changes nothing. A SQLite file of another program (tables, but
+    not ours) is refused, and so is a damaged one (quick_check, on files up to QUICK_CHECK_MAX_BYTES; larger stores
+    skip it and rely on SQLite reporting the damage when a query meets it)."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as e:
+        raise StoreError(f"{path} cannot be opened: {e}; file left untouched") from e
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:
+            raise StoreError(f"{path} is a SQLite database of another program (no deployer-console tables); "
+                             f"refusing to change it (file left untouched)")
+        if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+            result = con.execute("PRAGMA quick_check(1)").fetchone()
+            if not result or result[0] != "ok":
+                raise StoreError(f"{path} is damaged ({result[0] if result else 'no answer'}); "
+                                 f"file left untouched: restore it from a backup")
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not a usable SQLite database ({e}); file left untouched") from e
+    finally:
+        con.close()
 
 
 class Store:
@@ -60,6 +88,10 @@ class Store:
                     yield
         except peewee.OperationalError as e:
             raise StoreError(f"store write failed: {e}") from e
+        except peewee.DatabaseError as e:
+            if type(e) is peewee.DatabaseError:  # SQLite's "database disk image is malformed": a damaged file
+                raise StoreError(f"store write failed: the store is damaged ({e})") from e
+            raise
 
     def read(self):
         return self.db.connection_context() if not self.db.is_closed() else contextlib.nullcontext()

@@ -27,6 +27,11 @@ def current_version(store) -> int:
 
 
 def migrate(store) -> int:
+    # Read first: an up-to-date store needs no write lock, so opening it (every CLI command, the console) does not
+    # queue behind another process's write transaction.
+    version = current_version(store)
+    if version == LATEST:
+        return version
     with store.write():
         version = current_version(store)
         if version > LATEST:

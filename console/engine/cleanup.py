@@ -273,7 +273,8 @@ class Cleaner:
                 gw = self.engine.hosts.gateway(host)
                 grouped: dict[str, list] = {}
                 for c in gw.list_managed(store_id):
-                    grouped.setdefault(c.deployment_id, []).append(c.name)
+                    if L.is_ours(c.labels, store_id):  # as apply() does: a project-scoped label is never removed
+                        grouped.setdefault(c.deployment_id, []).append(c.name)
                 by_host[host] = grouped
                 vgrouped: dict[str, list] = {}
                 for v in gw.list_volumes(store_id):

@@ -7,12 +7,12 @@ from console.config import Settings
 from console.engine import deployments as D
 from console.engine import validate
 from console.engine.errors import InputError, ReadOnlyError
-from console.engine.hosts import Hosts
+from console.engine.hosts import DEFAULT, Hosts
 from console.engine.paths import Paths
 from console.engine.pipeline import Pipeline
 from storage import queries
 from storage.db import open_store
-from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Project, Service
+from storage.models import CleanupTask, Deployment, DeploymentEvent, Host, PhaseRun, Project, Service
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,11 @@ class Engine:
         self.store = open_store(settings.db_url)
         self.store_id = self.store.meta("store_id")
         self.hosts = Hosts(settings)
-        with self.store.write():
-            self.hosts.sync_config()
+        # only take the write lock when the config can change Host rows: opening a store to read it must not queue
+        # behind another process's write transaction
+        if settings.hosts or settings.docker_host is not None or not Host.select().where(Host.name == DEFAULT).exists():
+            with self.store.write():
+                self.hosts.sync_config()
         self.pipeline = Pipeline(self)
         self.runtime = None  # the scheduler, when this process hosts one
 
@@ -164,6 +167,32 @@ class Engine:
         self.pipeline.run(dep.id, from_phase=phase, actor_name=actor, resume=True, on_phase=on_phase)
         return Deployment.get_by_id(dep.id)
 
+    # ---- rollback and cleanup
+    def rollback(self, service_name: str, to: str | None = None):
+        """Roll the service back to its previous successful release (or `to`); raises RollbackFailed on failure."""
+        from console.engine.rollback import rollback
+        actor = self._mutation("rollback")
+        return rollback(self, service_name, to, actor)
+
+    def rollbacks(self, service_name: str | None = None) -> list[dict]:
+        from storage.models import Rollback
+        q = Rollback.select().order_by(Rollback.id.desc())
+        if service_name:
+            q = q.where(Rollback.service == self.service(service_name).id)
+        return [{"id": r.id, "service": r.service.name, "from": r.from_deployment_id, "to": r.to_deployment_id,
+                 "state": r.state, "actor": r.actor, "error": r.error, "started_at": r.started_at,
+                 "finished_at": r.finished_at} for r in q]
+
+    def cleanup(self, dry_run: bool = False) -> dict:
+        """Run the due cleanup tasks now, or (dry_run) the plan: what would be removed, archived, kept, and why."""
+        from console.engine.cleanup import Cleaner
+        cleaner = Cleaner(self)
+        if dry_run:
+            return {"dry_run": True, "plan": cleaner.plan()}
+        self._mutation("cleanup")
+        counts = cleaner.run_due()
+        return {"dry_run": False, "counts": counts, "plan": cleaner.plan()}
+
     # ---- containers
     def containers(self, all: bool = False, host: str | None = None) -> list[dict]:
         known = queries.known_deployments()
@@ -199,3 +228,24 @@ class Engine:
         if len(match) != 1:
             raise InputError(f"unknown container {container_id} on host {gw.host} (only managed containers)")
         return gw.follow_logs(match[0], tail=tail) if follow else gw.logs(match[0], tail=tail)
+
+    # ---- runtime: scheduler, lease, reconciliation (issue 4). Logic lives in scheduler.py, lease.py, reconcile.py.
+    def start_runtime(self, run_jobs: bool = True):
+        """Start this process's runtime: the lease and the scheduler whose jobs only the lease holder runs. A
+        read-only process never runs jobs (it follows)."""
+        from console.engine.scheduler import Runtime
+        if self.runtime is None:
+            self.runtime = Runtime(self, run_jobs=run_jobs and not self.settings.read_only).start()
+        return self.runtime
+
+    def status(self) -> dict:
+        """Leader, this process's role, each job's last run, cleanup queue, hosts (see scheduler.status)."""
+        from console.engine.scheduler import status
+        return status(self)
+
+    def reconcile(self, dry_run: bool = False) -> dict:
+        """One observe → diff → act pass now, or (dry_run) its plan without touching anything."""
+        if not dry_run:
+            self._mutation("reconcile")
+        from console.engine import reconcile
+        return reconcile.manual(self, dry_run=dry_run)

@@ -17,7 +17,7 @@ LEGAL_MOVES: dict[str, set[str]] = {
     "degraded": {"success", "superseded", "failed"},
     "failed": {"deploying"},                                           # resume
     "cancelled": set(),
-    "superseded": {"deploying"},                                       # rollback target brought back
+    "superseded": {"success"},                                         # a rollback brings it back
 }
 TERMINAL = {"failed", "cancelled", "superseded"}
 ACTIVE = {"queued", "deploying"}

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import logging
+import os
 import socket
 import tarfile
 import threading
@@ -71,6 +72,11 @@ def _summary(raw: dict, host: str) -> ContainerInfo:
     return ContainerInfo(id=raw["Id"], name=(raw.get("Names") or ["/?"])[0].lstrip("/"), state=raw.get("State", ""),
                          status=raw.get("Status", ""), image=raw.get("Image", ""), created=float(raw.get("Created", 0)),
                          labels=raw.get("Labels") or {}, ports=sorted(set(ports)), host=host)
+
+
+def _private_file(path):
+    """A new file opened for binary writing, mode 0600 (archives hold logs and volume data)."""
+    return os.fdopen(os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb")
 
 
 def _is_gone(e: docker.errors.APIError) -> bool:
@@ -146,10 +152,13 @@ class Gateway:
                 if should_stop():
                     stopped.set()
                     try:
-                        if sock is not None:
-                            sock.shutdown(socket.SHUT_RDWR)
+                        if sock is not None:  # a SocketIO wraps the real socket on unix transports
+                            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+                    except Exception:  # already closed, or a transport without a socket
+                        pass
+                    try:
                         response.close()
-                    except OSError:
+                    except Exception:
                         pass
                     return
 
@@ -290,11 +299,15 @@ class Gateway:
         """Write the container's whole log, gzipped, to `dest` (a Path). Returns the bytes written."""
         data = self.logs(container_id)
         tmp = dest.with_name(dest.name + ".part")
-        with open(tmp, "wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
-                gz.write(data)
-            raw.flush()
-        tmp.replace(dest)
+        try:
+            with _private_file(tmp) as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+                    gz.write(data)
+                raw.flush()
+                os.fsync(raw.fileno())
+            tmp.replace(dest)
+        finally:  # a full disk leaves no half-written part behind (the removal waits and is retried)
+            tmp.unlink(missing_ok=True)
         return dest.stat().st_size
 
     # ---- volumes
@@ -329,7 +342,7 @@ class Gateway:
         try:
             stream, _ = self._call("reading a volume", self.api.get_archive, helper["Id"], "/data/.")
             started = time.monotonic()
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+            with _private_file(tmp) as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
                 for chunk in stream:
                     gz.write(chunk)
                     if time.monotonic() - started > deadline_s:

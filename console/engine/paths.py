@@ -17,8 +17,7 @@ class Paths:
         return path
 
     def ensure(self, path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        return private_dir(path)
 
     def release(self, deployment_id: str) -> Path:
         return self._inside("releases", deployment_id)
@@ -49,8 +48,23 @@ def atomic_symlink(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
+def private_dir(path: Path) -> Path:
+    """mkdir -p where every directory it creates is 0700 (Path.mkdir gives missing parents the default mode)."""
+    path = Path(path)
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    return missing[0] if missing else path
+
+
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "w") as f:

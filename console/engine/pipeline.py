@@ -34,12 +34,42 @@ def deployment_volume(deployment_id: str, name: str) -> str:
     return f"dpl-{deployment_id}-{name}"
 
 
-def shared_volume(project_id: int, name: str) -> str:
-    return f"prj{project_id}-{name}"
+def shared_volume(store_id: str, project_id: int, name: str) -> str:
+    """A project volume's name carries the store id: two installs on one engine never share one by accident."""
+    return f"prj-{store_id}-{project_id}-{name}"
 
 
 def image_tag(service: str, deployment_id: str) -> str:
     return f"deployer/{service}:{deployment_id}"
+
+
+def wait_healthy(gw, name: str, port: int, path: str, timeout: float, check=lambda: None, sleep=time.sleep) -> str:
+    """Wait until the container answers HTTP 2xx/3xx on `path` (or its HEALTHCHECK says healthy). Raises on exit,
+    on `unhealthy` and on timeout; `check()` is called every round so a cancel stops the wait."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        check()
+        details = gw.inspect(name)
+        if details is None:
+            raise RuntimeError(f"container {name} disappeared")
+        state = details.get("State") or {}
+        if not state.get("Running"):
+            tail = gw.logs(name, tail=3).decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"container exited with code {state.get('ExitCode')}"
+                               + (f": {tail[-1][-200:]}" if tail else ""))
+        health = (state.get("Health") or {}).get("Status")
+        if health == "healthy":
+            return "container reports healthy"
+        if health == "unhealthy":
+            raise RuntimeError("container reports unhealthy")
+        if health is None:
+            ok, last = gw.http_check(name, port, path)
+            if ok:
+                return f"HTTP {path} answered 2xx/3xx"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"health check timed out after {timeout:.0f} s ({last})")
+        sleep(0.5)
 
 
 class Stop(Exception):
@@ -300,7 +330,7 @@ class Pipeline:
             gw.create_volume(name, labels)
             mounts.append((name, vol["path"]))
         for vol in svc.shared_volumes or []:
-            name = shared_volume(svc.project_id, vol["name"])
+            name = shared_volume(self.ctx.store_id, svc.project_id, vol["name"])
             gw.create_volume(name, L.shared_volume_labels(self.ctx.store_id, svc.project_id, svc.name))
             mounts.append((name, vol["path"]))
         self._fault_point(job, "COPYING_FILES")
@@ -355,34 +385,10 @@ class Pipeline:
         return route
 
     def _health_check(self, job: Job) -> str:
-        svc, dep, gw = job.service, job.deployment, job.gateway
-        name = container_name(svc.name, dep.id)
+        svc, dep = job.service, job.deployment
         self._fault_point(job, "HEALTH_CHECK")
-        deadline = time.monotonic() + self.ctx.settings.health_timeout
-        last = "no answer yet"
-        while True:
-            job.control.check()
-            details = gw.inspect(name)
-            if details is None:
-                raise RuntimeError(f"container {name} disappeared")
-            state = details.get("State") or {}
-            if not state.get("Running"):
-                tail = gw.logs(name, tail=3).decode(errors="replace").strip().splitlines()
-                raise RuntimeError(f"container exited with code {state.get('ExitCode')}"
-                                   + (f": {tail[-1][-200:]}" if tail else ""))
-            health = (state.get("Health") or {}).get("Status")
-            if health == "healthy":
-                return "container reports healthy"
-            if health == "unhealthy":
-                raise RuntimeError("container reports unhealthy")
-            if health is None:
-                ok, last = gw.http_check(name, svc.port, svc.health_path)
-                if ok:
-                    return f"HTTP {svc.health_path} answered 2xx/3xx"
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"health check timed out after {self.ctx.settings.health_timeout:.0f} s "
-                                   f"({last})")
-            job.control.sleep(0.5)
+        return wait_healthy(job.gateway, container_name(svc.name, dep.id), svc.port, svc.health_path,
+                            self.ctx.settings.health_timeout, job.control.check, job.control.sleep)
 
     # ---- endings
     def _set(self, deployment_id: str, **fields):

@@ -76,7 +76,9 @@ def volume_spec(value) -> dict:
 def env_pair(value) -> tuple[str, str]:
     key, sep, val = (value or "").partition("=")
     if not sep or not ENV_KEY_RE.fullmatch(key) or "\x00" in val:
-        raise InputError(f"invalid env {value!r}: KEY=VALUE with KEY of letters, digits and '_'")
+        # the value may be a secret: the error names the key only
+        shown = f"{key[:64]!r}=***" if sep else "without '='"
+        raise InputError(f"invalid env {shown}: KEY=VALUE with KEY of letters, digits and '_'")
     return key, val
 
 

@@ -1,0 +1,486 @@
+"""Reconciliation: observe → diff → act, level-triggered. A pass that stops half-way is simply run again.
+
+Observe: per Docker host, in parallel with a per-host timeout (`host_timeout`), ONE label-filtered container list
+(all states) and ONE volume list; then one query per table (Deployment joined with Service, CleanupTask, Rollback).
+Never a Docker call per deployment: the number of Docker calls of a pass is 2 × hosts, whatever the store holds.
+The store is read *before* Docker, so anything that appears in Docker after the snapshot (a container being created
+right now) is either newer than the orphan grace or belongs to a row the snapshot already knows.
+
+Diff (and the decisions, each in one place here):
+- zombies: `deploying` rows whose pipeline is gone (`queries.is_stuck`: heartbeat older than `zombie_after`, or the
+  owner pid provably dead on this machine). Policy `resume` resumes from the recorded phase (at most
+  `max_resume_attempts`, then `failed` with the reason); policy `fail` moves it to `failed` (the move writes the
+  cleanup task). A zombie whose host did not answer waits for it.
+- deadlines: a live `deploying` row whose current phase started longer ago than its phase deadline is a wedged
+  pipeline: `failed`, with a reason naming the phase.
+- orphans: containers/volumes carrying our labels whose deployment is unknown, `failed` or `cancelled` with no open
+  cleanup task, older than `orphan_grace`. A known deployment gets a cleanup task (reason `orphan`; the Cleaner
+  archives and removes as usual); an unknown id has no row to hang a task on, so the pass re-checks the labels,
+  archives the container's log / backs up the volume to `archive/<id>/`, and removes it, with a `reconcile` event.
+  `superseded` deployments keep their stopped container (it is the rollback target) and are never orphans; one whose
+  container still *runs* is reported as drift (`superseded-running`) and left alone, as is anything involved in an
+  active rollback.
+- drift: a `success` deployment whose container is missing or not running → `degraded` (an event, never "fixed");
+  a `degraded` one whose container runs again → back to `success`. Only judged on hosts that answered.
+- hosts: reachability recorded on the Host rows; a change is a `host` event.
+
+Act: every act re-checks its precondition inside the write (compare-and-set through `deployments.move(expect=...)`),
+so a pass racing a pipeline, a cancel or another pass never makes a wrong move.
+"""
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+
+from console.engine import deployments as D
+from console.engine import labels as L
+from console.engine import validate
+from console.engine.cleanup import active_rollback_ids
+from console.engine.errors import InputError
+from console.engine.pipeline import Job, container_name
+from storage.clock import now
+from storage.models import CleanupTask, Deployment, Host, JobRun, Service
+from storage.queries import is_stuck
+
+log = logging.getLogger(__name__)
+JUDGED = ("deploying", "success", "degraded")
+ORPHAN_STATUSES = ("failed", "cancelled")
+OPEN_TASK_STATES = ("pending", "running", "kept")
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+# ---- counting Docker API calls
+_local = threading.local()
+
+
+def _count_response(response, *args, **kwargs):
+    counter = getattr(_local, "counter", None)
+    if counter is not None:
+        counter.add()
+    return response
+
+
+class CallCounter:
+    """Counts the HTTP requests a pass makes to Docker engines: a response hook on each docker client's session
+    (docker's APIClient is a requests.Session) that counts only in threads attached to this counter."""
+
+    def __init__(self):
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def add(self):
+        with self._lock:
+            self.calls += 1
+
+    @staticmethod
+    def install(api) -> None:
+        hooks = api.hooks.setdefault("response", [])
+        if _count_response not in hooks:
+            hooks.append(_count_response)
+
+    def attach(self):
+        _local.counter = self
+
+    @staticmethod
+    def detach():
+        _local.counter = None
+
+
+# ---- observe
+def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, dict, dict]:
+    """(errors, containers, volumes) per host name; errors[name] is None for a host that answered in time."""
+    names = engine.hosts.names()
+    lock = threading.Lock()
+    errors: dict[str, str | None] = {n: f"no answer within {timeout:g} s" for n in names}
+    containers: dict[str, list] = {}
+    volumes: dict[str, list] = {}
+    closed = [False]
+
+    def work(name):
+        counter.attach()
+        try:
+            gw = engine.hosts.gateway(name)
+            counter.install(gw.api)
+            cs = gw.list_managed(engine.store_id, all=True)
+            vs = gw.list_volumes(engine.store_id)
+            with lock:
+                if not closed[0]:
+                    containers[name], volumes[name], errors[name] = cs, vs, None
+        except Exception as e:  # noqa: BLE001 - any failure means this host is not judged in this pass; the error says why
+            with lock:
+                if not closed[0]:
+                    errors[name] = one_line(e)
+        finally:
+            counter.detach()
+
+    # daemon threads: a host that hangs past the timeout is abandoned, never waited for
+    threads = [threading.Thread(target=work, args=(n,), name=f"observe-{n}", daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    with lock:
+        closed[0] = True
+        return dict(errors), dict(containers), dict(volumes)
+
+
+def _volume_created(vol: dict) -> float | None:
+    raw = vol.get("CreatedAt")
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        return None
+
+
+# ---- the pass
+class Pass:
+    def __init__(self, engine, runtime=None, dry_run: bool = False, scheduled: bool = False):
+        self.engine = engine
+        self.scheduled = scheduled  # a scheduled pass acts only while this process holds the lease
+        self.settings = engine.settings
+        self.runtime = runtime
+        self.dry_run = dry_run
+        self.counter = CallCounter()
+        self.errors: list[str] = []
+
+    def may_act(self) -> bool:
+        if self.dry_run:
+            return False
+        if self.runtime is None:
+            return True
+        return self.runtime.may_act() if self.scheduled else not self.runtime.stopping
+
+    def run(self) -> dict:
+        started, t0 = now(), time.monotonic()
+        self.counter.attach()
+        try:
+            plan = self.plan()
+            if not self.dry_run:
+                self.act(plan)
+        finally:
+            self.counter.detach()
+        plan.pop("_deps", None)
+        plan.pop("_errors", None)
+        plan.update(dry_run=self.dry_run, started_at=started, duration_ms=round((time.monotonic() - t0) * 1000, 1),
+                    docker_calls=self.counter.calls, errors=self.errors)
+        plan["counts"] = {"orphans": len(plan["orphans"]), "drift": len(plan["drift"]),
+                          "zombies": len(plan["zombies"]), "deadlines": len(plan["deadlines"]),
+                          "hosts_down": sum(1 for e in plan["hosts"].values() if e), "in_grace": plan["in_grace"],
+                          "docker_calls": self.counter.calls, "errors": len(self.errors)}
+        return plan
+
+    # ---- observe + diff
+    def plan(self) -> dict:
+        s, t = self.settings, now()
+        store_id = self.engine.store_id
+        # the store first (see the module docstring), one query per table
+        open_tasks = {r.deployment_id for r in CleanupTask.select(CleanupTask.deployment)
+                      .where(CleanupTask.state.in_(OPEN_TASK_STATES))}
+        rollbacks = active_rollback_ids()
+        errors, containers, volumes = observe_hosts(self.engine, float(s.host_timeout), self.counter)
+        seen_ids = {c.deployment_id for cs in containers.values() for c in cs if c.deployment_id}
+        seen_ids |= {(v.get("Labels") or {}).get(L.DEPLOYMENT) for vs in volumes.values() for v in vs}
+        seen_ids.discard(None)
+        q = (Deployment.select(Deployment.id, Deployment.status, Deployment.phase, Deployment.host,
+                               Deployment.heartbeat_at, Deployment.owner, Deployment.owner_machine,
+                               Deployment.owner_pid, Deployment.phase_started_at, Deployment.attempts,
+                               Deployment.resume_from, Deployment.service, Service.name.alias("service_name"))
+             .join(Service))
+        if len(seen_ids) > 5000:  # past SQLite's comfortable IN size: read every row's few columns instead
+            deps = {d.id: d for d in q.objects()}
+        else:
+            where = Deployment.status.in_(JUDGED)
+            if seen_ids:
+                where = where | Deployment.id.in_(sorted(seen_ids))
+            deps = {d.id: d for d in q.where(where).objects()}
+
+        running_here = self.runtime.running_ids() if self.runtime is not None else set()
+        zombies, deadlines = self._diff_deploying(deps, errors, running_here, t)
+        orphans, drift, in_grace = [], [], 0
+        for host, cs in containers.items():
+            by_dep: dict[str, list] = {}
+            for c in cs:
+                if c.deployment_id:
+                    by_dep.setdefault(c.deployment_id, []).append(c)
+            for dep_id, group in by_dep.items():
+                for c in group:
+                    if not L.is_ours(c.labels, store_id, dep_id):
+                        continue
+                    found, fresh = self._orphan(host, "container", dep_id, c.id, c.name, t - c.created,
+                                                deps.get(dep_id), open_tasks, rollbacks, running=c.running)
+                    in_grace += fresh
+                    if found:
+                        (drift if found.get("problem") else orphans).append(found)
+            for d in deps.values():
+                if d.host != host or d.status not in ("success", "degraded") or d.id in rollbacks:
+                    continue
+                mine = by_dep.get(d.id, [])
+                running = any(c.running for c in mine)
+                if d.status == "success" and not running:
+                    problem = f"container {mine[0].name} is {mine[0].state}" if mine else \
+                        f"container {container_name(d.service_name, d.id)} is missing"
+                    drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
+                                  "status": d.status, "problem": problem, "action": "mark degraded"})
+                elif d.status == "degraded" and running:
+                    drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
+                                  "status": d.status, "problem": f"container {mine[0].name} is running again",
+                                  "action": "mark success"})
+        for host, vs in volumes.items():
+            for v in vs:
+                labels = v.get("Labels") or {}
+                dep_id = labels.get(L.DEPLOYMENT)
+                if not dep_id or not L.is_ours(labels, store_id, dep_id):
+                    continue  # shared project volumes carry no deployment id and are never orphans
+                created = _volume_created(v)
+                age = t - created if created is not None else 0.0
+                found, fresh = self._orphan(host, "volume", dep_id, v["Name"], v["Name"], age, deps.get(dep_id),
+                                            open_tasks, rollbacks)
+                in_grace += fresh
+                if found and not found.get("problem"):
+                    orphans.append(found)
+        return {"orphans": orphans, "drift": drift, "zombies": zombies, "deadlines": deadlines,
+                "hosts": errors, "in_grace": in_grace, "_deps": deps, "_errors": errors}
+
+    def _orphan(self, host, kind, dep_id, obj_id, name, age, dep, open_tasks, rollbacks, running=False):
+        """(finding or None, 1 if it is an orphan still inside its grace period)."""
+        status = dep.status if dep is not None else None
+        if dep_id in rollbacks:
+            return None, 0
+        if status == "superseded":
+            if kind == "container" and running:
+                return {"deployment_id": dep_id, "service": dep.service_name, "host": host, "status": status,
+                        "problem": f"container {name} of a superseded deployment is still running",
+                        "kind": "superseded-running", "action": "report"}, 0
+            return None, 0  # the stopped container of a superseded deployment is its rollback target
+        if status is not None and status not in ORPHAN_STATUSES:
+            return None, 0
+        if status is not None and dep_id in open_tasks:
+            return None, 0  # its cleanup task is already queued (or it is kept for inspection)
+        if age < float(self.settings.orphan_grace):
+            return None, 1
+        known = status is not None and dep.host == host
+        return {"kind": kind, "host": host, "id": obj_id, "name": name, "deployment_id": dep_id,
+                "deployment_status": status or "unknown", "age": round(age, 1),
+                "action": "cleanup task" if known else "remove"}, 0
+
+    def _diff_deploying(self, deps, host_errors, running_here, t):
+        s = self.settings
+        zombies, deadlines = [], []
+        for d in deps.values():
+            if d.status != "deploying" or d.id in running_here:
+                continue
+            if is_stuck(d, s):
+                gone_pid = d.heartbeat_at is not None and t - d.heartbeat_at <= s.zombie_after
+                why = (f"owner pid {d.owner_pid} is gone on {d.owner_machine}" if gone_pid else
+                       "no heartbeat ever" if d.heartbeat_at is None else
+                       f"no heartbeat for {t - d.heartbeat_at:.0f} s")
+                phase = d.phase or validate.PHASES[0]
+                if d.resume_from:
+                    action = f"resume requested from {d.resume_from} (the dispatcher runs it)"
+                elif s.zombie_policy == "fail":
+                    action = "fail (zombie_policy=fail)"
+                elif d.attempts >= int(s.max_resume_attempts):
+                    action = f"fail (gave up after {d.attempts} resume attempts)"
+                elif host_errors.get(d.host):
+                    action = f"wait (host {d.host} unreachable)"
+                else:
+                    action = f"resume from {phase} (attempt {d.attempts + 1}/{s.max_resume_attempts})"
+                zombies.append({"deployment_id": d.id, "service": d.service_name, "phase": phase, "host": d.host,
+                                "owner": d.owner, "heartbeat_age": None if d.heartbeat_at is None else
+                                round(t - d.heartbeat_at, 1), "attempts": d.attempts, "reason": why,
+                                "action": action})
+                continue
+            if d.phase and d.phase_started_at:
+                limit = float(s.phase_deadlines.get(d.phase, 300))
+                if t - d.phase_started_at > limit:
+                    deadlines.append({"deployment_id": d.id, "service": d.service_name, "phase": d.phase,
+                                      "host": d.host, "running_for": round(t - d.phase_started_at, 1),
+                                      "deadline": limit, "action": "fail"})
+        return zombies, deadlines
+
+    # ---- act
+    def act(self, plan: dict) -> None:
+        self._record_hosts(plan["_errors"])
+        steps = [(self._act_zombie, plan["zombies"]), (self._act_deadline, plan["deadlines"]),
+                 (self._act_drift, plan["drift"]), (self._act_orphan, plan["orphans"])]
+        for fn, items in steps:
+            for item in items:
+                if not self.may_act():
+                    item["action"] += " (not done: engine stopping)"
+                    continue
+                try:
+                    item["result"] = fn(item)
+                except Exception as e:  # noqa: BLE001 - one failed act does not stop the others; the next pass retries
+                    log.warning("reconcile: %s of %s failed: %s", fn.__name__, item.get("deployment_id"), e)
+                    item["result"] = f"error: {one_line(e)}"
+                    self.errors.append(f"{item.get('deployment_id')}: {one_line(e)}")
+
+    def _record_hosts(self, errors: dict) -> None:
+        before = {h.name: h.reachable for h in Host.select(Host.name, Host.reachable)}
+        with self.engine.store.write():
+            for name, up in self.engine.hosts.record(errors):
+                if up and before.get(name) is None:
+                    continue  # first sight of a healthy host is not news
+                D.event(None, f"Docker host {name} is reachable again" if up else
+                        f"Docker host {name} is unreachable: {errors.get(name)}", kind="host",
+                        level="info" if up else "warning", host=name)
+
+    def _stuck_now(self, dep_id: str, phase: str) -> Deployment | None:
+        d = Deployment.get_or_none(Deployment.id == dep_id)
+        if d is None or d.status != "deploying" or (d.phase or validate.PHASES[0]) != phase or d.resume_from:
+            return None
+        return d if is_stuck(d, self.settings) else None
+
+    def _act_zombie(self, z: dict) -> str:
+        action, dep_id, phase = z["action"], z["deployment_id"], z["phase"]
+        if action.startswith(("wait", "resume requested")):
+            return "left alone"
+        if action.startswith("fail"):
+            reason = (f"{phase}: pipeline gone ({z['reason']}); zombie_policy=fail" if "policy" in action else
+                      f"{phase}: pipeline gone ({z['reason']}); gave up after {z['attempts']} resume attempts")
+            return self._fail(dep_id, reason, check=lambda: self._stuck_now(dep_id, phase) is not None)
+        # resume: in this process when it runs jobs, else as a request for the engine that holds the lease
+        if self.runtime is not None and self.runtime.may_act():
+            ok = self.runtime.start_pipeline(dep_id, from_phase=phase, resume=True,
+                                             verify=lambda d: self._stuck_now(d.id, phase) is not None,
+                                             note=f"zombie: {z['reason']}")
+            return "resumed" if ok else "not resumed now (no free worker or no longer stuck)"
+        with self.engine.store.write():
+            if self._stuck_now(dep_id, phase) is None:
+                return "no longer stuck"
+            Deployment.update(resume_from=phase).where(Deployment.id == dep_id).execute()
+            D.event(dep_id, f"Reconcile: deployment {dep_id} is a zombie ({z['reason']}); resume from {phase} "
+                            f"requested from the engine holding the lease", kind="reconcile", level="warning")
+        return "resume requested"
+
+    def _act_deadline(self, item: dict) -> str:
+        dep_id, phase = item["deployment_id"], item["phase"]
+
+        def still_overdue():
+            d = Deployment.get_or_none(Deployment.id == dep_id)
+            return d is not None and d.status == "deploying" and d.phase == phase and d.phase_started_at and \
+                now() - d.phase_started_at > item["deadline"]
+        reason = (f"{phase}: phase overran its deadline of {item['deadline']:.0f} s (no progress for "
+                  f"{item['running_for']:.0f} s; pipeline wedged)")
+        return self._fail(dep_id, reason, check=still_overdue)
+
+    def _fail(self, dep_id: str, reason: str, check) -> str:
+        with self.engine.store.write():
+            if not check():
+                return "no longer applies"
+            D.move(self.engine.store, dep_id, "failed", error=reason, expect={"deploying"},
+                   cleanup_delay=self.settings.cleanup_delay, message=f"Reconcile: deployment {dep_id} failed: "
+                                                                      f"{reason}")
+        self._restore_current(dep_id)
+        return "failed"
+
+    def _restore_current(self, dep_id: str) -> None:
+        """A failed deployment must not stay `current`; the pipeline's own rule puts back what served before."""
+        dep = Deployment.get_by_id(dep_id)
+        try:
+            self.engine.pipeline._restore_previous(Job(dep, dep.service, None, None, dep.attempts), None)
+        except Exception as e:  # noqa: BLE001 - the link is repaired by hand or by the next deployment; say so
+            D.event(dep_id, f"Reconcile could not restore the previous release of {dep.service.name}: "
+                            f"{one_line(e)}", kind="reconcile", level="warning")
+
+    def _act_drift(self, item: dict) -> str:
+        dep_id = item["deployment_id"]
+        if item["action"] == "mark degraded":
+            try:
+                D.move(self.engine.store, dep_id, "degraded", expect={"success"},
+                       message=f"Drift: {item['problem']} (deployment {dep_id} is success); marked degraded")
+            except InputError:
+                return "no longer success"
+            return "degraded"
+        if item["action"] == "mark success":
+            try:
+                D.move(self.engine.store, dep_id, "success", expect={"degraded"},
+                       message=f"Drift resolved: {item['problem']}; deployment {dep_id} is success again")
+            except InputError:
+                return "no longer degraded"
+            return "success"
+        return "reported"
+
+    def _act_orphan(self, item: dict) -> str:
+        dep_id, host = item["deployment_id"], item["host"]
+        if item["action"] == "cleanup task":
+            with self.engine.store.write():
+                d = Deployment.get_or_none(Deployment.id == dep_id)
+                if d is None or d.status not in ORPHAN_STATUSES:
+                    return "no longer an orphan"
+                if CleanupTask.select().where((CleanupTask.deployment == dep_id) &
+                                              (CleanupTask.state.in_(OPEN_TASK_STATES))).exists():
+                    return "cleanup already queued"
+                D.enqueue_cleanup(dep_id, "orphan")
+                D.event(dep_id, f"Reconcile: {item['kind']} {item['name']} of {d.status} deployment {dep_id} "
+                                f"outlived its cleanup; cleanup task queued", kind="reconcile", level="warning",
+                        host=host)
+            return "cleanup task queued"
+        return self._remove_unknown(item)
+
+    def _remove_unknown(self, item: dict) -> str:
+        """A resource of a deployment this store does not know (or on another host than its row says): re-check the
+        labels, archive, remove; the event carries no deployment row, so it names the id."""
+        gw = self.engine.hosts.gateway(item["host"])
+        store_id, dep_id = self.engine.store_id, item["deployment_id"]
+        folder = dep_id if validate.DEPLOYMENT_RE.fullmatch(dep_id or "") else "unknown-deployment"
+        archive = self.engine.paths.ensure(self.engine.paths.archive(folder))
+        if item["kind"] == "container":
+            details = gw.inspect(item["id"])
+            if details is None:
+                return "already gone"
+            if not L.is_ours((details.get("Config") or {}).get("Labels"), store_id, dep_id):
+                return "labels changed: left alone"
+            gw.archive_logs(item["id"], archive / f"{item['name']}.log.gz")
+            result = gw.remove_container(item["id"])
+        else:
+            vols = [v for v in gw.list_volumes(store_id, dep_id) if v["Name"] == item["id"]]
+            if not vols:
+                return "already gone"
+            if not L.is_ours(vols[0].get("Labels"), store_id, dep_id):
+                return "labels changed: left alone"
+            gw.backup_volume(item["id"], archive / f"{item['id']}.tar.gz")
+            result = gw.remove_volume(item["id"])
+        with self.engine.store.write():
+            D.event(None, f"Reconcile: removed orphan {item['kind']} {item['name']} of "
+                          f"{item['deployment_status']} deployment {dep_id} on {item['host']} "
+                          f"(age {item['age']:.0f} s; archived to archive/{folder})", kind="reconcile",
+                    level="warning", host=item["host"])
+        return result
+
+
+def run(engine, dry_run: bool = False, runtime=None, scheduled: bool = False) -> dict:
+    """One pass now (or, with dry_run, only its plan: nothing is written, nothing is touched)."""
+    return Pass(engine, runtime=runtime, dry_run=dry_run, scheduled=scheduled).run()
+
+
+def manual(engine, dry_run: bool = False) -> dict:
+    """`deployer-console reconcile`: one pass, recorded as a job run of this process unless it is a dry run."""
+    runtime = engine.runtime
+    if dry_run:
+        return run(engine, dry_run=True, runtime=runtime)
+    holder = runtime.holder if runtime is not None else f"manual:{D.MACHINE}:{os.getpid()}"
+    with engine.store.write():
+        run_id = JobRun.insert(job="reconcile", holder=holder, started_at=now(), counts={}).execute()
+    outcome, counts, error = "error", {}, None
+    try:
+        result = run(engine, runtime=runtime)
+        counts = result["counts"]
+        outcome = "error" if result["errors"] else "ok"
+        error = "; ".join(result["errors"])[:500] or None
+        return result
+    except Exception as e:
+        error = one_line(e)
+        raise
+    finally:
+        with engine.store.write():
+            JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
+                JobRun.id == run_id).execute()

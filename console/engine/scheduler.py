@@ -1,0 +1,360 @@
+"""The runtime embedded in every process that hosts the engine (the console, `deployer-console engine`): the lease and
+an APScheduler BackgroundScheduler whose jobs only the lease holder runs.
+
+Jobs (each `max_instances=1`, `coalesce=True`: a run never overlaps itself, missed runs collapse into one):
+- dispatch  (`dispatch_interval`)   queued deployments and operator resume requests → a bounded pipeline pool
+                                    (`workers` threads);
+- cleanup   (`cleanup_interval`)    due cleanup tasks (`Cleaner.run_due`);
+- reconcile (`reconcile_interval`)  one observe → diff → act pass (reconcile.py), also at once on taking the lease;
+- retention (`retention_interval`)  keep-last-N re-arming, archive pruning, old job-run records.
+Every run is a JobRun row (job, holder, start, end, outcome, counts), written when it starts and when it ends.
+
+Followers keep the scheduler paused and only retry the lease; a holder past its renew deadline pauses it again and
+every job re-checks `may_act()` before each step, so a holder that lost its lease stops acting before anyone else
+may start (see lease.py).
+
+Stopping (SIGTERM, console exit) takes under 5 s: no new runs; the pipelines this runtime runs are handed over
+(their owner is released and their heartbeat cleared, so their own RunControl stops them within 0.2 s and the next
+leader resumes them at once as zombies); in-flight job runs get until the deadline and any still open are closed as
+`interrupted`, cleanup tasks they had claimed go back to `pending`; then the lease is released.
+"""
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from console.engine import deployments as D
+from console.engine import reconcile
+from console.engine.cleanup import Cleaner
+from console.engine.errors import InputError
+from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
+from console.engine.reconcile import one_line
+from storage.clock import now
+from storage.models import CleanupTask, Deployment, Host, JobRun, Lease
+from storage.queries import is_stuck
+
+log = logging.getLogger(__name__)
+JOBS = ("dispatch", "cleanup", "reconcile", "retention")
+STOP_BUDGET_S = 4.5          # Engine.close() must return within 5 s
+DISPATCH_GRACE_S = 1.0       # a foreground `deploy` claims its own row within milliseconds; never race it
+JOBRUN_KEEP_S = 86400.0      # job-run records older than a day are pruned by retention (the newest per job stays)
+CLEANUP_BATCH = 50           # tasks per cleanup run, so one run stays short and a stop finds it between batches
+
+
+class Runtime:
+    def __init__(self, engine, run_jobs: bool = True):
+        self.engine = engine
+        self.settings = engine.settings
+        self.run_jobs = run_jobs
+        self.lease = LeaseKeeper(engine.store, engine.settings)
+        self.holder = self.lease.holder
+        self._stop = threading.Event()
+        self._stopped = False
+        self._lease_thread: threading.Thread | None = None
+        self._was_leader = False
+        self._role_lock = threading.Lock()
+        self.workers = max(1, int(self.settings.workers))
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pipeline")
+        self._running: dict[str, Future] = {}
+        self._running_lock = threading.Lock()
+        self._in_flight: dict[str, tuple[int, float]] = {}   # job -> (JobRun id, started_at)
+        self._jobs_cv = threading.Condition()
+        if logging.getLogger("apscheduler").level == logging.NOTSET:
+            # "skipped: maximum number of running instances reached" is the no-overlap rule working, not news
+            logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": JobExecutor(len(JOBS) + 1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC)
+        s = self.settings
+        self.intervals = {"dispatch": float(s.dispatch_interval), "cleanup": float(s.cleanup_interval),
+                          "reconcile": float(s.reconcile_interval), "retention": float(s.retention_interval)}
+        self._functions = {"dispatch": self.dispatch, "cleanup": self.cleanup, "reconcile": self.reconcile,
+                           "retention": self.retention}
+
+    # ---- lifecycle
+    def start(self) -> "Runtime":
+        for name in JOBS:
+            self.scheduler.add_job(self._job, "interval", seconds=self.intervals[name], args=(name,), id=name,
+                                   name=name)
+        self.scheduler.start(paused=True)
+        if self.run_jobs:
+            self._elect()  # the first attempt right away, so status is right from the start
+            self._lease_thread = threading.Thread(target=self._lease_loop, name="lease", daemon=True)
+            self._lease_thread.start()
+        return self
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.run_jobs and not self._stop.is_set() and self.lease.is_leader
+
+    def may_act(self) -> bool:
+        return self.is_leader
+
+    def running_ids(self) -> set[str]:
+        with self._running_lock:
+            return {k for k, f in self._running.items() if not f.done()}
+
+    def stop(self, budget: float = STOP_BUDGET_S) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + budget
+        self._stop.set()
+        try:
+            self.scheduler.shutdown(wait=False)
+        except SchedulerNotRunningError:
+            pass
+        self._hand_off()
+        # in-flight jobs and pipelines get what is left of the budget (keep 0.7 s for the closing writes)
+        with self._jobs_cv:
+            while self._in_flight and time.monotonic() < deadline - 0.7:
+                self._jobs_cv.wait(0.05)
+        while self.running_ids() and time.monotonic() < deadline - 0.7:
+            time.sleep(0.05)
+        self._close_open_runs()
+        if self._lease_thread is not None:
+            self._lease_thread.join(max(0.0, min(0.3, deadline - time.monotonic())))
+        if self.run_jobs:
+            self.lease.release()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("runtime %s stopped", self.holder)
+
+    # ---- the lease
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(float(self.settings.lease_retry)):
+            self._elect()
+
+    def _elect(self) -> None:
+        leader = self.lease.step()
+        with self._role_lock:
+            if self._stop.is_set():
+                return
+            if leader and not self._was_leader:
+                self._was_leader = True
+                log.info("runtime %s is the leader: running jobs", self.holder)
+                at = datetime.now(UTC)
+                for name in JOBS:  # reconcile (and the rest) at once on taking the lease
+                    self.scheduler.modify_job(name, next_run_time=at)
+                self.scheduler.resume()
+            elif not leader and self._was_leader:
+                self._was_leader = False
+                log.warning("runtime %s lost the lease: jobs paused (%s)", self.holder,
+                            self.lease.last_error or "another holder")
+                self.scheduler.pause()
+
+    # ---- job runs
+    def _job(self, name: str) -> None:
+        if not self.may_act():
+            return
+        started = now()
+        try:
+            with self.engine.store.write():
+                run_id = JobRun.insert(job=name, holder=self.holder, started_at=started, counts={}).execute()
+        except Exception as e:  # noqa: BLE001 - the store is not writable now: nothing was started, nothing to record
+            log.warning("job %s not started: %s", name, e)
+            return
+        with self._jobs_cv:
+            self._in_flight[name] = (run_id, started)
+        outcome, counts, error = "ok", {}, None
+        try:
+            counts = self._functions[name]() or {}
+            if counts.pop("_skipped", False):
+                outcome = "skipped"
+            if counts.get("errors"):
+                outcome, error = "error", counts.pop("_error", None)
+            counts.pop("_error", None)
+        except Exception as e:  # recorded on the run; the next run tries again
+            log.exception("job %s failed", name)
+            outcome, error = "error", one_line(e)
+        finally:
+            try:
+                with self.engine.store.write():
+                    JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
+                        JobRun.id == run_id).execute()
+            except Exception:
+                log.exception("job %s: could not record its end", name)
+            with self._jobs_cv:
+                self._in_flight.pop(name, None)
+                self._jobs_cv.notify_all()
+
+    def _close_open_runs(self) -> None:
+        """No job run of this holder stays half-written: what did not end in time is closed as interrupted."""
+        try:
+            with self.engine.store.write():
+                JobRun.update(finished_at=now(), outcome="interrupted",
+                              error="the engine stopped before the run ended").where(
+                    (JobRun.holder == self.holder) & JobRun.finished_at.is_null()).execute()
+                cleanup = self._in_flight.get("cleanup")
+                if cleanup is not None and self.lease.is_leader:
+                    # tasks claimed by the unfinished cleanup run go back to the queue at once instead of waiting
+                    # for the stale-claim timeout; removal is idempotent if that run still finishes one
+                    CleanupTask.update(state="pending", updated_at=now()).where(
+                        (CleanupTask.state == "running") & (CleanupTask.updated_at >= cleanup[1])).execute()
+        except Exception:
+            log.exception("closing open job runs of %s", self.holder)
+
+    # ---- pipelines
+    def start_pipeline(self, deployment_id: str, from_phase: str | None = None, resume: bool = False,
+                       verify=None, note: str | None = None) -> bool:
+        """Claim a deployment (in one write, after `verify(row)` still holds) and run it in the worker pool."""
+        if not self.may_act():
+            return False
+        with self._running_lock:
+            busy = {k for k, f in self._running.items() if not f.done()}
+            if deployment_id in busy or len(busy) >= self.workers:
+                return False
+        try:
+            with self.engine.store.write():
+                if verify is not None:
+                    row = Deployment.get_or_none(Deployment.id == deployment_id)
+                    if row is None or not verify(row):
+                        return False
+                dep, phase = self.engine.pipeline.claim(deployment_id, from_phase, None, resume)
+                if note:
+                    D.event(dep.id, f"Engine {self.holder} resumes {dep.id} from {phase} ({note})",
+                            kind="reconcile", level="warning", host=dep.host)
+        except InputError as e:  # it moved meanwhile (cancelled, claimed by a foreground deploy): not ours
+            log.info("not starting %s: %s", deployment_id, e)
+            return False
+        with self._running_lock:
+            self._running[dep.id] = self._pool.submit(self._run_pipeline, dep, phase)
+        return True
+
+    def _run_pipeline(self, dep, phase) -> str | None:
+        try:
+            return self.engine.pipeline.run_claimed(dep, phase)
+        except Exception:
+            log.exception("pipeline of %s", dep.id)
+            return None
+
+    def _hand_off(self) -> None:
+        """Release the deployments this runtime is running so their pipelines stop and the next leader resumes
+        them; they stay `deploying` (same id, same attempt counter)."""
+        ids = sorted(self.running_ids())
+        if not ids:
+            return
+        try:
+            with self.engine.store.write():
+                n = Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, updated_at=now()).where(
+                    Deployment.id.in_(ids) & (Deployment.status == "deploying") &
+                    (Deployment.owner_machine == D.MACHINE)).execute()
+                for dep_id in ids:
+                    D.event(dep_id, f"Engine {self.holder} stopping: deployment {dep_id} handed over to the next "
+                                    f"engine (it resumes from the recorded phase)", kind="reconcile", level="warning")
+            log.info("handed over %d running deployment(s)", n)
+        except Exception:
+            log.exception("handing over running deployments")
+
+    # ---- the jobs
+    def dispatch(self) -> dict:
+        counts = {"started": 0, "resumed": 0, "running": len(self.running_ids())}
+        free = self.workers - counts["running"]
+        if free <= 0:
+            return counts
+        busy = self.running_ids()
+        requests = list(Deployment.select().where(Deployment.resume_from.is_null(False) &
+                                                  Deployment.status.in_(["failed", "deploying"]))
+                        .order_by(Deployment.updated_at).limit(free + len(busy)))
+        for dep in requests:
+            if dep.id in busy or not self.may_act():
+                continue
+            if dep.status == "deploying" and not is_stuck(dep, self.settings):
+                with self.engine.store.write():
+                    Deployment.update(resume_from=None).where(Deployment.id == dep.id).execute()
+                    D.event(dep.id, f"Resume request of {dep.id} dropped: its pipeline is alive", kind="reconcile")
+                continue
+            phase = dep.resume_from
+
+            def still_requested(row, phase=phase):
+                return row.resume_from == phase and (row.status == "failed" or is_stuck(row, self.settings))
+            if self.start_pipeline(dep.id, from_phase=phase, resume=True, verify=still_requested):
+                counts["resumed"] += 1
+        free = self.workers - len(self.running_ids())
+        if free > 0 and self.may_act():
+            queued = (Deployment.select(Deployment.id).where(
+                (Deployment.status == "queued") & (Deployment.created_at <= now() - DISPATCH_GRACE_S))
+                .order_by(Deployment.created_at, Deployment.id).limit(free))
+            for dep in queued:
+                if self.start_pipeline(dep.id, verify=lambda row: row.status == "queued"):
+                    counts["started"] += 1
+        counts["running"] = len(self.running_ids())
+        return counts
+
+    def cleanup(self) -> dict:
+        counts = Cleaner(self.engine).run_due(limit=CLEANUP_BATCH)
+        return dict(counts)
+
+    def reconcile(self) -> dict:
+        result = reconcile.run(self.engine, runtime=self, scheduled=True)
+        counts = dict(result["counts"])
+        if result["errors"]:
+            counts["_error"] = "; ".join(result["errors"])[:500]
+        return counts
+
+    def retention(self) -> dict:
+        counts = dict(Cleaner(self.engine).retention())
+        counts["job_runs_pruned"] = prune_job_runs(self.engine.store)
+        return counts
+
+    # ---- for the status
+    def next_run_at(self, job: str) -> float | None:
+        if not self.is_leader:
+            return None
+        try:
+            j = self.scheduler.get_job(job)
+        except Exception:  # noqa: BLE001 - a scheduler shutting down has no answer
+            return None
+        return j.next_run_time.timestamp() if j is not None and j.next_run_time else None
+
+
+def prune_job_runs(store, keep_s: float = JOBRUN_KEEP_S) -> int:
+    from peewee import fn
+    newest = JobRun.select(fn.MAX(JobRun.id)).group_by(JobRun.job)
+    with store.write():
+        return JobRun.delete().where((JobRun.started_at < now() - keep_s) & JobRun.finished_at.is_null(False) &
+                                     JobRun.id.not_in(newest)).execute()
+
+
+def status(engine) -> dict:
+    """The lease, each job's last run, the cleanup queue and each engine's reachability: what `status` prints and
+    the console's status bar shows. Reads only; works the same in a leader, a follower and a plain CLI process."""
+    from peewee import fn
+    rt = engine.runtime
+    t = now()
+    leader = lease_dict(Lease.get_or_none(Lease.name == LEASE_NAME), t)
+    role = "none" if rt is None else ("leader" if rt.is_leader else "follower")
+    latest = {r.job: r for r in JobRun.select().where(
+        JobRun.id.in_(JobRun.select(fn.MAX(JobRun.id)).group_by(JobRun.job)))}
+    last_done = {r["job"]: r["finished_at"] for r in JobRun.select(JobRun.job, fn.MAX(JobRun.finished_at).alias(
+        "finished_at")).where(JobRun.finished_at.is_null(False)).group_by(JobRun.job).dicts()}
+    intervals = {"dispatch": engine.settings.dispatch_interval, "cleanup": engine.settings.cleanup_interval,
+                 "reconcile": engine.settings.reconcile_interval, "retention": engine.settings.retention_interval}
+    jobs = []
+    for name in JOBS + tuple(sorted(set(latest) - set(JOBS))):
+        run = latest.get(name)
+        nxt = rt.next_run_at(name) if rt is not None and role == "leader" else None
+        if nxt is None and leader and run is not None and name in intervals:
+            nxt = (run.started_at or t) + float(intervals[name])  # the leader's schedule, seen from outside
+        jobs.append({"name": name, "last_run_at": run.started_at if run else None,
+                     "finished_at": run.finished_at if run else None,
+                     "outcome": (run.outcome or "running") if run else None, "counts": run.counts if run else None,
+                     "holder": run.holder if run else None, "error": run.error if run else None,
+                     "next_run_at": nxt, "last_finished_at": last_done.get(name)})
+    rec = next(j for j in jobs if j["name"] == "reconcile")
+    queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
+    hosts = [{"name": h.name, "url": h.url, "reachable": h.reachable, "last_error": h.last_error,
+              "last_seen_at": h.last_seen_at, "is_default": h.is_default} for h in Host.select().order_by(Host.name)]
+    return {"leader": leader, "role": role, "me": rt.holder if rt is not None else None, "jobs": jobs,
+            "cleanup_queue": queue, "hosts": hosts, "read_only": bool(engine.settings.read_only),
+            "last_reconcile_at": rec["last_finished_at"], "next_reconcile_at": rec["next_run_at"],
+            "lease_error": rt.lease.last_error if rt is not None else None}

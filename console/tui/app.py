@@ -1,0 +1,92 @@
+"""The operations console: a thin Textual face over the Engine. Opens with `deployer-console` (no subcommand).
+
+The console hosts the embedded engine and scheduler (`engine.start_runtime`) as leader or follower; it never runs a
+pipeline or a Docker/store call on the UI thread itself. Keys are Textual bindings with ids, so `[console.keys]` in
+config.toml rebinds them through the app keymap.
+"""
+import logging
+from functools import partial
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+
+from console.tui.data import one_line
+from console.tui.screens.main import ACTIONS, MUTATING, MainScreen
+
+log = logging.getLogger(__name__)
+APP_IDS = {"help", "quit"}
+
+
+class DeployerConsole(App):
+    TITLE = "deployer-console"
+    BINDINGS = [Binding("question_mark", "help", "Help", id="help"),
+                Binding("q", "quit", "Quit", id="quit")]
+
+    def __init__(self, engine, host_runtime: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.engine = engine
+        self.host_runtime = host_runtime
+        self.main: MainScreen | None = None
+
+    def on_mount(self) -> None:
+        keys = dict(self.engine.settings.keys or {})
+        unknown = sorted(set(keys) - set(ACTIONS) - APP_IDS)
+        if unknown:
+            self.notify(f"unknown key binding ids in config: {', '.join(unknown)} (see ?)", severity="warning")
+        if keys:
+            self.set_keymap({k: v for k, v in keys.items() if k not in unknown})
+        self.main = MainScreen()
+        self.push_screen(self.main)
+        if self.engine.settings.read_only:
+            self.notify("read-only mode: cancel, resume and rollback are refused", title="READ-ONLY",
+                        severity="warning", timeout=4)
+        if self.host_runtime:
+            self._start_runtime()
+
+    @work(thread=True, group="runtime", exit_on_error=False)
+    def _start_runtime(self) -> None:
+        start = getattr(self.engine, "start_runtime", None)
+        if start is None:
+            self.call_from_thread(self.notify, "this engine has no embedded runtime; showing the store only",
+                                  severity="warning")
+            return
+        try:
+            start(run_jobs=True)
+        except Exception as e:  # the console stays useful as a viewer
+            log.exception("starting the embedded engine")
+            self.call_from_thread(self.notify, f"embedded engine did not start: {one_line(e)}", severity="error")
+
+    # ---- app-wide actions (the main screen's actions are on MainScreen)
+    def action_help(self) -> None:
+        if self.main is not None:
+            self.main.action_help()
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        if self.main is None:
+            return
+        for action, (_, label, text) in ACTIONS.items():
+            title = f"{label if action != 'containers' else 'Containers'}: {text.split(' (')[0]}"
+            if action in MUTATING and self.engine.settings.read_only:
+                title += " (read-only: refused)"
+            yield SystemCommand(title, text, partial(self._palette, action))
+        yield SystemCommand("Help: every key", "List every key binding", self.action_help)
+
+    def _palette(self, action: str) -> None:
+        if self.screen is not self.main:
+            self.pop_screen()
+        getattr(self.main, f"action_{action}")()
+
+
+def run_console(settings, engine=None) -> None:
+    """Open the console. With no engine given, it builds one from settings and closes it (and the runtime) on exit."""
+    own = engine is None
+    if own:
+        from console.engine.core import Engine
+        engine = Engine(settings)
+    try:
+        DeployerConsole(engine).run()
+    finally:
+        if own:
+            engine.close()

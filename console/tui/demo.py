@@ -1,0 +1,98 @@
+"""`deployer-console demo`: a demo project a new user can watch — one deployment that succeeds (and a second that
+supersedes it, so there is something to roll back to), one that fails at the health check (cleanup removes it), and a
+slow build (RUN sleep 60) to cancel with `c`. The deployments are queued for the engine the console hosts; this
+module only writes the services' sources under the data dir and queues them. No Textual import.
+"""
+import logging
+import textwrap
+import threading
+import time
+
+from console.engine.errors import InputError
+from storage.models import Deployment
+
+log = logging.getLogger(__name__)
+
+HTTPD = """\
+FROM deployer/base:busybox
+COPY index.html /www/index.html
+{extra}
+CMD ["httpd", "-f", "-p", "8080", "-h", "{root}"]
+"""
+SERVICES = {
+    # name: (extra Dockerfile lines, document root, health path)
+    "demo-web": ("", "/www", "/"),
+    "demo-broken": ("", "/nonexistent", "/healthz"),
+    "demo-slow": ("RUN sleep 60", "/www", "/"),
+}
+DEMO_HEALTH_TIMEOUT = 10.0
+
+
+def write_sources(engine) -> dict[str, str]:
+    root = engine.settings.data_dir / "demo"
+    out = {}
+    for name, (extra, docroot, _) in SERVICES.items():
+        src = root / name
+        src.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (src / "Dockerfile").write_text(HTTPD.format(extra=textwrap.dedent(extra), root=docroot))
+        (src / "index.html").write_text(f"<h1>{name}</h1>\n")
+        out[name] = str(src)
+    return out
+
+
+def prepare(engine) -> None:
+    """Build the base image if missing and add (or update) the demo services."""
+    if engine.settings.read_only:
+        raise InputError("the demo deploys services; run it without --read-only")
+    engine.hosts.gateway().ensure_base_image()
+    # the failing deployment should fail (and be cleaned up) within the first minute
+    engine.settings.health_timeout = min(engine.settings.health_timeout, DEMO_HEALTH_TIMEOUT)
+    for name, src in write_sources(engine).items():
+        engine.add_service(name, src, port=8080, health_path=SERVICES[name][2], project="demo", replace=True)
+
+
+def start(engine, run_pipelines: bool) -> threading.Thread:
+    """Queue the demo deployments from a background thread (never the UI thread). With run_pipelines (no embedded
+    runtime to pick queued deployments up) the thread also runs their pipelines."""
+    def director():
+        try:
+            first = engine.deploy("demo-web", detach=True)
+            runners = [_run(engine, first.id)] if run_pipelines else []
+            for name in ("demo-broken", "demo-slow"):
+                dep = engine.deploy(name, detach=True)
+                if run_pipelines:
+                    runners.append(_run(engine, dep.id))
+            # the second web deployment after the first ends, so it supersedes it (a rollback target)
+            end = time.monotonic() + 300
+            while time.monotonic() < end:
+                status = Deployment.get_by_id(first.id).status
+                if status not in ("queued", "deploying"):
+                    break
+                time.sleep(0.5)
+            second = engine.deploy("demo-web", detach=True)
+            if run_pipelines:
+                _run(engine, second.id)
+        except Exception:
+            log.exception("demo director")
+        finally:
+            try:
+                engine.store.db.close()
+            except Exception:
+                pass
+
+    thread = threading.Thread(target=director, name="demo-director", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run(engine, deployment_id: str) -> threading.Thread:
+    def run():
+        try:
+            engine.pipeline.run(deployment_id)
+            from console.engine.cleanup import run_inline_if_due
+            run_inline_if_due(engine, deployment_id)
+        except Exception:
+            log.exception("demo pipeline %s", deployment_id)
+    thread = threading.Thread(target=run, name=f"demo-{deployment_id}", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,380 @@
+"""The main screen: deployments, containers, the event tail and the status bar, polled live.
+
+Poll → render → reschedule: one thread worker fetches a Snapshot (never on the UI thread), the UI applies it by diff
+when the worker finishes, and only then is the next poll scheduled, so polls never overlap and a slow store slows the
+refresh instead of piling up. While a modal or another screen is on top, rendering waits and the snapshot is kept.
+"""
+import time
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+from textual.worker import Worker, WorkerState
+
+from console.engine import pipeline
+from console.engine.errors import DeployerError
+from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
+from console.tui.screens.modals import ConfirmScreen, FilterScreen, HelpScreen, ResumeScreen
+from console.tui.widgets.containers import ContainersTable
+from console.tui.widgets.deployments import DeploymentsTable
+from console.tui.widgets.eventlog import EventLog
+from console.tui.widgets.statusbar import StatusBar
+
+MUTATING = {"cancel", "resume", "rollback"}
+
+# binding id -> (default key, footer label, what it does); ids are what [console.keys] in config.toml rebinds
+ACTIONS = {
+    "cancel": ("c", "Cancel", "Cancel the selected deployment (asks first; its resources are cleaned up)"),
+    "resume": ("r", "Resume", "Resume the selected failed/stuck deployment from a phase you pick"),
+    "rollback": ("b", "Rollback", "Roll the selected deployment's service back to its previous release"),
+    "details": ("d", "Details", "Details: phase timeline, events, cleanup task, containers"),
+    "logs": ("l", "Logs", "Follow the logs of the selected container"),
+    "filter": ("slash", "Filter", "Filter deployments by service, status or id prefix"),
+    "sort": ("s", "Sort", "Cycle the sort: newest, status, service, host"),
+    "containers": ("a", "All ctrs", "Toggle: containers of the selection / all managed containers (orphans)"),
+    "event_kind": ("e", "Ev kind", "Cycle the event log's kind filter"),
+    "event_scope": ("f", "Ev scope", "Toggle the event log between all deployments and the selected one"),
+}
+
+
+class MainScreen(Screen):
+    CSS_PATH = "main.tcss"
+    BINDINGS = [Binding(key, action, label, id=action, show=action not in ("event_kind", "event_scope"))
+                for action, (key, label, _) in ACTIONS.items()]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.filter = Filter()
+        self.sort = SORTS[0]
+        self.show_all_containers = False
+        self.containers: list[dict] = []
+        self.container_errors: list[str] = []
+        self.status: dict | None = None
+        self.total = 0
+        self._polling = False
+        self._timer = None
+        self._pending = None
+        self._pending_events: list[dict] = []
+        self._last_error: str | None = None
+        self._since_id = 0
+        self.first_render_at: float | None = None
+        self.last_render_ms = 0.0
+        self.last_counts: dict = {}
+        self.polls = 0
+
+    # ---- layout
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Vertical(id="deployments-pane"):
+            yield DeploymentsTable(id="deployments")
+        with Horizontal(id="bottom"):
+            yield ContainersTable(id="containers")
+            yield EventLog(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poller = Poller(self.app.engine)
+        self.read_only = self.app.engine.settings.read_only
+        self.query_one(StatusBar).show(None, self.read_only)
+        self._titles()
+        self.query_one(DeploymentsTable).focus()
+        self.poll()
+
+    # ---- poll -> render -> reschedule
+    def poll(self) -> None:
+        if self._polling:
+            return
+        self._polling = True
+        self._fetch(self.filter, self.sort, self._since_id)
+
+    def poll_now(self) -> None:
+        """Poll at once (after an action) unless one is in flight; the in-flight one reschedules."""
+        if self._timer is not None:
+            self._timer.stop()
+        self.poll()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _fetch(self, flt: Filter, sort: str, since_id: int):
+        return flt, sort, self.poller.poll(flt, sort, since_id)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "poll":
+            if event.state == WorkerState.SUCCESS:
+                flt, sort, snap = worker.result
+                if (flt, sort) == (self.filter, self.sort):
+                    self.deliver(snap)
+                else:  # the filter changed while it ran: its rows are stale, but its events are new
+                    self._take_events(snap.events)
+            elif event.state == WorkerState.ERROR:
+                self.report(f"refresh failed: {one_line(worker.error)}")
+            if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+                self._polling = False
+                self.polls += 1
+                self._timer = self.set_timer(self.app.engine.settings.poll_interval, self.poll)
+        elif worker.group == "action" and event.state == WorkerState.ERROR:
+            self.report(one_line(worker.error), remember=False)
+
+    def _take_events(self, events: list[dict]) -> None:
+        if events:
+            self._pending_events += events
+            self._since_id = max(self._since_id, events[-1]["id"])
+
+    def deliver(self, snap) -> None:
+        self._take_events(snap.events)
+        if self.app.screen is not self:
+            self._pending = snap
+            return
+        self.render_snapshot(snap)
+
+    def on_screen_resume(self) -> None:
+        if self._pending is not None:
+            snap, self._pending = self._pending, None
+            self.render_snapshot(snap)
+
+    def render_snapshot(self, snap) -> None:
+        t0 = time.perf_counter()
+        try:
+            with self.app.batch_update():
+                table = self.query_one(DeploymentsTable)
+                self.last_counts = table.show(snap.rows)
+                self.total = snap.total
+                self.status = snap.status
+                self.query_one(StatusBar).show(snap.status, self.read_only)
+                if snap.containers is not None:
+                    self.containers, self.container_errors = snap.containers, snap.container_errors
+                self.show_containers()
+                events, self._pending_events = self._pending_events, []
+                self.query_one(EventLog).add(events)
+                self._titles()
+            self._last_error = None
+        except Exception as e:  # a render problem is a notice, never a crash
+            self.report(f"display failed: {one_line(e)}")
+        self.last_render_ms = (time.perf_counter() - t0) * 1000
+        if self.first_render_at is None:
+            self.first_render_at = time.perf_counter()
+
+    def report(self, message: str, remember: bool = True) -> None:
+        if remember:
+            if message == self._last_error:
+                return
+            self._last_error = message
+        self.app.notify(message, severity="error", timeout=6)
+
+    # ---- panes
+    def _titles(self) -> None:
+        dep = self.query_one("#deployments-pane")
+        shown = self.query_one(DeploymentsTable).row_count
+        flt = self.filter.text()
+        dep.border_title = f"Deployments {shown} of {self.total}" + (f" · filter {flt}" if flt else "")
+        dep.border_subtitle = f"sort {self.sort}"
+        self.query_one(EventLog).border_title = f"Events · {self.query_one(EventLog).describe()}"
+
+    def show_containers(self) -> None:
+        table = self.query_one(ContainersTable)
+        selected = self.selected()
+        if self.show_all_containers:
+            rows = self.containers
+            orphans = sum(1 for c in rows if c.get("orphan"))
+            title = f"All managed containers {len(rows)}" + (f" · {orphans} orphan" if orphans else "")
+        else:
+            rows = [c for c in self.containers if selected and c["deployment_id"] == selected["id"]]
+            title = f"Containers of {selected['id']} {len(rows)}" if selected else "Containers"
+        if self.container_errors:
+            title += " · unreachable: " + "; ".join(self.container_errors)
+        table.border_title = title
+        table.show(rows)
+
+    def selected(self) -> dict | None:
+        return self.query_one(DeploymentsTable).selected()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "deployments":
+            self.show_containers()
+            log = self.query_one(EventLog)
+            if log.deployment_id is not None:
+                sel = self.selected()
+                if sel and sel["id"] != log.deployment_id:
+                    log.set_filter(deployment_id=sel["id"])
+                    self._titles()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "deployments":
+            self.action_details()
+        elif event.data_table.id == "containers":
+            self.action_logs()
+
+    # ---- guards
+    def refuse(self, action: str) -> bool:
+        if action in MUTATING and self.read_only:
+            self.app.notify(f"read-only mode: {action} refused", title="READ-ONLY", severity="warning")
+            return True
+        return False
+
+    def need_selection(self) -> dict | None:
+        row = self.selected()
+        if row is None:
+            self.app.notify("no deployment selected", severity="warning")
+        return row
+
+    # ---- actions
+    def action_cancel(self) -> None:
+        if self.refuse("cancel") or (row := self.need_selection()) is None:
+            return
+        if row["status"] not in ACTIVE:
+            self.app.notify(f"deployment {row['id']} is {row['status']}; only queued or deploying deployments can "
+                            f"be cancelled", severity="warning")
+            return
+        body = Text()
+        body.append(f"Cancel deployment {row['id']} of {row['service']} on {row['host']}?\n", style="bold")
+        body.append(f"It is {row['status']} in {row['phase'] or 'no phase yet'}.\n\n")
+        body.append("The pipeline stops, then cleanup removes:\n")
+        mine = [c for c in self.containers if c["deployment_id"] == row["id"]]
+        for c in mine:
+            body.append(f"  • container {c['name']} ({c['state']}) on {c['host']}\n")
+        if not mine:
+            body.append(f"  • container {pipeline.container_name(row['service'], row['id'])} (if created)\n")
+        body.append(f"  • image {pipeline.image_tag(row['service'], row['id'])} (once unused)\n")
+        body.append("  • its own volumes (backed up first); container logs are archived\n")
+        body.append(f"  • its release directory (releases/{row['id']} in the data directory)\n")
+        self.app.push_screen(ConfirmScreen(f"Cancel {row['id']}?", body, yes="Cancel deployment"),
+                             lambda ok: ok and self.run_engine("cancel", row["id"]))
+
+    def action_resume(self) -> None:
+        if self.refuse("resume") or (row := self.need_selection()) is None:
+            return
+        if row["status"] not in ("failed", "deploying"):
+            self.app.notify(f"deployment {row['id']} is {row['status']}; only failed or stuck deployments can be "
+                            f"resumed", severity="warning")
+            return
+        self.app.push_screen(ResumeScreen(row), lambda phase: phase and self.run_engine("resume", row["id"], phase))
+
+    def action_rollback(self) -> None:
+        if self.refuse("rollback") or (row := self.need_selection()) is None:
+            return
+        service = row["service"]
+        rows = [r for r in self.query_one(DeploymentsTable).rows_by_id.values() if r["service"] == service]
+        serving = next((r for r in rows if r["status"] in ("success", "degraded")), None)
+        target = next((r for r in sorted(rows, key=lambda r: -(r["finished_at"] or 0))
+                       if r["status"] == "superseded"), None)
+        body = Text()
+        body.append(f"Roll service {service} back?\n\n", style="bold")
+        body.append(f"  serving now:  {serving['id'] + ' (' + serving['status'] + ')' if serving else 'nothing'}\n")
+        body.append(f"  roll back to: {target['id'] if target else 'its previous successful release'}\n\n")
+        body.append("The previous release's container is started, routed and health-checked; the one serving now "
+                    "is stopped. Cleanup leaves both alone while the rollback runs.", style="dim")
+        self.app.push_screen(ConfirmScreen(f"Roll back {service}?", body, yes="Roll back"),
+                             lambda ok: ok and self.run_engine("rollback", service))
+
+    def action_details(self) -> None:
+        if (row := self.need_selection()) is None:
+            return
+        from console.tui.screens.details import DetailsScreen
+        self.app.push_screen(DetailsScreen(row["id"]))
+
+    def action_logs(self) -> None:
+        table = self.query_one(ContainersTable)
+        container = table.selected() if table.has_focus or self.show_all_containers else None
+        if container is None:
+            row = self.selected()
+            mine = [c for c in self.containers if row and c["deployment_id"] == row["id"]]
+            container = next((c for c in mine if c["state"] == "running"), mine[0] if mine else None)
+        if container is None:
+            self.app.notify("no container selected (the selected deployment has none)", severity="warning")
+            return
+        from console.tui.screens.logs import LogsScreen
+        self.app.push_screen(LogsScreen(container))
+
+    def action_filter(self) -> None:
+        self.app.push_screen(FilterScreen(self.filter.text()), self._set_filter)
+
+    def _set_filter(self, text: str | None) -> None:
+        if text is None:
+            return
+        try:
+            flt = Filter.parse(text)
+        except DeployerError as e:
+            self.app.notify(str(e), severity="error")
+            return
+        self.filter = flt
+        self._titles()
+        self.poll_now()
+
+    def action_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self._titles()
+        self.app.notify(f"sort: {self.sort}", timeout=2)
+        self.poll_now()
+
+    def action_containers(self) -> None:
+        self.show_all_containers = not self.show_all_containers
+        self.show_containers()
+
+    def action_event_kind(self) -> None:
+        log = self.query_one(EventLog)
+        log.set_filter(kind=EVENT_KINDS[(EVENT_KINDS.index(log.kind) + 1) % len(EVENT_KINDS)])
+        self._titles()
+
+    def action_event_scope(self) -> None:
+        log = self.query_one(EventLog)
+        sel = self.selected()
+        log.set_filter(deployment_id=None if log.deployment_id or sel is None else sel["id"])
+        self._titles()
+
+    def help_rows(self) -> list[tuple[str, str, str]]:
+        keys: dict[str, list[str]] = {}
+        for key, active in self.active_bindings.items():
+            if active.binding.id:
+                keys.setdefault(active.binding.id, []).append(self.app.get_key_display(active.binding))
+        rows = []
+        for binding_id, (default, _, text) in ACTIONS.items():
+            shown = ", ".join(dict.fromkeys(keys.get(binding_id, [default])))
+            if binding_id == "details":
+                shown += ", enter"
+            rows.append((shown, binding_id, text + ("  [mutating]" if binding_id in MUTATING else "")))
+        for binding_id, text in (("help", "This help"), ("quit", "Quit (the embedded engine stops with it)")):
+            rows.append((", ".join(dict.fromkeys(keys.get(binding_id, ["?" if binding_id == "help" else "q"]))),
+                         binding_id, text))
+        rows += [("ctrl+p", "palette", "Command palette: every action by name"),
+                 ("tab / shift+tab", "focus", "Move between deployments, containers and the event log"),
+                 ("↑ ↓ pgup pgdn", "move", "Move the cursor; scrolling the event log up pauses its tail"),
+                 ("y / n", "confirm", "In a confirmation: yes / no (escape is no)"),
+                 ("escape", "back", "Close a dialog or go back from details and logs")]
+        return rows
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.help_rows(), self.read_only))
+
+    # ---- engine calls, in a thread worker
+    def run_engine(self, action: str, *args) -> None:
+        self._engine_call(action, *args)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _engine_call(self, action: str, *args) -> None:
+        engine = self.app.engine
+        try:
+            if action == "cancel":
+                dep = engine.cancel(args[0])
+                message, severity = f"deployment {dep.id} cancelled; cleanup will remove its resources", "information"
+            elif action == "resume":
+                dep = engine.resume(args[0], args[1], detach=True)
+                message, severity = f"resume of {dep.id} from {args[1]} requested", "information"
+            elif action == "rollback":
+                if not hasattr(engine, "rollback"):
+                    raise DeployerError("this engine has no rollback")
+                self.app.call_from_thread(self.app.notify, f"rolling {args[0]} back…", timeout=3)
+                rb = engine.rollback(args[0])
+                message = f"{args[0]} rolled back to {getattr(rb, 'to_deployment_id', None) or 'previous release'}"
+                severity = "information"
+            else:
+                return
+        except Exception as e:  # every engine error is a notification, never a crash
+            message, severity = f"{action} failed: {one_line(e)}", "error"
+        finally:
+            self.poller.release()
+        self.app.call_from_thread(self.app.notify, message, severity=severity, timeout=6)
+        self.app.call_from_thread(self.poll_now)

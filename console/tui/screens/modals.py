@@ -1,0 +1,137 @@
+"""Modal dialogs: confirmation (y/n), the resume phase picker, the filter prompt and the help screen."""
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from console.engine.validate import PHASES
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question: `y` confirms, `n` or escape refuses. The No button has the focus, so enter is safe."""
+    CSS_PATH = "modals.tcss"
+    BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm_yes"),
+                Binding("n,escape", "answer(False)", "No", id="confirm_no")]
+
+    def __init__(self, title: str, body: Text | str, yes: str = "Yes", **kwargs):
+        super().__init__(**kwargs)
+        self.title_text, self.body, self.yes = title, body, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="danger"):
+            yield Label(self.title_text, id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Static(self.body)
+            with Horizontal(id="dialog-buttons"):
+                yield Button(f"{self.yes} (y)", variant="error", id="yes")
+                yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+
+class ResumeScreen(ModalScreen[str | None]):
+    """The six phases with the recorded one preselected: enter resumes from the highlighted phase."""
+    CSS_PATH = "modals.tcss"
+    BINDINGS = [Binding("escape,n", "close", "Back", id="resume_back")]
+
+    def __init__(self, deployment: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.deployment = deployment
+
+    def compose(self) -> ComposeResult:
+        dep = self.deployment
+        recorded = dep.get("phase") or PHASES[0]
+        with Vertical(id="dialog"):
+            yield Label(f"Resume deployment {dep['id']} of {dep['service']}", id="dialog-title")
+            body = Text()
+            body.append(f"status {dep['status']}, recorded phase {recorded}\n")
+            if dep.get("error"):
+                body.append(f"{dep['error'][:150]}\n", style="red")
+            body.append("Pick the phase to run from; the engine runs it and every later phase.", style="dim")
+            yield Static(body, id="dialog-text")
+            options = []
+            for i, phase in enumerate(PHASES):
+                label = Text(f"{i + 1}/6  {phase}")
+                if phase == recorded:
+                    label.append("   ← recorded", style="bold yellow")
+                options.append(Option(label, id=phase))
+            yield OptionList(*options, id="phases")
+            yield Label("[b]enter[/] resume from the highlighted phase   [b]escape[/] back", id="dialog-hint")
+
+    def on_mount(self) -> None:
+        phases = self.query_one(OptionList)
+        recorded = self.deployment.get("phase") or PHASES[0]
+        phases.highlighted = PHASES.index(recorded) if recorded in PHASES else 0
+        phases.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class FilterScreen(ModalScreen[str | None]):
+    CSS_PATH = "modals.tcss"
+    BINDINGS = [Binding("escape", "close", "Back", id="filter_back")]
+
+    def __init__(self, current: str, **kwargs):
+        super().__init__(**kwargs)
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Filter deployments", id="dialog-title")
+            yield Input(self.current, placeholder="web failed a1b2   or   service:web status:failed id:a1b2",
+                        id="filter-input")
+            yield Label("A status word, an id prefix (hex) or a service name. Empty clears. "
+                        "[b]enter[/] apply  [b]escape[/] back", id="dialog-hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip())
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key (as currently bound, keymap applied) and what it does."""
+    CSS_PATH = "modals.tcss"
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
+
+    def __init__(self, rows: list[tuple[str, str, str]], read_only: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.rows = rows
+        self.read_only = read_only
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Label("Keys" + ("   (READ-ONLY: mutating keys are refused)" if self.read_only else ""),
+                        id="dialog-title")
+            yield DataTable(id="help-table", cursor_type="none", zebra_stripes=True)
+            yield Label("Rebind a key in config.toml:  [console.keys]  cancel = \"x\"     "
+                        "[b]escape[/] close", id="dialog-hint")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("KEY", width=14)
+        table.add_column("ACTION", width=16)
+        table.add_column("WHAT IT DOES", width=80)
+        for key, binding_id, text in self.rows:
+            table.add_row(Text(key, style="bold"), binding_id, text)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,37 @@
+"""Managed containers: those of the selected deployment, or (toggle) every container we manage, orphans marked."""
+from rich.text import Text
+
+from console import fmt
+from console.tui.widgets.keyed_table import KeyedTable
+
+STATE_STYLE = {"running": "green", "exited": "red", "created": "yellow", "restarting": "yellow", "dead": "red"}
+
+
+def container_cells(c: dict) -> tuple[str, ...]:
+    return ("ORPHAN" if c.get("orphan") else "", c["name"], c["state"], c["health"], fmt.age(c["created"]),
+            ", ".join(c["ports"]) or "-", c["image"], c["host"], c["id"])
+
+
+class ContainersTable(KeyedTable):
+    UNIQUE = 1
+    COLUMNS = (("orphan", "", 6), ("name", "NAME", 34), ("state", "STATE", 8), ("health", "HEALTH", 9),
+               ("created", "CREATED", 8), ("ports", "PORTS", 22), ("image", "IMAGE", 30), ("host", "HOST", 8),
+               ("id", "ID", 12))
+
+    def style_cell(self, column, value, cells):
+        if column == "state":
+            return Text(value, style=STATE_STYLE.get(value, ""))
+        if column == "health":
+            return Text(value, style={"healthy": "green", "unhealthy": "bold red", "starting": "yellow"}.get(
+                value, "dim"))
+        if column == "orphan" and value:
+            return Text(value, style="bold red")
+        return value
+
+    def show(self, containers: list[dict]) -> dict:
+        self.by_id = {c["id"]: c for c in containers}
+        return self.apply([c["id"] for c in containers], {c["id"]: container_cells(c) for c in containers})
+
+    def selected(self) -> dict | None:
+        key = self.selected_key()
+        return getattr(self, "by_id", {}).get(key) if key else None

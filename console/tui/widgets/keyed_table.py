@@ -1,0 +1,81 @@
+"""A DataTable updated by diff on stable row keys: changed cells get `update_cell`, new rows `add_row`, gone rows
+`remove_row`, and the cursor stays on the same row (and the viewport on the same rows) while others come and go.
+`clear()` is used only when most rows changed, since it resets the cursor."""
+from rich.text import Text
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable
+
+
+class KeyedTable(DataTable):
+    COLUMNS: tuple[tuple[str, str, int | None], ...] = ()   # (key, label, width)
+    UNIQUE = 0   # index of a column whose value is unique per row (sort() sees values, not row keys)
+
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._cells: dict[str, tuple] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label, width in self.COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def style_cell(self, column: str, value: str, cells: tuple) -> str | Text:
+        return value
+
+    def _styled(self, cells: tuple) -> list:
+        return [self.style_cell(key, value, cells) for (key, _, _), value in zip(self.COLUMNS, cells)]
+
+    def selected_key(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
+        except Exception:  # the cursor is past the last row for a moment
+            return None
+
+    def apply(self, order: list[str], cells: dict[str, tuple]) -> dict:
+        """Make the table show `order` (keys) with `cells`. Returns counts of what changed."""
+        selected = self.selected_key()
+        old_row, old_scroll = self.cursor_row, self.scroll_y
+        removed = [k for k in self._order if k not in cells]
+        added = [k for k in order if k not in self._cells]
+        counts = {"added": len(added), "removed": len(removed), "updated": 0, "rebuilt": False}
+        if self._order and len(added) + len(removed) > max(50, len(self._order) // 2):
+            counts["rebuilt"] = True
+            self.clear()
+            for key in order:
+                self.add_row(*self._styled(cells[key]), key=key)
+        else:
+            for key in removed:
+                self.remove_row(key)
+            columns = [c[0] for c in self.COLUMNS]
+            for key in order:
+                old = self._cells.get(key)
+                new = cells[key]
+                if old is None or old == new:
+                    continue
+                counts["updated"] += 1
+                for column, a, b in zip(columns, old, new):
+                    if a != b:
+                        self.update_cell(key, column, self.style_cell(column, b, new))
+            for key in added:
+                self.add_row(*self._styled(cells[key]), key=key)
+            current = [k for k in self._order if k in cells] + added
+            if current != order:
+                # sort() sees cell values, not row keys: the UNIQUE column's value stands for the row
+                position = {str(cells[k][self.UNIQUE]): i for i, k in enumerate(order)}
+                self.sort(self.COLUMNS[self.UNIQUE][0], key=lambda value: position.get(str(value), 0))
+        self._cells = {k: cells[k] for k in order}
+        self._order = list(order)
+        if selected is not None and selected in self._cells:
+            index = order.index(selected)
+            if index != self.cursor_row or counts["rebuilt"]:
+                shift = index - old_row
+                self.move_cursor(row=index, scroll=False)
+                target = max(0.0, old_scroll + shift) if old_scroll > 0 or counts["rebuilt"] else old_scroll
+                self.call_after_refresh(self._settle, target)
+        return counts
+
+    def _settle(self, scroll_y: float) -> None:
+        self.scroll_to(y=scroll_y, animate=False, immediate=True)
+        self._scroll_cursor_into_view()

@@ -1,0 +1,66 @@
+"""Console fixtures: a deterministic seeded store (frozen clock, UTC) and helpers to drive the app with a Pilot."""
+import asyncio
+import os
+import time
+
+import pytest
+
+from console.tui.seed import FROZEN_AT, seed
+from storage.clock import freeze
+from tests.conftest import make_settings
+
+SIZE = (160, 45)
+
+
+@pytest.fixture
+def utc():
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+@pytest.fixture
+def seeded(tmp_path, utc, docker_client):
+    """make(read_only=False, keys=None) -> a DeployerConsole over a seeded store, no runtime (snapshots)."""
+    from console.engine.core import Engine
+    from console.tui.app import DeployerConsole
+    engines = []
+
+    def make(read_only: bool = False, keys: dict | None = None, extra: int = 0):
+        settings = make_settings(tmp_path / f"data{len(engines)}", read_only=read_only, keys=keys or {})
+        engine = Engine(settings)
+        engines.append(engine)
+        freeze(FROZEN_AT)
+        seed(engine.store, extra=extra)
+        return DeployerConsole(engine, host_runtime=False)
+
+    yield make
+    freeze(None)
+    for engine in engines:
+        engine.close()
+
+
+async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def first_render(pilot):
+    app = pilot.app
+    await wait_until(pilot, lambda: app.main is not None and app.main.first_render_at is not None,
+                     what="the first poll to render")
+    await pilot.pause(0.1)
+
+
+def run(coro):
+    return asyncio.run(coro)

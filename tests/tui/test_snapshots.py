@@ -1,0 +1,68 @@
+"""Snapshots of the console at 160x45 from a seeded store with a frozen clock (no runtime, no deployments run).
+Update after an intended change with: .venv/bin/pytest tests/tui/test_snapshots.py --snapshot-update"""
+from tests.tui.conftest import SIZE, first_render, wait_until
+
+
+async def settle(pilot):
+    await first_render(pilot)
+
+
+def test_main_screen_lists_deployments_status_bar_and_events(seeded, snap_compare):
+    assert snap_compare(seeded(), terminal_size=SIZE, run_before=settle)
+
+
+def test_cancel_modal_names_the_deployment_and_what_is_removed(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down")          # the deploying one (a queued one is newest)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen", what="the modal")
+    assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
+
+
+def test_resume_modal_preselects_the_recorded_phase(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down")  # the failed one (HEALTH_CHECK)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "ResumeScreen", what="the modal")
+    assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
+
+
+def test_details_screen_shows_timeline_cleanup_and_events(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
+        await pilot.pause(0.2)
+    assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
+
+
+def test_help_lists_every_key(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "HelpScreen", what="help")
+    assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
+
+
+def test_help_shows_keys_rebound_from_the_config(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "HelpScreen", what="help")
+    assert snap_compare(seeded(keys={"cancel": "x", "rollback": "ctrl+b"}), terminal_size=SIZE, run_before=before)
+
+
+def test_read_only_mode_refuses_cancel_with_a_notice(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "c")
+        await wait_until(pilot, lambda: pilot.app._notifications, what="the notice")
+        await pilot.pause(0.3)
+    assert snap_compare(seeded(read_only=True), terminal_size=SIZE, run_before=before)
+
+
+def test_main_screen_fits_80x24(seeded, snap_compare):
+    assert snap_compare(seeded(), terminal_size=(80, 24), run_before=settle)
