@@ -264,7 +264,18 @@ def containers(ctx, show_all, host, json_out):
 @click.pass_obj
 def base_image(ctx):
     """Build deployer/base:busybox from the host's static busybox when missing."""
-    built = ctx.engine.hosts.gateway().ensure_base_image()
+    import docker
+
+    from console.engine.docker_gateway import Gateway
+    url = ctx.options["docker_host"]
+    try:
+        client = docker.DockerClient(base_url=url, timeout=300) if url else docker.from_env(timeout=300)
+        built = Gateway("local", client).ensure_base_image()
+    except docker.errors.DockerException as e:
+        from console.engine.errors import EngineUnavailable
+        raise EngineUnavailable(f"no Docker engine answers ({str(e).splitlines()[0]}); run scripts/docker-engine")
+    except FileNotFoundError:
+        raise InputError("/bin/busybox is missing; install busybox-static") from None
     click.echo("deployer/base:busybox built" if built else "deployer/base:busybox present")
 
 
