@@ -32,12 +32,35 @@ class Ctx:
     def engine(self):
         if self._engine is None:
             from console.engine.core import Engine
-            self._engine = Engine(self.settings)
+            settings = self.settings
+            log_to_file(settings.data_dir)
+            self._engine = Engine(settings)
         return self._engine
 
     def close(self):
         if self._engine is not None:
             self._engine.close()
+
+
+def log_to_file(data_dir) -> None:
+    """Tracebacks and warnings go to <data dir>/deployer.log (0600), never to the operator's terminal."""
+    import os
+    from pathlib import Path
+    root = logging.getLogger()
+    if any(getattr(h, "_deployer", False) for h in root.handlers):
+        return
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path / "deployer.log", os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+    os.close(fd)
+    handler = logging.FileHandler(path / "deployer.log")
+    handler._deployer = True
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if not getattr(h, "_deployer", False):
+            root.removeHandler(h)
 
 
 def _json_flag(f):
@@ -273,7 +296,8 @@ def base_image(ctx):
         built = Gateway("local", client).ensure_base_image()
     except docker.errors.DockerException as e:
         from console.engine.errors import EngineUnavailable
-        raise EngineUnavailable(f"no Docker engine answers ({str(e).splitlines()[0]}); run scripts/docker-engine")
+        raise EngineUnavailable(f"no Docker engine answers ({str(e).splitlines()[0]}); run scripts/docker-engine") \
+            from None
     except FileNotFoundError:
         raise InputError("/bin/busybox is missing; install busybox-static") from None
     click.echo("deployer/base:busybox built" if built else "deployer/base:busybox present")
@@ -430,7 +454,7 @@ def status_cmd(ctx, json_out):
 
 
 def main():
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM ends the process like Ctrl-C does, so cleanups in `finally` blocks run
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -165,10 +165,11 @@ class Cleaner:
         for info in found:
             try:
                 size = gw.archive_logs(info.id, archive / f"{info.name}.log.gz")
-                D.event(dep.id, f"Archived logs of {info.name} ({size} bytes)", kind="cleanup", level="debug",
-                        host=dep.host)
-                D.event(dep.id, f"Removing container /{info.name} for deployment {dep.id}", kind="cleanup",
-                        host=dep.host)
+                with self.engine.store.write():  # two events, one write transaction
+                    D.event(dep.id, f"Archived logs of {info.name} ({size} bytes)", kind="cleanup", level="debug",
+                            host=dep.host)
+                    D.event(dep.id, f"Removing container /{info.name} for deployment {dep.id}", kind="cleanup",
+                            host=dep.host)
                 result = gw.remove_container(info.id)
                 if result == "gone":
                     D.event(dep.id, f"Container {info.id[:12]} already removed or not found", kind="cleanup",
@@ -254,9 +255,10 @@ class Cleaner:
                 shutil.rmtree(p, ignore_errors=True)
                 total -= sizes[p]
                 pruned += 1
+                why = (f"older than {settings.archive_max_age_days:g} days" if too_old
+                       else f"archive over {settings.archive_max_mb:g} MB")
                 D.event(p.name if Deployment.get_or_none(Deployment.id == p.name) else None,
-                        f"Pruned archive {p.name} ({'older than ' + str(settings.archive_max_age_days) + ' days' if too_old else 'archive over ' + str(settings.archive_max_mb) + ' MB'})",
-                        kind="cleanup")
+                        f"Pruned archive {p.name} ({why})", kind="cleanup")
         return pruned
 
     # ---- plan

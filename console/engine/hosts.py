@@ -48,7 +48,7 @@ class Hosts:
 
     def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False, replace=False) -> Host:
         validate.host_name(name)
-        if not url or not url.split("://")[0] in ("unix", "tcp", "ssh", "npipe", "http", "https"):
+        if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
             raise InputError(f"invalid Docker URL {url!r} for host {name}: unix://, tcp:// or ssh://")
         existing = Host.get_or_none(Host.name == name)
         if existing and not replace:

@@ -13,7 +13,8 @@ VOLUME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 SECRET_KEY_RE = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|PRIVATE|AUTH)", re.I)
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/?=&%-]{0,200}$")
-ROUTE_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+ROUTE_HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 def _check(kind: str, value, pattern: re.Pattern, hint: str) -> str:
@@ -24,6 +25,10 @@ def _check(kind: str, value, pattern: re.Pattern, hint: str) -> str:
 
 def service_name(value) -> str:
     return _check("service name", value, SERVICE_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
+
+
+def project_name(value) -> str:
+    return _check("project name", value, SERVICE_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
 
 
 def deployment_id(value) -> str:

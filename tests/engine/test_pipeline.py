@@ -111,3 +111,20 @@ def test_illegal_status_moves_are_refused(engine, service_dir):
 
 def test_db_file_is_private(engine):
     assert oct(os.stat(engine.settings.data_dir / "deployer.db").st_mode & 0o777) == "0o600"
+
+
+def test_a_git_repository_source_is_cloned_at_its_commit(engine, tmp_path):
+    import subprocess
+    src = make_service_dir(tmp_path / "repo")
+    (src / "untracked.txt").write_text("not committed")
+    git = ["git", "-C", str(src), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "Dockerfile"], check=True)
+    subprocess.run(git + ["commit", "-qm", "first"], check=True)
+    engine.add_service("gitweb", str(src))
+    dep = engine.deploy("gitweb")
+    assert dep.status == "success", dep.error
+    source = engine.paths.release(dep.id) / "source"
+    assert (source / "Dockerfile").exists() and not (source / "untracked.txt").exists()
+    detail = PhaseRun.get((PhaseRun.deployment == dep.id) & (PhaseRun.phase == "PULLING_SOURCE")).detail
+    assert detail.startswith("cloned ")

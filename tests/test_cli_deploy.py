@@ -1,0 +1,60 @@
+"""`deploy` in the foreground as an operator runs it: a progress line per phase, Ctrl-C cancels and cleans up."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import make_service_dir, wait_for
+
+CLI = [sys.executable, "-m", "console.cli"]
+
+
+def run_cli(env, *args, timeout=180):
+    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def cli_env(engine):
+    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20")
+    if engine.settings.db:
+        env["DEPLOYER_DB"] = engine.settings.db
+    return env
+
+
+def test_deploy_prints_a_line_per_phase_and_json_keys(engine, tmp_path):
+    env = cli_env(engine)
+    src = make_service_dir(tmp_path / "web")
+    assert run_cli(env, "service", "add", "web", "--source", str(src)).returncode == 0
+    result = run_cli(env, "deploy", "web")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split()[1] for line in lines] == ["PULLING_SOURCE", "BUILDING", "COPYING_FILES",
+                                                   "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
+    rows = json.loads(run_cli(env, "ls", "--json").stdout)
+    assert set(rows[0]) >= {"id", "service", "status", "phase", "host", "error", "created_at", "updated_at",
+                            "finished_at"}
+    shown = json.loads(run_cli(env, "show", rows[0]["id"], "--json").stdout)
+    assert shown["status"] == "success" and len(shown["phases"]) == 6 and shown["events"]
+
+
+def test_ctrl_c_cancels_a_foreground_deploy_and_cleans_it(engine, tmp_path, docker_client):
+    env = cli_env(engine)
+    src = make_service_dir(tmp_path / "slow", extra="RUN sleep 30")
+    assert run_cli(env, "service", "add", "slow", "--source", str(src)).returncode == 0
+    proc = subprocess.Popen(CLI + ["deploy", "slow"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    from storage.models import Deployment
+    dep = wait_for(lambda: Deployment.select().where(Deployment.phase == "BUILDING").first(), timeout=60,
+                   what="BUILDING")
+    time.sleep(1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode != 0
+    assert "cancelled" in out + err, (out, err)
+    assert Deployment.get_by_id(dep.id).status == "cancelled"
+    shown = json.loads(run_cli(env, "show", dep.id, "--json").stdout)
+    assert shown["cleanup"]["state"] == "done", shown["cleanup"]
+    assert docker_client.api.containers(all=True, filters={"label": f"deployer.deployment_id={dep.id}"}) == []
