@@ -58,6 +58,8 @@ def log_to_file(data_dir) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for noisy in ("apscheduler", "urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     for h in list(root.handlers):
         if not getattr(h, "_deployer", False):
             root.removeHandler(h)

@@ -64,7 +64,9 @@ _CASTS = {float: float, int: int, bool: lambda v: str(v).lower() in ("1", "true"
 
 def _cast(name: str, value):
     f = {f.name: f for f in dataclasses.fields(Settings)}[name]
-    kind = {"float": float, "int": int, "bool": bool, "str": str}.get(str(f.type), None)
+    # f.type is the class itself (float) or, for unions, a string ('str | None'): accept both
+    kind = {"float": float, "int": int, "bool": bool, "str": str, "str | None": str}.get(
+        getattr(f.type, "__name__", str(f.type)), None)
     if kind is None:
         return value
     try:

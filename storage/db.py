@@ -111,7 +111,10 @@ def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
     url = str(db)
     if "://" in url and not url.startswith("sqlite"):
         try:
-            database_obj = connect(url, autorollback=True)
+            # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
+            # the URL says otherwise (?connect_timeout=N)
+            params = {} if "connect_timeout=" in url else {"connect_timeout": 10}
+            database_obj = connect(url, **params)
             database_obj.connect()
         except Exception as e:  # driver errors differ per backend; the operator needs one line
             raise StoreError(f"cannot connect to {_redact(url)}: {str(e).strip().splitlines()[0]}") from e

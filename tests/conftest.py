@@ -11,6 +11,7 @@ import pytest
 from console import config
 from console.engine import labels as L
 from storage.clock import freeze
+from tests import pgstore
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -53,6 +54,8 @@ def make_settings(data_dir, **overrides):
                     reconcile_interval=2.0, cleanup_backoff_max=2.0, lease_duration=6.0, lease_renew_deadline=4.0,
                     lease_retry=0.5)
     defaults.update(overrides)
+    if pgstore.enabled() and "db" not in defaults:  # make test-pg: each store is a fresh PostgreSQL database
+        defaults["db"] = pgstore.database_for(str(data_dir))
     return config.load(data_dir=str(data_dir), **defaults)
 
 
@@ -76,9 +79,31 @@ def purge_store_resources(client, store_id):
             pass
 
 
+@pytest.fixture(autouse=True)
+def _pg_databases():
+    """With DEPLOYER_TEST_DB set, the PostgreSQL databases a test created are dropped when it ends."""
+    yield
+    if pgstore.enabled():
+        pgstore.drop_all()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`postgres_only` tests need DEPLOYER_TEST_DB (make test-pg); without it they are deselected, as `make test-pg`
+    deselects `sqlite_only` ones."""
+    if pgstore.enabled():
+        return
+    dropped = [i for i in items if i.get_closest_marker("postgres_only")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not i.get_closest_marker("postgres_only")]
+
+
 @pytest.fixture
-def settings(tmp_path):
-    return make_settings(tmp_path / "data")
+def settings(tmp_path, monkeypatch):
+    s = make_settings(tmp_path / "data")
+    if s.db:  # subprocesses (deployer-console deploy/engine) inherit the store: DEPLOYER_DB
+        monkeypatch.setenv("DEPLOYER_DB", s.db)
+    return s
 
 
 @pytest.fixture

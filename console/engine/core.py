@@ -52,6 +52,7 @@ class Engine:
         actor = self._mutation("service add")
         from pathlib import Path
         validate.service_name(name)
+        validate.project_name(project)
         port = validate.port(port)
         validate.health_path(health_path)
         if route_host:
@@ -118,8 +119,10 @@ class Engine:
     def deployments(self, status=None, service=None, host=None, limit: int | None = None) -> list[dict]:
         if status:
             validate.status(status)
-        if service:
+        if service is not None:  # an empty --service '' is bad input, not "no filter"
             validate.service_name(service)
+        if host is not None:
+            validate.host_name(host)
         return queries.deployment_rows(status=status, service=service, host=host, limit=limit)
 
     def show(self, deployment_id: str, events: bool = True, event_limit: int = 500) -> dict:
@@ -195,9 +198,11 @@ class Engine:
 
     # ---- containers
     def containers(self, all: bool = False, host: str | None = None) -> list[dict]:
+        if host is not None:
+            validate.host_name(host)
         known = queries.known_deployments()
         out = []
-        for name in ([host] if host else self.hosts.names()):
+        for name in ([host] if host is not None else self.hosts.names()):
             for info in self.hosts.gateway(name).list_managed(self.store_id, all=all):
                 row = info.as_dict()
                 status = known.get(info.deployment_id)

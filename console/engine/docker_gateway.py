@@ -189,7 +189,12 @@ class Gateway:
         return image_id or self.api.inspect_image(tag)["Id"]
 
     def remove_image(self, ref: str) -> str:
-        """Remove an image unless a container still uses it. Returns removed | gone | in-use."""
+        """Remove an image unless a container still uses it. Returns removed | gone | in-use.
+
+        An image that does not exist (most failed or cancelled deployments never built one) costs one inspect, not
+        a container scan by ancestor plus a removal attempt."""
+        if not self.image_exists(ref):
+            return "gone"
         try:
             users = self._call("listing containers", self.api.containers, all=True, filters={"ancestor": ref})
         except docker.errors.NotFound:

@@ -4,6 +4,8 @@ exactly those things (Docker's label filter with `key=value` is an exact match, 
 `deployer.store` carries the id of the store that created the resource, so two stores on one engine (two installs,
 or the test suite's many temporary stores) never touch each other's resources.
 """
+import re
+
 MANAGED = "deployer.managed"
 STORE = "deployer.store"
 DEPLOYMENT = "deployer.deployment_id"
@@ -11,6 +13,7 @@ SERVICE = "deployer.service"
 PROJECT = "deployer.project_id"
 SCOPE = "deployer.scope"
 ROLE = "deployer.role"
+DEPLOYMENT_ID_RE = re.compile(r"[0-9a-f]{12}")   # the only deployment ids we create (uuid4 hex, 12 digits)
 
 
 def deployment_labels(store_id: str, deployment_id: str, service: str, project_id: int) -> dict[str, str]:
@@ -36,4 +39,7 @@ def is_ours(labels: dict | None, store_id: str, deployment_id: str | None = None
         return False
     if labels.get(SCOPE) == "project":
         return False
-    return deployment_id is None or labels.get(DEPLOYMENT) == deployment_id
+    dep = labels.get(DEPLOYMENT)
+    if dep is not None and not DEPLOYMENT_ID_RE.fullmatch(dep):
+        return False  # a look-alike (`<id>-x`, `x<id>`, `<ID>`, a prefix): we only ever write 12 lowercase hex
+    return deployment_id is None or dep == deployment_id

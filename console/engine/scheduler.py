@@ -127,7 +127,7 @@ class Runtime:
         if self.run_jobs:
             self.lease.release()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        log.info("runtime %s stopped", self.holder)
+        log.info("runtime %s stopped in %.2f s", self.holder, budget - (deadline - time.monotonic()))
 
     # ---- the lease
     def _lease_loop(self) -> None:

@@ -110,10 +110,17 @@ def foreign(docker_client):
     f.remove()
 
 
-def _ours(client, store_id, deployment_id):
+def _ours(client, store_id, deployment_id, foreign):
     flt = {"label": [f"{L.MANAGED}=true", f"{L.STORE}={store_id}", f"{L.DEPLOYMENT}={deployment_id}"]}
-    return ([c["Id"] for c in client.api.containers(all=True, filters=flt)],
-            [v["Name"] for v in (client.api.volumes(filters=flt) or {}).get("Volumes") or []])
+    return ([c["Id"] for c in client.api.containers(all=True, filters=flt) if c["Id"] not in foreign.containers],
+            [v["Name"] for v in (client.api.volumes(filters=flt) or {}).get("Volumes") or []
+             if v["Name"] not in foreign.volumes])
+
+
+def no_foreign_in_findings(result: dict, token: str) -> None:
+    for key in ("orphans", "drift"):
+        for item in result.get(key) or []:
+            assert not str(item.get("name", "")).startswith(f"fgn-{token}"), f"reconcile {key}: {item}"
 
 
 def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_reconcile_path(
@@ -127,7 +134,7 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
     b = engine.deploy("bad")
     assert a.status == b.status == "failed"
     for dep in (a, b):
-        containers, volumes = _ours(docker_client, engine.store_id, dep.id)
+        containers, volumes = _ours(docker_client, engine.store_id, dep.id, foreign)
         assert len(containers) == 1 and len(volumes) == 1
 
     token = uuid.uuid4().hex[:6]
@@ -157,7 +164,10 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
         no_foreign_in(engine.cleanup(dry_run=True)["plan"])
         engine.cleanup()
     if hasattr(engine, "reconcile"):
-        engine.reconcile()
+        # with no grace at all, so that the orphan path really acts on whatever it judges an orphan
+        engine.settings.orphan_grace = 0
+        no_foreign_in_findings(engine.reconcile(dry_run=True), token)
+        no_foreign_in_findings(engine.reconcile(), token)
     assert cleaner.run_due() == {"done": 0, "kept": 0, "skipped": 0, "retried": 0}
 
     after = foreign.snapshot()
@@ -165,6 +175,6 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
     assert touched == [], f"{len(touched)} foreign resource(s) touched: {touched}"
     # the paths really ran: our resources are gone
     for dep in (a, b):
-        assert _ours(docker_client, engine.store_id, dep.id) == ([], [])
+        assert _ours(docker_client, engine.store_id, dep.id, foreign) == ([], [])
         assert Deployment.get_by_id(dep.id).status == "failed"
         assert CleanupTask.get(CleanupTask.deployment == dep.id).state == "done"
