@@ -73,6 +73,13 @@ def median(values) -> float:
     return statistics.median(values)
 
 
+def cpu_speed_us() -> float:
+    """How fast one core runs Python right now: microseconds for `sum(range(1000))`, best of 5 (a few tens of
+    microseconds on an idle modern core; several times more when the machine is overloaded)."""
+    import timeit
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+
+
 def load_note() -> str:
     """The machine's load right now, for notes (other people's tests run beside the benches)."""
     try:

@@ -3,8 +3,9 @@ operator's per-deployment shell loop `docker rm -f -v $(docker ps -aq --filter l
 and (b) one bulk `docker rm -f -v <all 100 ids>`.
 
 The same 100 containers (names and labels as the pipeline gives them, init, no restart, the base image running
-busybox httpd; no published port unless BENCH_CLEANUP_PUBLISH=1) are re-created before every side; sides run interleaved, in a rotating order,
-for ROUNDS rounds, and the ratios are of the medians. Targets (issue 3): ours <= 0.65x of (a) and <= 0.85x of (b).
+busybox httpd; no published port unless BENCH_CLEANUP_PUBLISH=1) are re-created before every side; the sides run
+interleaved, in a rotating order, for ROUNDS rounds, and the ratios are of the medians.
+Targets (issue 3): ours <= 0.65x of (a) and <= 0.85x of (b).
 """
 import os
 import subprocess
@@ -173,7 +174,8 @@ def run() -> list[dict]:
         B.at_most("cleanup: ours / (a) shell loop", round(med["ours"] / med["loop"], 3), TARGET_LOOP, "×",
                   f"per round: {fmt(f'{r:.2f}' for r in per_round_a)}; {note}"),
         B.at_most("cleanup: ours / (b) bulk rm", round(med["ours"] / med["bulk"], 3), TARGET_BULK, "×",
-                  f"per round: {fmt(f'{r:.2f}' for r in per_round_b)}; total bench {time.perf_counter() - started:.0f} s"),
+                  f"per round: {fmt(f'{r:.2f}' for r in per_round_b)}; "
+                  f"total bench {time.perf_counter() - started:.0f} s"),
     ]
 
 

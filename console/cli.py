@@ -455,6 +455,60 @@ def status_cmd(ctx, json_out):
     emit(ctx, st, "\n".join(lines), json_out)
 
 
+
+# ---- Docker hosts
+@cli.group()
+def host():
+    """Docker hosts: the default one (`local`) and named ones ([hosts.NAME] in the config, or `host add`)."""
+
+
+@host.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--tls-ca", default=None, help="CA certificate that signed the engine's certificate.")
+@click.option("--tls-cert", default=None, help="Client certificate (with --tls-key).")
+@click.option("--tls-key", default=None, help="Client key.")
+@click.option("--default", "make_default", is_flag=True, help="Deploy services without --host here.")
+@click.option("--base-image", "base_image_too", is_flag=True, help="Also build deployer/base:busybox on it.")
+@_json_flag
+@click.pass_obj
+def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, make_default, base_image_too, json_out):
+    """Add the Docker engine at URL (unix://, tcp:// with TLS, ssh://) as host NAME."""
+    from console.engine import hosts as H
+    row = H.add_host(ctx.engine, name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=make_default)
+    if base_image_too:
+        built = ctx.engine.hosts.gateway(name).ensure_base_image()
+        row["base_image"] = "built" if built else "present"
+    emit(ctx, row, f"host {name} added ({url})" + (", default" if make_default else "")
+         + (f"; deployer/base:busybox {row['base_image']}" if base_image_too else ""), json_out)
+
+
+@host.command("ls")
+@click.option("--no-probe", is_flag=True, help="Show the last recorded state instead of asking each engine now.")
+@_json_flag
+@click.pass_obj
+def host_ls(ctx, no_probe, json_out):
+    """Hosts, each probed now in parallel (at most host_timeout seconds in all)."""
+    from console.engine import hosts as H
+    rows = H.list_hosts(ctx.engine, probe=not no_probe)
+    emit(ctx, rows, fmt.table([[r["name"] + (" *" if r["default"] else ""), r["url"],
+                                {True: "up", False: "DOWN", None: "?"}[r["reachable"]],
+                                fmt.age(r["last_seen_at"]) if r["last_seen_at"] else "never",
+                                (r["last_error"] or "")[:80]] for r in rows],
+                              ["HOST", "URL", "STATE", "SEEN", "LAST ERROR"]), json_out)
+
+
+@host.command("rm")
+@click.argument("name")
+@_json_flag
+@click.pass_obj
+def host_rm(ctx, name, json_out):
+    """Remove host NAME; refused while services are pinned to it or deployments or cleanups still need it."""
+    from console.engine import hosts as H
+    H.remove_host(ctx.engine, name)
+    emit(ctx, {"removed": name}, f"host {name} removed", json_out)
+
+
 def main():
     logging.basicConfig(level=logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM ends the process like Ctrl-C does, so cleanups in `finally` blocks run

@@ -42,9 +42,10 @@ class CleanupFailed(Exception):
 
 
 class Cleaner:
-    def __init__(self, engine, workers: int = 8):
+    def __init__(self, engine, workers: int = 8, container_workers: int = 4):
         self.engine = engine
-        self.workers = workers
+        self.workers = workers                      # deployments cleaned side by side
+        self.container_workers = container_workers  # containers of one deployment removed side by side
 
     # ---- which tasks
     def _due_query(self, t: float):
@@ -160,9 +161,10 @@ class Cleaner:
         found = gw.list_managed(store_id, dep.id)
         found = [c for c in found if L.is_ours(c.labels, store_id, dep.id)]
         D.event(dep.id, f"Found {len(found)} container(s) for deployment {dep.id}", kind="cleanup", host=dep.host)
-        errors = []
         archive = self.engine.paths.ensure(self.engine.paths.archive(dep.id))
-        for info in found:
+
+        def remove(info) -> str | None:
+            """One container: archive its log, then remove it; a failed archive keeps it. None when done."""
             try:
                 size = gw.archive_logs(info.id, archive / f"{info.name}.log.gz")
                 with self.engine.store.write():  # two events, one write transaction
@@ -176,12 +178,23 @@ class Cleaner:
                             host=dep.host)
                 else:
                     D.event(dep.id, f"Successfully removed container /{info.name}", kind="cleanup", host=dep.host)
+                return None
+            except EngineUnavailable:
+                raise
             except Exception as e:  # graceful degradation: one container failing does not stop the others
-                if isinstance(e, EngineUnavailable):
-                    raise
-                errors.append(f"{info.name}: {e}")
                 D.event(dep.id, f"Failed to remove container {info.name}: {str(e).splitlines()[0]}",
                         kind="cleanup", level="error", host=dep.host)
+                return f"{info.name}: {e}"
+
+        # A deployment's containers are removed side by side: a forced removal mostly waits for the engine (kill,
+        # exit, teardown), so more removals in flight finish sooner, up to the engine's own limit.
+        if len(found) > 1 and self.container_workers > 1:
+            with ThreadPoolExecutor(max_workers=min(len(found), self.container_workers),
+                                    thread_name_prefix="cleanup-rm") as pool:
+                outcomes = list(pool.map(remove, found))
+        else:
+            outcomes = [remove(info) for info in found]
+        errors = [o for o in outcomes if o]
         expected = container_name(dep.service.name, dep.id)
         if self._created_container(dep) and not any(c.name == expected for c in found) and task.attempts == 0:
             D.event(dep.id, f"Container {expected} already removed or not found", kind="cleanup", host=dep.host)

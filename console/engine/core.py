@@ -155,7 +155,7 @@ class Engine:
         the engine that holds the lease; otherwise it runs here, in the foreground."""
         actor = self._mutation("resume")
         dep = self.get(deployment_id)
-        phase = validate.phase(from_phase) if from_phase else None
+        phase = validate.phase(from_phase) if from_phase is not None else None
         if dep.status not in ("failed", "deploying"):
             raise InputError(f"deployment {dep.id} is {dep.status}; only failed or stuck deployments can be resumed")
         if dep.status == "deploying" and not queries.is_stuck(dep, self.settings):
@@ -192,8 +192,11 @@ class Engine:
         cleaner = Cleaner(self)
         if dry_run:
             return {"dry_run": True, "plan": cleaner.plan()}
-        self._mutation("cleanup")
+        actor = self._mutation("cleanup")
         counts = cleaner.run_due()
+        with self.store.write():
+            D.event(None, f"Cleanup run by {actor}: {counts['done']} done, {counts['kept']} kept, "
+                          f"{counts['skipped']} skipped, {counts['retried']} to retry", kind="audit", actor_name=actor)
         return {"dry_run": False, "counts": counts, "plan": cleaner.plan()}
 
     # ---- containers
@@ -207,7 +210,8 @@ class Engine:
                 row = info.as_dict()
                 status = known.get(info.deployment_id)
                 row["deployment_status"] = status
-                row["orphan"] = status is None or status in ("failed", "cancelled", "superseded")
+                # a superseded deployment's stopped container is its rollback target, not an orphan
+                row["orphan"] = status is None or status in ("failed", "cancelled")
                 out.append(row)
         return sorted(out, key=lambda r: (-r["created"], r["name"]))
 
@@ -250,7 +254,10 @@ class Engine:
 
     def reconcile(self, dry_run: bool = False) -> dict:
         """One observe → diff → act pass now, or (dry_run) its plan without touching anything."""
-        if not dry_run:
-            self._mutation("reconcile")
+        actor = None if dry_run else self._mutation("reconcile")
         from console.engine import reconcile
-        return reconcile.manual(self, dry_run=dry_run)
+        result = reconcile.manual(self, dry_run=dry_run)
+        if actor is not None:
+            with self.store.write():
+                D.event(None, f"Reconciliation pass run by {actor}", kind="audit", actor_name=actor)
+        return result

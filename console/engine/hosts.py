@@ -1,7 +1,16 @@
 """Docker hosts: the default one (from --docker-host, DOCKER_HOST or docker-py's from_env) and named ones from the
 config's [hosts.NAME] tables or `host add`. One cached client per host; every Docker call for a deployment goes to
-the client of the host the deployment records."""
+the client of the host the deployment records.
+
+Timeouts: one dead or blackholed host must not hold up the others. Every client connects with a timeout of
+`settings.host_timeout` (a stopped engine's unix socket refuses at once; a blackholed tcp host fails after
+host_timeout), including the API-version handshake docker-py makes when a client is created. Reading an answer may
+take longer (`timeout`, 60 s: removing a big container or image under load) except for probes (`probe()`, `host ls`,
+the status bar), which are bounded by host_timeout as a whole. Builds and log streams have no read timeout.
+"""
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import docker
@@ -11,19 +20,41 @@ from console.engine import validate
 from console.engine.docker_gateway import Gateway
 from console.engine.errors import EngineUnavailable, InputError
 from storage.clock import now
-from storage.models import Host
+from storage.models import Deployment, Host, Service
 
 DEFAULT = "local"
+ACTIVE_STATUSES = ("queued", "deploying")
 
 
-def _client(url: str | None, tls: dict | None, timeout: float) -> docker.DockerClient:
+def _client(url: str | None, tls: dict | None, timeout: float, connect_timeout: float | None = None
+            ) -> docker.DockerClient:
+    """A docker-py client whose connects (and version handshake) give up after `connect_timeout` and whose reads
+    wait up to `timeout`."""
+    connect_timeout = min(connect_timeout or timeout, timeout)
     if not url:
-        return docker.from_env(timeout=timeout)
-    tls_config = None
-    if tls and any(tls.values()):
-        cert = (tls["tls_cert"], tls["tls_key"]) if tls.get("tls_cert") else None
-        tls_config = docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.get("tls_ca"), verify=bool(tls.get("tls_ca")))
-    return docker.DockerClient(base_url=url, tls=tls_config, timeout=timeout, use_ssh_client=url.startswith("ssh://"))
+        client = docker.from_env(timeout=connect_timeout)
+    else:
+        tls_config = None
+        if tls and any(tls.values()):
+            cert = (tls["tls_cert"], tls["tls_key"]) if tls.get("tls_cert") else None
+            # the server is always verified: against tls_ca when given, else the system's CA bundle
+            tls_config = docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.get("tls_ca"), verify=True)
+        client = docker.DockerClient(base_url=url, tls=tls_config, timeout=connect_timeout,
+                                     use_ssh_client=url.startswith("ssh://"))
+    api = client.api
+    api.timeout = timeout
+    if not (url or "").startswith("ssh://"):
+        plain = api.request
+
+        def request(method, target, **kwargs):
+            # docker-py passes one number; requests takes (connect, read): connects fail fast, reads may be slow
+            t = kwargs.get("timeout")
+            if isinstance(t, (int, float)) and not isinstance(t, bool):
+                kwargs["timeout"] = (min(connect_timeout, t), t)
+            return plain(method, target, **kwargs)
+
+        api.request = request
+    return client
 
 
 class Hosts:
@@ -32,6 +63,10 @@ class Hosts:
         self.timeout = timeout
         self._gateways: dict[str, Gateway] = {}
         self._lock = threading.Lock()
+        # a host that just failed fails again at once for a few seconds (instead of every task waiting out its own
+        # connect timeout); probes bypass this, and the first success clears it
+        self._down_until: dict[str, tuple[float, str]] = {}
+        self.breaker_s = min(5.0, float(settings.host_timeout))
 
     def sync_config(self) -> None:
         """Make the store's Host rows match the config: the default host and every [hosts.NAME] table."""
@@ -50,6 +85,13 @@ class Hosts:
         validate.host_name(name)
         if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
             raise InputError(f"invalid Docker URL {url!r} for host {name}: unix://, tcp:// or ssh://")
+        for what, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+            if path and not os.path.isfile(os.path.expanduser(path)):
+                raise InputError(f"{what} {path} of host {name} is not a file")
+        if bool(tls_cert) != bool(tls_key):
+            raise InputError(f"host {name}: tls_cert and tls_key go together")
+        tls_ca, tls_cert, tls_key = (os.path.abspath(os.path.expanduser(p)) if p else None
+                                     for p in (tls_ca, tls_cert, tls_key))
         existing = Host.get_or_none(Host.name == name)
         if existing and not replace:
             raise InputError(f"host {name} exists; remove it first or edit the config")
@@ -65,12 +107,48 @@ class Hosts:
         return Host.get(Host.name == name)
 
     def remove(self, name: str) -> None:
+        """Remove a host, refusing while anything still depends on it (see `in_use`)."""
+        validate.host_name(name)
         if name == DEFAULT:
             raise InputError("the local host cannot be removed")
-        if Host.delete().where(Host.name == name).execute() == 0:
-            raise InputError(f"unknown host {name!r}")
+        row = Host.get_or_none(Host.name == name)
+        if row is None:
+            raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
+        if name in (self.settings.hosts or {}):
+            raise InputError(f"host {name} is defined in {self.settings.config_path} ([hosts.{name}]); remove it "
+                             f"there")
+        why = self.in_use(name)
+        if why:
+            raise InputError(f"host {name} is in use: {why}")
+        Host.delete().where(Host.name == name).execute()
+        if row.is_default:
+            Host.update(is_default=(Host.name == DEFAULT)).execute()
         with self._lock:
-            self._gateways.pop(name, None)
+            gw = self._gateways.pop(name, None)
+        if gw is not None:
+            try:
+                gw.client.close()
+            except Exception:  # closing a dead host's client is best effort
+                pass
+
+    @staticmethod
+    def in_use(name: str) -> str | None:
+        """Why a host cannot go: services pinned to it, deployments queued/deploying/serving on it, or cleanup tasks
+        that still have to remove something there. None when nothing depends on it."""
+        from storage.models import CleanupTask
+        reasons = []
+        pinned = [s.name for s in Service.select(Service.name).where(Service.host == name).order_by(Service.name)]
+        if pinned:
+            reasons.append(f"service(s) {', '.join(pinned)} pinned to it (service add NAME --replace --host ...)")
+        active = [d.id for d in Deployment.select(Deployment.id).where(
+            (Deployment.host == name) & (Deployment.status.in_(ACTIVE_STATUSES + ("success", "degraded"))))]
+        if active:
+            reasons.append(f"{len(active)} active or serving deployment(s) ({', '.join(active[:5])})")
+        tasks = (CleanupTask.select(CleanupTask.id).join(Deployment)
+                 .where((Deployment.host == name) & (CleanupTask.state.in_(["pending", "running"]))).count())
+        if tasks:
+            reasons.append(f"{tasks} cleanup task(s) not done yet")
+        return "; ".join(reasons) or None
 
     def default_name(self) -> str:
         row = Host.get_or_none(Host.is_default == True)  # noqa: E712
@@ -89,15 +167,40 @@ class Hosts:
         if row is None:
             raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
         url = row.url or (self.settings.docker_host if name == DEFAULT else None)
+        self._check_breaker(name)
         try:
             client = _client(url, {"tls_ca": row.tls_ca, "tls_cert": row.tls_cert, "tls_key": row.tls_key},
-                             self.timeout)
+                             self.timeout, float(self.settings.host_timeout))
         except docker.errors.DockerException as e:
+            self._trip(name, str(e))
             raise EngineUnavailable(f"Docker host {name} ({url or 'from environment'}) unreachable: {e}") from e
         gw = Gateway(name, client)
+        gw._raw_call = raw = gw._call
+
+        def guarded(what, fn, *args, **kwargs):
+            self._check_breaker(name)
+            try:
+                result = raw(what, fn, *args, **kwargs)
+            except EngineUnavailable as e:
+                self._trip(name, str(e))
+                raise
+            self._down_until.pop(name, None)
+            return result
+
+        gw._call = guarded
         with self._lock:
             self._gateways.setdefault(name, gw)
             return self._gateways[name]
+
+    def _trip(self, name: str, error: str) -> None:
+        if self.breaker_s > 0:
+            self._down_until[name] = (time.monotonic() + self.breaker_s, error.splitlines()[0][:200] if error else "")
+
+    def _check_breaker(self, name: str) -> None:
+        until, error = self._down_until.get(name, (0.0, ""))
+        if time.monotonic() < until:
+            raise EngineUnavailable(f"Docker host {name} unreachable (failed under {self.breaker_s:.0f} s ago: "
+                                    f"{error}); retrying later")
 
     def probe(self, timeout: float | None = None) -> dict[str, str | None]:
         """Ping every host in parallel with a per-host timeout. Returns {name: None if up else error}; records it."""
@@ -107,7 +210,12 @@ class Hosts:
 
         def ping(name):
             try:
-                self.gateway(name).ping()
+                self._down_until.pop(name, None)  # a probe always asks the engine itself
+                gw = self.gateway(name)
+                # the ping itself is bounded too (a host that accepts but never answers)
+                response = gw._raw_call("pinging", gw.api._get, gw.api._url("/_ping"), timeout=timeout)
+                gw.api._raise_for_status(response)
+                self._down_until.pop(name, None)
                 results[name] = None
             except Exception as e:  # any failure means "down" for the status bar; the message says why
                 results[name] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
@@ -141,3 +249,54 @@ class Hosts:
                 except Exception:
                     pass
             self._gateways.clear()
+
+
+# ---- operator actions (CLI `host add|ls|rm`, the console): read-only guard, one write transaction, an audit event
+def host_dict(row: Host) -> dict:
+    return {"name": row.name, "url": row.url or "(from environment)", "default": bool(row.is_default),
+            "reachable": row.reachable, "last_error": row.last_error, "last_seen_at": row.last_seen_at,
+            "tls": bool(row.tls_ca or row.tls_cert)}
+
+
+def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> dict:
+    from console.engine import deployments as D
+    actor = engine._mutation("host add")
+    with engine.store.write():
+        row = engine.hosts.add(name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=default)
+        D.event(None, f"Docker host {name} added ({url}{', default' if default else ''}) by {actor}", kind="audit",
+                actor_name=actor, host=name)
+    return host_dict(row)
+
+
+def remove_host(engine, name: str) -> None:
+    from console.engine import deployments as D
+    actor = engine._mutation("host rm")
+    with engine.store.write():
+        engine.hosts.remove(name)
+        D.event(None, f"Docker host {name} removed by {actor}", kind="audit", actor_name=actor, host=name)
+
+
+def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list[dict]:
+    """Every host, probed live in parallel (each bounded by host_timeout) unless probe=False. A probe's result is
+    stored (reachable, last_error, last_seen_at) and a change is an event of kind `host`, as reconciliation does;
+    a read-only process only reports it."""
+    from console.engine import deployments as D
+    if probe:
+        results = engine.hosts.probe(timeout)
+        if not engine.settings.read_only:
+            with engine.store.write():
+                before = {h.name: h.reachable for h in Host.select(Host.name, Host.reachable)}
+                for name, up in engine.hosts.record(results):
+                    if up and before.get(name) is None:
+                        continue  # first sight of a healthy host is not news
+                    D.event(None, f"Docker host {name} is reachable again" if up else
+                            f"Docker host {name} is unreachable: {results.get(name)}", kind="host",
+                            level="info" if up else "warning", host=name)
+    rows = [host_dict(h) for h in Host.select().order_by(Host.name)]
+    if probe and engine.settings.read_only:
+        for r in rows:
+            error = results.get(r["name"])
+            r["reachable"], r["last_error"] = error is None, error
+            if error is None:
+                r["last_seen_at"] = now()
+    return rows

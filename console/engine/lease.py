@@ -132,8 +132,10 @@ class LeaseKeeper:
 
     def release(self) -> bool:
         """Give the lease up (a clean stop): a follower takes it at its next attempt."""
-        with self._lock:
-            self._valid_until = 0.0
+        self._valid_until = 0.0
+        if not self._lock.acquire(timeout=1.0):  # a renew stuck in the store: the lease then simply expires
+            return False
+        try:
             try:
                 with self.store.write():
                     t = now()
@@ -145,6 +147,8 @@ class LeaseKeeper:
             except Exception as e:  # noqa: BLE001 - the lease then simply expires
                 log.warning("lease %s: release failed: %s", self.holder, e)
                 return False
+        finally:
+            self._lock.release()
 
 
 def current() -> dict | None:

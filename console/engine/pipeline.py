@@ -194,6 +194,7 @@ class Pipeline:
         current_before = link_target(self.ctx.paths.current(service.name))
         try:
             job.gateway = self.ctx.hosts.gateway(dep.host)
+            self._complete_missing(job, PHASES.index(phase))
             for index in range(PHASES.index(phase), len(PHASES)):
                 name = PHASES[index]
                 control.check()
@@ -215,6 +216,26 @@ class Pipeline:
             return self._fail(job, f"{Deployment.get_by_id(dep.id).phase}: {reason}", current_before)
         finally:
             control.close()
+
+    def _complete_missing(self, job: Job, start: int) -> None:
+        """A resume from a later phase first redoes any earlier phase whose result is gone (a cleanup removed the
+        release, the image was pruned, the container was removed by hand), so it never fails on a missing input."""
+        dep, svc, gw = job.deployment, job.service, job.gateway
+        name = container_name(svc.name, dep.id)
+        present = {
+            "PULLING_SOURCE": lambda: (self.ctx.paths.release(dep.id) / ".source-complete").exists(),
+            "BUILDING": lambda: gw.image_exists(image_tag(svc.name, dep.id)),
+            "COPYING_FILES": lambda: gw.find_by_name(name) is not None and
+            (self.ctx.paths.release(dep.id) / "release.json").exists(),
+            "CREATING_SYMLINKS": lambda: link_target(self.ctx.paths.current(svc.name)) == dep.id,
+            "UPDATING_ROUTES": lambda: bool((info := gw.find_by_name(name)) and info.running),
+        }
+        for phase in PHASES[:start]:
+            job.control.check()
+            if not present[phase]():
+                D.event(dep.id, f"{phase} result is missing; running it again before {PHASES[start]}",
+                        level="warning", host=dep.host)
+                self._run_phase(job, phase)
 
     def _run_phase(self, job: Job, phase: str) -> None:
         dep_id = job.deployment.id
@@ -267,7 +288,7 @@ class Pipeline:
         self._fault_point(job, "PULLING_SOURCE")
         shutil.rmtree(source, ignore_errors=True)
         tmp.rename(source)
-        marker.write_text(detail)
+        atomic_write(marker, detail)
         return detail
 
     def _git(self, job: Job, argv: list[str]) -> None:

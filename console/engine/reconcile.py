@@ -93,33 +93,35 @@ class CallCounter:
 
 # ---- observe
 def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, dict, dict]:
-    """(errors, containers, volumes) per host name; errors[name] is None for a host that answered in time."""
+    """(errors, containers, volumes) per host name; errors[name] is None for a host that answered both lists in
+    time. Every host's two lists run at once, each in its own thread."""
     names = engine.hosts.names()
     lock = threading.Lock()
-    errors: dict[str, str | None] = {n: f"no answer within {timeout:g} s" for n in names}
-    containers: dict[str, list] = {}
-    volumes: dict[str, list] = {}
+    timed_out = f"no answer within {timeout:g} s"
+    errors: dict[str, str | None] = {n: None for n in names}
+    got: dict[tuple[str, str], list] = {}
     closed = [False]
 
-    def work(name):
+    def work(name, what):
         counter.attach()
         try:
             gw = engine.hosts.gateway(name)
             counter.install(gw.api)
-            cs = gw.list_managed(engine.store_id, all=True)
-            vs = gw.list_volumes(engine.store_id)
+            result = gw.list_managed(engine.store_id, all=True) if what == "containers" else \
+                gw.list_volumes(engine.store_id)
             with lock:
                 if not closed[0]:
-                    containers[name], volumes[name], errors[name] = cs, vs, None
-        except Exception as e:  # noqa: BLE001 - any failure means this host is not judged in this pass; the error says why
+                    got[(name, what)] = result
+        except Exception as e:  # noqa: BLE001 - any failure means this host is not judged in this pass
             with lock:
-                if not closed[0]:
+                if not closed[0] and errors[name] is None:
                     errors[name] = one_line(e)
         finally:
             counter.detach()
 
     # daemon threads: a host that hangs past the timeout is abandoned, never waited for
-    threads = [threading.Thread(target=work, args=(n,), name=f"observe-{n}", daemon=True) for n in names]
+    threads = [threading.Thread(target=work, args=(n, what), name=f"observe-{n}-{what}", daemon=True)
+               for n in names for what in ("containers", "volumes")]
     for t in threads:
         t.start()
     end = time.monotonic() + timeout
@@ -127,7 +129,13 @@ def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, d
         t.join(max(0.0, end - time.monotonic()))
     with lock:
         closed[0] = True
-        return dict(errors), dict(containers), dict(volumes)
+        containers, volumes = {}, {}
+        for name in names:
+            if errors[name] is None and ((name, "containers") not in got or (name, "volumes") not in got):
+                errors[name] = timed_out
+            if errors[name] is None:
+                containers[name], volumes[name] = got[(name, "containers")], got[(name, "volumes")]
+        return errors, containers, volumes
 
 
 def _volume_created(vol: dict) -> float | None:

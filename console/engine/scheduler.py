@@ -18,6 +18,7 @@ Stopping (SIGTERM, console exit) takes under 5 s: no new runs; the pipelines thi
 leader resumes them at once as zombies); in-flight job runs get until the deadline and any still open are closed as
 `interrupted`, cleanup tasks they had claimed go back to `pending`; then the lease is released.
 """
+import contextlib
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from console.engine.errors import InputError
 from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
 from console.engine.reconcile import one_line
 from storage.clock import now
+from storage.db import BUSY_TIMEOUT_S
 from storage.models import CleanupTask, Deployment, Host, JobRun, Lease
 from storage.queries import is_stuck
 
@@ -43,6 +45,7 @@ JOBS = ("dispatch", "cleanup", "reconcile", "retention")
 STOP_BUDGET_S = 4.5          # Engine.close() must return within 5 s
 DISPATCH_GRACE_S = 1.0       # a foreground `deploy` claims its own row within milliseconds; never race it
 JOBRUN_KEEP_S = 86400.0      # job-run records older than a day are pruned by retention (the newest per job stays)
+IDLE_KEEP_S = 3600.0         # idle runs (nothing done, counts {}) only for an hour: dispatch/cleanup run every second
 CLEANUP_BATCH = 50           # tasks per cleanup run, so one run stays short and a stop finds it between batches
 
 
@@ -114,6 +117,11 @@ class Runtime:
             self.scheduler.shutdown(wait=False)
         except SchedulerNotRunningError:
             pass
+        with short_busy_timeout(self.engine.store, deadline):
+            self._stop_with_budget(deadline)
+        log.info("runtime %s stopped in %.2f s", self.holder, budget - (deadline - time.monotonic()))
+
+    def _stop_with_budget(self, deadline: float) -> None:
         self._hand_off()
         # in-flight jobs and pipelines get what is left of the budget (keep 0.7 s for the closing writes)
         with self._jobs_cv:
@@ -127,7 +135,6 @@ class Runtime:
         if self.run_jobs:
             self.lease.release()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        log.info("runtime %s stopped in %.2f s", self.holder, budget - (deadline - time.monotonic()))
 
     # ---- the lease
     def _lease_loop(self) -> None:
@@ -173,6 +180,8 @@ class Runtime:
             if counts.get("errors"):
                 outcome, error = "error", counts.pop("_error", None)
             counts.pop("_error", None)
+            if not any(counts.values()):
+                counts = {}  # an idle run: nothing to say, and retention prunes idle records sooner
         except Exception as e:  # recorded on the run; the next run tries again
             log.exception("job %s failed", name)
             outcome, error = "error", one_line(e)
@@ -317,12 +326,36 @@ class Runtime:
         return j.next_run_time.timestamp() if j is not None and j.next_run_time else None
 
 
-def prune_job_runs(store, keep_s: float = JOBRUN_KEEP_S) -> int:
+@contextlib.contextmanager
+def short_busy_timeout(store, deadline: float):
+    """While stopping, this thread's SQLite writes wait for a busy store at most a second each, not the usual 30 s:
+    a store locked by another process must not hold SIGTERM far past its 5 s."""
+    if not store.is_sqlite:
+        yield
+        return
+    ms = max(100, min(1000, int((deadline - time.monotonic() - 0.5) * 1000 / 3)))  # three closing writes
+    try:
+        store.db.execute_sql(f"PRAGMA busy_timeout = {ms}")
+    except Exception:  # noqa: BLE001 - then the usual timeout applies
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            store.db.execute_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+
+
+def prune_job_runs(store, keep_s: float = JOBRUN_KEEP_S, idle_keep_s: float = IDLE_KEEP_S) -> int:
     from peewee import fn
     newest = JobRun.select(fn.MAX(JobRun.id)).group_by(JobRun.job)
+    t = now()
     with store.write():
-        return JobRun.delete().where((JobRun.started_at < now() - keep_s) & JobRun.finished_at.is_null(False) &
-                                     JobRun.id.not_in(newest)).execute()
+        return JobRun.delete().where(
+            JobRun.finished_at.is_null(False) & JobRun.id.not_in(newest) & (
+                (JobRun.started_at < t - keep_s) |
+                ((JobRun.started_at < t - idle_keep_s) & (JobRun.outcome == "ok") & (JobRun.counts == {})))
+        ).execute()
 
 
 def status(engine) -> dict:
@@ -335,8 +368,9 @@ def status(engine) -> dict:
     role = "none" if rt is None else ("leader" if rt.is_leader else "follower")
     latest = {r.job: r for r in JobRun.select().where(
         JobRun.id.in_(JobRun.select(fn.MAX(JobRun.id)).group_by(JobRun.job)))}
-    last_done = {r["job"]: r["finished_at"] for r in JobRun.select(JobRun.job, fn.MAX(JobRun.finished_at).alias(
-        "finished_at")).where(JobRun.finished_at.is_null(False)).group_by(JobRun.job).dicts()}
+    last_reconcile = (JobRun.select(JobRun.finished_at).where((JobRun.job == "reconcile") &
+                                                              JobRun.finished_at.is_null(False))
+                      .order_by(JobRun.id.desc()).first())
     intervals = {"dispatch": engine.settings.dispatch_interval, "cleanup": engine.settings.cleanup_interval,
                  "reconcile": engine.settings.reconcile_interval, "retention": engine.settings.retention_interval}
     jobs = []
@@ -349,12 +383,13 @@ def status(engine) -> dict:
                      "finished_at": run.finished_at if run else None,
                      "outcome": (run.outcome or "running") if run else None, "counts": run.counts if run else None,
                      "holder": run.holder if run else None, "error": run.error if run else None,
-                     "next_run_at": nxt, "last_finished_at": last_done.get(name)})
+                     "next_run_at": nxt})
     rec = next(j for j in jobs if j["name"] == "reconcile")
     queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
     hosts = [{"name": h.name, "url": h.url, "reachable": h.reachable, "last_error": h.last_error,
               "last_seen_at": h.last_seen_at, "is_default": h.is_default} for h in Host.select().order_by(Host.name)]
     return {"leader": leader, "role": role, "me": rt.holder if rt is not None else None, "jobs": jobs,
             "cleanup_queue": queue, "hosts": hosts, "read_only": bool(engine.settings.read_only),
-            "last_reconcile_at": rec["last_finished_at"], "next_reconcile_at": rec["next_run_at"],
+            "last_reconcile_at": last_reconcile.finished_at if last_reconcile else None,
+            "next_reconcile_at": rec["next_run_at"],
             "lease_error": rt.lease.last_error if rt is not None else None}

@@ -20,6 +20,9 @@ APP_IDS = {"help", "quit"}
 
 class DeployerConsole(App):
     TITLE = "deployer-console"
+    # every screen's stylesheet is loaded once at start: a screen class with its own CSS_PATH makes Textual re-apply
+    # the whole stylesheet to every widget the first time it is pushed (hundreds of ms with the tables up)
+    CSS_PATH = ["screens/main.tcss", "screens/modals.tcss", "screens/details.tcss"]
     BINDINGS = [Binding("question_mark", "help", "Help", id="help"),
                 Binding("q", "quit", "Quit", id="quit")]
 

@@ -128,3 +128,23 @@ def test_a_git_repository_source_is_cloned_at_its_commit(engine, tmp_path):
     assert (source / "Dockerfile").exists() and not (source / "untracked.txt").exists()
     detail = PhaseRun.get((PhaseRun.deployment == dep.id) & (PhaseRun.phase == "PULLING_SOURCE")).detail
     assert detail.startswith("cloned ")
+
+
+def test_resume_from_health_check_after_cleanup_redoes_what_is_missing(engine, tmp_path, docker_client):
+    """The failed deployment's resources were cleaned; a resume from a late phase rebuilds what is gone."""
+    from console.engine.cleanup import Cleaner
+    src = make_service_dir(tmp_path / "web")
+    (src / "Dockerfile").write_text((src / "Dockerfile").read_text().replace("echo ok", "echo broken").replace(
+        "/www/index.html", "/www/other.html"))
+    engine.settings.health_timeout = 3
+    engine.add_service("web", str(src))
+    dep = engine.deploy("web")
+    assert dep.status == "failed"
+    Cleaner(engine).run_due()
+    assert not engine.paths.release(dep.id).exists()
+    make_service_dir(src)  # the operator fixes the source
+    engine.settings.health_timeout = 20
+    again = engine.resume(dep.id, from_phase="HEALTH_CHECK")
+    assert again.status == "success", again.error
+    assert again.attempts == 1
+    assert docker_client.api.inspect_container(container_name("web", dep.id))["State"]["Running"]

@@ -130,7 +130,8 @@ def test_a_host_that_hangs_is_given_up_after_the_host_timeout(engine, tmp_path):
         result = engine.reconcile()
         assert time.monotonic() - t0 < 3.0
         assert result["hosts"]["local"] is None
-        assert "no answer within 1 s" in result["hosts"]["hung"]
+        hung = result["hosts"]["hung"]
+        assert "no answer within 1 s" in hung or "timed out" in hung, hung
         assert result["counts"]["hosts_down"] == 1
     finally:
         server.close()

@@ -127,3 +127,20 @@ def test_stop_within_5s_hands_a_running_deployment_over_and_leaves_no_job_half_w
     assert JobRun.select().where(JobRun.finished_at.is_null()).count() == 0
     assert Lease.get_by_id("engine").expires_at <= now()
     D.move(engine.store, dep.id, "cancelled")
+
+
+def test_retention_prunes_old_job_runs_idle_ones_sooner_and_keeps_the_newest_of_each_job(engine):
+    from console.engine.scheduler import prune_job_runs
+    t = now()
+    with engine.store.write():
+        def add(job, age, counts):
+            return JobRun.insert(job=job, holder="h", started_at=t - age, finished_at=t - age + 0.1, outcome="ok",
+                                 counts=counts).execute()
+        old_idle = add("dispatch", 7200, {})
+        old_work = add("dispatch", 7200, {"started": 1})
+        ancient_work = add("dispatch", 2 * 86400, {"started": 1})
+        recent_idle = add("dispatch", 60, {})
+        lonely = add("retention", 3 * 86400, {})  # the newest (and only) run of its job stays
+    assert prune_job_runs(engine.store) == 2
+    left = {r.id for r in JobRun.select()}
+    assert left == {old_work, recent_idle, lonely} and not {old_idle, ancient_work} & left

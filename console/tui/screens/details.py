@@ -70,7 +70,6 @@ def timeline(phases: list[dict], status: str) -> list[tuple]:
 
 
 class DetailsScreen(Screen):
-    CSS_PATH = "details.tcss"
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="back"),
                 Binding("l", "logs", "Logs", id="details_logs")]
 

@@ -1,4 +1,6 @@
 """Modal dialogs: confirmation (y/n), the resume phase picker, the filter prompt and the help screen."""
+import time
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,13 +14,13 @@ from console.engine.validate import PHASES
 
 class ConfirmScreen(ModalScreen[bool]):
     """A yes/no question: `y` confirms, `n` or escape refuses. The No button has the focus, so enter is safe."""
-    CSS_PATH = "modals.tcss"
     BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm_yes"),
                 Binding("n,escape", "answer(False)", "No", id="confirm_no")]
 
     def __init__(self, title: str, body: Text | str, yes: str = "Yes", **kwargs):
         super().__init__(**kwargs)
         self.title_text, self.body, self.yes = title, body, yes
+        self.painted_at: float | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
@@ -31,6 +33,11 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
+        self.call_after_refresh(self._painted)
+
+    def _painted(self) -> None:
+        self.painted_at = time.perf_counter()   # the benchmark's key-to-modal end point (wall and UI-thread CPU)
+        self.painted_cpu = time.thread_time()
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)
@@ -42,7 +49,6 @@ class ConfirmScreen(ModalScreen[bool]):
 
 class ResumeScreen(ModalScreen[str | None]):
     """The six phases with the recorded one preselected: enter resumes from the highlighted phase."""
-    CSS_PATH = "modals.tcss"
     BINDINGS = [Binding("escape,n", "close", "Back", id="resume_back")]
 
     def __init__(self, deployment: dict, **kwargs):
@@ -84,7 +90,6 @@ class ResumeScreen(ModalScreen[str | None]):
 
 
 class FilterScreen(ModalScreen[str | None]):
-    CSS_PATH = "modals.tcss"
     BINDINGS = [Binding("escape", "close", "Back", id="filter_back")]
 
     def __init__(self, current: str, **kwargs):
@@ -109,7 +114,6 @@ class FilterScreen(ModalScreen[str | None]):
 
 class HelpScreen(ModalScreen[None]):
     """Every key (as currently bound, keymap applied) and what it does."""
-    CSS_PATH = "modals.tcss"
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
 
     def __init__(self, rows: list[tuple[str, str, str]], read_only: bool, **kwargs):

@@ -1,0 +1,78 @@
+"""Render SVG screenshots of the console into screenshots/ from a seeded store (frozen clock, UTC, 160x45):
+main screen, cancel confirmation, resume phase picker, details, read-only mode, help.
+
+    .venv/bin/python scripts/screenshots.py [OUT_DIR]
+
+No runtime is hosted and no deployment runs; the containers pane asks the local Docker engine (it shows none for
+the seeded store)."""
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIZE = (160, 45)
+
+
+async def _until(pilot, predicate, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise RuntimeError("the console did not get there in time")
+
+
+async def _shot(app, out: Path, name: str, keys=(), wait=None):
+    async with app.run_test(size=SIZE) as pilot:
+        await _until(pilot, lambda: app.main is not None and app.main.first_paint_at is not None)
+        await pilot.pause(0.2)
+        for key in keys:
+            await pilot.press(key)
+        if wait:
+            await _until(pilot, lambda: wait(app))
+        await pilot.pause(0.3)
+        app.save_screenshot(filename=f"{name}.svg", path=str(out))
+    print(f"wrote {out / (name + '.svg')}")
+
+
+def main(out: Path) -> None:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    from console.engine.core import Engine
+    from console.tui.app import DeployerConsole
+    from console.tui.seed import FROZEN_AT, seed
+    from storage.clock import freeze
+    from tests.conftest import make_settings
+
+    out.mkdir(parents=True, exist_ok=True)
+    shots = [
+        ("main", {}, (), None),
+        ("cancel-confirmation", {}, ("down", "c"), lambda a: type(a.screen).__name__ == "ConfirmScreen"),
+        ("resume-phase-picker", {}, ("down", "down", "r"), lambda a: type(a.screen).__name__ == "ResumeScreen"),
+        ("details", {}, ("down", "down", "d"), lambda a: getattr(a.screen, "loaded", False)),
+        ("read-only", {"read_only": True}, ("down", "c"), lambda a: bool(a._notifications)),
+        ("help", {}, ("question_mark",), lambda a: type(a.screen).__name__ == "HelpScreen"),
+    ]
+    for name, options, keys, wait in shots:
+        tmp = Path(tempfile.mkdtemp(prefix="console-shot-"))
+        engine = Engine(make_settings(tmp / "data", **options))
+        try:
+            freeze(FROZEN_AT)
+            seed(engine.store)
+            app = DeployerConsole(engine, host_runtime=False)
+            app.title = "deployer-console"
+            asyncio.run(_shot(app, out, name, keys, wait))
+        finally:
+            freeze(None)
+            engine.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "screenshots")
