@@ -129,6 +129,17 @@ def side_bulk(engine, ids, cids) -> float:
 
 SIDES = {"ours": side_ours, "loop": side_loop, "bulk": side_bulk}
 
+NOTES = [
+    "Ours does more than the two shell sides: per deployment it lists the containers by label and re-checks the "
+    "labels, archives every container's log (gzip, fsync) before removing it, lists the deployment's volumes, checks "
+    "for its image, removes its release directory and writes its events and task state to the store.",
+    "A forced removal of a running container is mostly the engine's work (kill, wait for exit, tear down the mount "
+    "and network namespace); the figure for (b) is close to what the engine can do, so the ratio against (b) moves "
+    "most with the machine's load.",
+    "BENCH_CLEANUP_ROUNDS (default 3), BENCH_CLEANUP_DEPLOYMENTS (default 50) and BENCH_CLEANUP_PUBLISH=1 (publish a "
+    "port on 127.0.0.1 as the pipeline does, which adds iptables and docker-proxy work to every side) change the run.",
+]
+
 
 def run() -> list[dict]:
     started = time.perf_counter()

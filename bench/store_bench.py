@@ -150,6 +150,16 @@ def measure(path: str, ids: list[str], kind: str, interval: float, writers: int 
             "reader_worst_ms": max(r["worst"] for r in rs) * 1000, "load": load}
 
 
+NOTES = [
+    "The writer's CPU per update is given beside the rate: with the machine busy, a process gets a fraction of a "
+    "core, so updates/s falls with the load while the CPU per update (and the lock-error count) does not.",
+    "A move() is a read of the whole row, the update, an event insert and a read of the row again, in one "
+    "BEGIN IMMEDIATE transaction; nearly all of its cost is peewee building the SQL for the 20-column row reads, "
+    "not SQLite (a bare BEGIN IMMEDIATE / UPDATE / COMMIT costs about 0.05 ms here).",
+    "With several writer processes, SQLite's busy handler makes a waiting writer sleep and retry (1, 2, 5 ... 100 ms "
+    "steps), so the slowest updates wait up to a second or more; nothing fails (busy_timeout is 30 s).",
+]
+
 VARIANTS = [  # (name, kind, reader interval, writer processes)
     ("move() status updates, readers polling every 1 s", "move", 1.0, 1),
     ("move() status updates, readers flat-out", "move", 0.0, 1),
