@@ -4,6 +4,7 @@ Under CI=true a skipped test is turned into a failure: a suite that silently ski
 import os
 import textwrap
 import time
+import uuid
 
 import docker
 import pytest
@@ -123,7 +124,10 @@ def service_dir(tmp_path):
 
 def make_service_dir(path, extra: str = "", dockerfile: str | None = None):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "Dockerfile").write_text(dockerfile or HTTPD_DOCKERFILE.format(extra=textwrap.dedent(extra)))
+    # a slow step must really be slow: a unique token keeps the engine's layer cache (filled by an earlier test
+    # that let the same step finish) from skipping it
+    extra = textwrap.dedent(extra).replace("RUN sleep", f"RUN echo {uuid.uuid4().hex} >/dev/null && sleep")
+    (path / "Dockerfile").write_text(dockerfile or HTTPD_DOCKERFILE.format(extra=extra))
     return path
 
 

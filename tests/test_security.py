@@ -107,7 +107,6 @@ def _mutations(w) -> dict[str, list[str]]:
         "reconcile": ["reconcile"],
         "host add": ["host", "add", "h9", "unix:///run/nonexistent-h9.sock"],
         "host rm": ["host", "rm", "hx"],
-        "engine": ["engine"],
         "demo": ["demo", "--no-console"],
     }
 
@@ -156,8 +155,25 @@ def test_read_only_refuses_every_mutation(engine, ro_world, docker_client, name,
     assert _store_resources(docker_client, engine.store_id) == docker_before
 
 
-@pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["service", "ls"], ["containers", "--all"],
-                                  ["cleanup", "--dry-run"], ["reconcile", "--dry-run"], ["host", "ls", "--no-probe"],
+def test_a_read_only_engine_only_follows(engine, ro_world):
+    """`engine --read-only` is a follower by design (it never takes the lease): it must not run the queued
+    deployment nor the due cleanup task while it runs."""
+    if not _exists(["engine"]):
+        pytest.skip("`engine` does not exist (yet)")
+    from storage.models import CleanupTask
+    proc = subprocess.Popen(CLI + ["--read-only", "engine"], env=env_for(engine), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(6)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert Deployment.get_by_id(ro_world["queued"]).status == "queued"
+    assert CleanupTask.get(CleanupTask.deployment == ro_world["failed"]).state == "pending"
+
+
+@pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["service", "ls"],
+                                  ["containers", "--all", "--host", "local"], ["cleanup", "--dry-run"], ["reconcile", "--dry-run"], ["host", "ls", "--no-probe"],
                                   ["status"]])
 def test_read_only_still_reads(engine, ro_world, args):
     if not _exists([a for a in args if not a.startswith("-")]):

@@ -5,6 +5,7 @@ module only writes the services' sources under the data dir and queues them. No 
 """
 import logging
 import textwrap
+import uuid
 import threading
 import time
 
@@ -23,7 +24,8 @@ SERVICES = {
     # name: (extra Dockerfile lines, document root, health path)
     "demo-web": ("", "/www", "/"),
     "demo-broken": ("", "/nonexistent", "/healthz"),
-    "demo-slow": ("RUN sleep 60", "/www", "/"),
+    # the token changes every demo run, so the engine's layer cache never makes the slow build fast
+    "demo-slow": ("RUN echo {token} >/dev/null && sleep 60", "/www", "/"),
 }
 DEMO_HEALTH_TIMEOUT = 10.0
 
@@ -34,7 +36,8 @@ def write_sources(engine) -> dict[str, str]:
     for name, (extra, docroot, _) in SERVICES.items():
         src = root / name
         src.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (src / "Dockerfile").write_text(HTTPD.format(extra=textwrap.dedent(extra), root=docroot))
+        extra = textwrap.dedent(extra).replace("{token}", uuid.uuid4().hex)
+        (src / "Dockerfile").write_text(HTTPD.format(extra=extra, root=docroot))
         (src / "index.html").write_text(f"<h1>{name}</h1>\n")
         out[name] = str(src)
     return out

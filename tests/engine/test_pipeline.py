@@ -109,6 +109,7 @@ def test_illegal_status_moves_are_refused(engine, service_dir):
         engine.cancel(dep.id)
 
 
+@pytest.mark.sqlite_only  # the SQLite file mode
 def test_db_file_is_private(engine):
     assert oct(os.stat(engine.settings.data_dir / "deployer.db").st_mode & 0o777) == "0o600"
 

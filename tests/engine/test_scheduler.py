@@ -6,6 +6,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from console.engine import deployments as D
 from console.engine.lease import LeaseKeeper
 from storage.clock import now
@@ -51,6 +53,7 @@ def test_a_dead_holder_on_this_machine_is_replaced_at_once(engine):
     assert Lease.get_by_id("engine").holder == me.holder
 
 
+@pytest.mark.sqlite_only  # holds SQLite's write lock with a sqlite3 connection
 def test_a_holder_that_cannot_renew_stops_acting_before_the_lease_expires(engine):
     keeper = _keeper(engine, lease_duration=4.0, lease_renew_deadline=1.5)
     assert keeper.step()
