@@ -518,8 +518,12 @@ def main():
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:  # `deployer-console service`: the group's help, as asked
+        click.echo(e.ctx.get_help() if e.ctx else e.format_message())
+        sys.exit(0)
     except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
+        lines = e.format_message().strip().splitlines()
+        click.echo(f"error: {lines[0] if lines else type(e).__name__}", err=True)
         sys.exit(2)
     except (DeployerError, StoreError) as e:
         click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)

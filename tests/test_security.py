@@ -173,8 +173,8 @@ def test_a_read_only_engine_only_follows(engine, ro_world):
 
 
 @pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["service", "ls"],
-                                  ["containers", "--all", "--host", "local"], ["cleanup", "--dry-run"], ["reconcile", "--dry-run"], ["host", "ls", "--no-probe"],
-                                  ["status"]])
+                                  ["containers", "--all", "--host", "local"], ["cleanup", "--dry-run"],
+                                  ["reconcile", "--dry-run"], ["host", "ls", "--no-probe"], ["status"]])
 def test_read_only_still_reads(engine, ro_world, args):
     if not _exists([a for a in args if not a.startswith("-")]):
         pytest.skip(f"`{' '.join(args)}` does not exist (yet)")

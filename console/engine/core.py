@@ -146,9 +146,10 @@ class Engine:
         if dep.status not in D.ACTIVE:
             raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
                              f"cancelled")
-        return D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
-                      cleanup_delay=self.settings.cleanup_delay,
-                      message=f"Deployment {dep.id} cancelled by {actor}")
+        D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
+               cleanup_delay=self.settings.cleanup_delay,
+               message=f"Deployment {dep.id} cancelled by {actor}")
+        return Deployment.get_by_id(dep.id)
 
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):
         """Resume a failed or stuck deployment from a phase. With detach the request is written to the store for
