@@ -8,7 +8,7 @@ import socket
 
 from console.engine.errors import InputError
 from storage.clock import now
-from storage.models import CleanupTask, Deployment, DeploymentEvent
+from storage.models import CleanupTask, Deployment
 
 LEGAL_MOVES: dict[str, set[str]] = {
     "queued": {"deploying", "cancelled", "failed"},
