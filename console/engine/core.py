@@ -6,7 +6,7 @@ import uuid
 from console.config import Settings
 from console.engine import deployments as D
 from console.engine import validate
-from console.engine.errors import InputError, ReadOnlyError
+from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError
 from console.engine.hosts import DEFAULT, Hosts
 from console.engine.paths import Paths
 from console.engine.pipeline import Pipeline
@@ -201,13 +201,22 @@ class Engine:
         return {"dry_run": False, "counts": counts, "plan": cleaner.plan()}
 
     # ---- containers
-    def containers(self, all: bool = False, host: str | None = None) -> list[dict]:
+    def containers(self, all: bool = False, host: str | None = None, unreachable: dict | None = None) -> list[dict]:
+        """Our containers on one host, or on every host. Without a host, a host that does not answer is skipped
+        and reported in `unreachable` ({host: error}) so one dead engine never hides the others."""
         if host is not None:
             validate.host_name(host)
         known = queries.known_deployments()
         out = []
         for name in ([host] if host is not None else self.hosts.names()):
-            for info in self.hosts.gateway(name).list_managed(self.store_id, all=all):
+            try:
+                infos = self.hosts.gateway(name).list_managed(self.store_id, all=all)
+            except EngineUnavailable as e:
+                if host is not None or unreachable is None:
+                    raise
+                unreachable[name] = str(e).splitlines()[0]
+                continue
+            for info in infos:
                 row = info.as_dict()
                 status = known.get(info.deployment_id)
                 row["deployment_status"] = status

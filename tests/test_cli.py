@@ -1,0 +1,116 @@
+"""The CLI as an operator runs it (the installed `deployer-console` binary, real store, real engine): the `--json`
+keys issue 2 promises, and bad input as one line on stderr with exit code 2 and no traceback."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from console.engine import deployments as D
+from tests.conftest import make_service_dir
+
+CLI = [str(Path(sys.executable).with_name("deployer-console"))]
+if not Path(CLI[0]).exists():
+    CLI = [sys.executable, "-m", "console.cli"]
+DEPLOYMENT_KEYS = {"id", "service", "status", "phase", "host", "error", "created_at", "updated_at", "finished_at"}
+CONTAINER_KEYS = {"id", "name", "deployment_id", "service", "state", "host"}
+
+
+@pytest.fixture
+def cli(engine):
+    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20")
+    env.pop("DEPLOYER_READ_ONLY", None)
+    if engine.settings.db:
+        env["DEPLOYER_DB"] = engine.settings.db
+
+    def run(*args, timeout=120):
+        return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    return run
+
+
+def one_error_line(result, code=2):
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+def test_json_keys_of_deployments_shows_and_containers(cli, engine, service_dir):
+    assert cli("service", "add", "web", "--source", str(service_dir)).returncode == 0
+    result = cli("deploy", "web", "--json")
+    assert result.returncode == 0, result.stderr
+    dep = json.loads(result.stdout)
+    assert DEPLOYMENT_KEYS <= set(dep) and dep["status"] == "success" and dep["service"] == "web"
+
+    rows = json.loads(cli("ls", "--json").stdout)
+    assert [r["id"] for r in rows] == [dep["id"]] and DEPLOYMENT_KEYS <= set(rows[0])
+    assert json.loads(cli("--json", "ls").stdout) == rows  # the global flag works the same
+
+    shown = json.loads(cli("show", dep["id"], "--json").stdout)
+    assert DEPLOYMENT_KEYS | {"phases", "events"} <= set(shown)
+    assert [p["phase"] for p in shown["phases"]] == ["PULLING_SOURCE", "BUILDING", "COPYING_FILES",
+                                                     "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
+    assert all({"time", "level", "kind", "message", "actor"} <= set(e) for e in shown["events"])
+    assert json.loads(cli("show", dep["id"][:6], "--json").stdout)["id"] == dep["id"]  # a unique prefix
+
+    containers = json.loads(cli("containers", "--all", "--host", "local", "--json").stdout)
+    assert len(containers) == 1 and CONTAINER_KEYS <= set(containers[0])
+    assert containers[0]["deployment_id"] == dep["id"] and containers[0]["state"] == "running"
+
+    queued = json.loads(cli("deploy", "web", "--detach", "--json").stdout)
+    assert DEPLOYMENT_KEYS <= set(queued) and queued["status"] == "queued"
+    cancelled = json.loads(cli("cancel", queued["id"], "--json").stdout)
+    assert DEPLOYMENT_KEYS <= set(cancelled) and cancelled["status"] == "cancelled"
+    assert json.loads(cli("ls", "--status", "cancelled", "--json").stdout)[0]["id"] == queued["id"]
+
+
+def test_a_failing_deploy_exits_1_with_the_reason(cli, tmp_path):
+    src = make_service_dir(tmp_path / "crash", dockerfile='FROM deployer/base:busybox\nCMD ["sh", "-c", "exit 3"]\n')
+    assert cli("service", "add", "crash", "--source", str(src)).returncode == 0
+    result = cli("deploy", "crash")
+    assert result.returncode == 1
+    assert "failed" in result.stdout and "HEALTH_CHECK" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["show", "abcdef12"], "unknown deployment"),
+    (["show", "../../etc"], "invalid deployment id"),
+    (["cancel", "zzzz"], "invalid deployment id"),
+    (["resume", "abcdef12"], "unknown deployment"),
+    (["deploy", "nope"], "unknown service"),
+    (["deploy", "Bad_Name"], "invalid service name"),
+    (["service", "add", "api", "--source", "/nonexistent/dir"], "not a directory"),
+    (["service", "add", "api"], "--source"),
+    (["service", "add", "../api", "--source", "{src}"], "invalid service name"),
+    (["service", "add", "api", "--source", "{src}", "--volume", "data:../../etc"], "invalid volume"),
+    (["service", "add", "api", "--source", "{src}", "--volume", "../x:/data"], "invalid volume"),
+    (["service", "add", "api", "--source", "{src}", "--port", "70000"], "invalid port"),
+    (["service", "add", "api", "--source", "{src}", "--env", "A B=secret"], "invalid env"),
+    (["ls", "--status", "exploded"], "exploded"),
+    (["ls", "--host", "../x"], "invalid host name"),
+    (["show"], "Missing argument"),
+    (["no-such-command"], "No such command"),
+    (["ls", "--no-such-flag"], "No such option"),
+])
+def test_bad_input_is_one_line_on_stderr_with_exit_2(cli, engine, service_dir, args, needle):
+    line = one_error_line(cli(*[a.replace("{src}", str(service_dir)) for a in args]))
+    assert needle in line, line
+
+
+def test_an_illegal_move_is_one_line_with_exit_2(cli, engine, service_dir):
+    engine.add_service("web", str(service_dir))
+    dep = engine.create_deployment("web")
+    D.move(engine.store, dep.id, "cancelled")
+    line = one_error_line(cli("cancel", dep.id))
+    assert "only queued or deploying" in line
+    line = one_error_line(cli("resume", dep.id))
+    assert "cancelled" in line
+
+
+def test_a_bare_group_prints_its_help(cli, engine):
+    result = cli("service")
+    assert result.returncode == 0 and "Commands:" in result.stdout and result.stderr == ""
