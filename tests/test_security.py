@@ -41,6 +41,7 @@ def dump() -> list:
 
 
 # ---------------------------------------------------------------------------------------------- file modes
+@pytest.mark.sqlite_only
 def test_store_archive_release_and_route_files_are_0600_and_directories_0700(engine, tmp_path, service_dir):
     engine.add_service("web", str(service_dir), route_host="web.example.com")
     assert engine.deploy("web").status == "success"

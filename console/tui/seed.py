@@ -122,8 +122,9 @@ def seed(store, extra: int = 0, at: float = FROZEN_AT) -> list[str]:
         if tasks:
             CleanupTask.insert_many(tasks).execute()
         # another console holds the lease and reconciled 6 s ago: the status bar has something to say
-        Lease.replace(name=_lease_name(), holder="ops-1:4242:7", holder_machine="ops-1", holder_pid=4242,
-                      acquired_at=at - 3600, renewed_at=at - 2, expires_at=at + 13).execute()
+        Lease.delete().where(Lease.name == _lease_name()).execute()
+        Lease.insert(name=_lease_name(), holder="ops-1:4242:7", holder_machine="ops-1", holder_pid=4242,
+                     acquired_at=at - 3600, renewed_at=at - 2, expires_at=at + 13).execute()
         JobRun.insert_many([{"job": "reconcile", "holder": "ops-1:4242:7", "started_at": at - 7, "finished_at": at - 6,
                              "outcome": "ok", "counts": {}},
                             {"job": "cleanup", "holder": "ops-1:4242:7", "started_at": at - 1, "finished_at": at - 1,
