@@ -8,8 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Log, Static
+from textual.widgets import DataTable, Log, Static
 from textual.worker import Worker, WorkerState
+
+from console.tui.widgets.footer import Footer
 
 from console import fmt
 from console.engine.validate import PHASES

@@ -4,7 +4,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Log, Static
+from textual.widgets import Log, Static
+
+from console.tui.widgets.footer import Footer
 
 from console.tui.data import one_line
 
