@@ -278,7 +278,7 @@ class Cleaner:
     def plan(self) -> list[dict]:
         """What a run would do for every open task, without touching anything: one list call per host."""
         store_id = self.engine.store_id
-        tasks = list(CleanupTask.select(CleanupTask, Deployment).join(Deployment)
+        tasks = list(CleanupTask.select(CleanupTask, Deployment, Service).join(Deployment).join(Service)
                      .where(CleanupTask.state.in_(["pending", "running", "kept"])).order_by(CleanupTask.due_at))
         by_host: dict[str, dict[str, list]] = {}
         vols_by_host: dict[str, dict[str, list]] = {}

@@ -127,13 +127,13 @@ class Poller:
         return self.engine.events(since_id=since_id, limit=500)
 
     def containers(self) -> tuple[list[dict], list[str]]:
-        rows, errors = [], []
-        for host in self.engine.hosts.names():
-            try:
-                rows += self.engine.containers(all=True, host=host)
-            except Exception as e:  # one host down must not hide the others; the pane says which one
-                errors.append(f"{host}: {one_line(e)}")
-        return sorted(rows, key=lambda r: (-r["created"], r["name"])), errors
+        # one call for every host: the store is read once, and a host that is down is reported, not fatal
+        unreachable: dict[str, str] = {}
+        try:
+            rows = self.engine.containers(all=True, unreachable=unreachable)
+        except Exception as e:  # anything else than a down host: the pane says what
+            return [], [one_line(e)]
+        return rows, [f"{host}: {error}" for host, error in unreachable.items()]
 
     def poll(self, flt: Filter, sort: str, since_id: int, containers: bool = True) -> Snapshot:
         t0 = time.perf_counter()

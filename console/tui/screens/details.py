@@ -116,12 +116,11 @@ class DetailsScreen(Screen):
             data = engine.show(self.deployment_id, events=False)
             data["events"] = engine.events(since_id=since_id, deployment_id=self.deployment_id, limit=2000)
             containers, errors = [], []
-            for host in engine.hosts.names():
-                try:
-                    containers += [c for c in engine.containers(all=True, host=host)
-                                   if c["deployment_id"] == data["id"]]
-                except Exception as e:
-                    errors.append(f"{host}: {one_line(e)}")
+            try:  # a deployment's containers are all on its own host: one list call there
+                containers = [c for c in engine.containers(all=True, host=data["host"])
+                              if c["deployment_id"] == data["id"]]
+            except Exception as e:
+                errors.append(f"{data['host']}: {one_line(e)}")
             return data, containers, errors
         finally:
             try:
