@@ -26,6 +26,7 @@ class Settings:
     cleanup_backoff_max: float = 60.0
     archive_max_mb: float = 1024.0
     archive_max_age_days: float = 30.0
+    backup_keep_days: float = 30.0      # a volume backup is kept this long whatever archive_max_mb says
     # pipeline
     health_timeout: float = 60.0
     heartbeat_interval: float = 2.0
@@ -59,6 +60,8 @@ class Settings:
 
 
 ENV_PREFIX = "DEPLOYER_"
+# 0 or less would make the archive budget delete every backup, or keep none: refused, not guessed at
+POSITIVE = ("archive_max_mb", "backup_keep_days")
 _CASTS = {float: float, int: int, bool: lambda v: str(v).lower() in ("1", "true", "yes", "on"), str: str}
 
 
@@ -104,6 +107,9 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
         setattr(settings, key, value)
     if settings.zombie_policy not in ("resume", "fail"):
         raise InputError(f"invalid zombie_policy {settings.zombie_policy!r}: resume or fail")
+    for name in POSITIVE:
+        if not getattr(settings, name) > 0:
+            raise InputError(f"invalid setting {name}={getattr(settings, name)!r}: must be greater than 0")
     return settings
 
 
