@@ -5,16 +5,18 @@ compare-and-set, so two processes never run the same task, and runs them in a th
 re-queue while a rollback involves the deployment; keep the last N failed deployments of a service (containers
 stopped, not removed); otherwise archive each container's log, remove the container (force, v), back up and remove
 the deployment's own volumes, remove its image once unused and its release directory. A failure anywhere re-queues
-the task with capped exponential backoff; whatever was not yet archived is not removed.
+the task with capped exponential backoff; whatever was not yet archived is not removed. A volume whose backup does not
+fit the archive (archive.py) is kept and its task waits; a backup helper left by a run that died mid-backup is removed
+first; a stopping runtime (`should_stop`) abandons a backup in progress and the task goes back to the queue.
 """
 import logging
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine.errors import EngineUnavailable
+from console.engine.archive import Archive, DoesNotFit
+from console.engine.errors import Cancelled, EngineUnavailable
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, image_tag
 from console.engine.validate import PHASES
@@ -24,6 +26,7 @@ from storage.models import CleanupTask, Deployment, PhaseRun, Rollback, Service
 log = logging.getLogger(__name__)
 STALE_RUNNING_S = 300
 ROLLBACK_RECHECK_S = 2.0
+ARCHIVE_RECHECK_S = 600.0   # a volume whose backup does not fit waits: room comes back as retention prunes
 
 
 def active_rollback_ids() -> set[str]:
@@ -42,10 +45,12 @@ class CleanupFailed(Exception):
 
 
 class Cleaner:
-    def __init__(self, engine, workers: int = 8, container_workers: int = 4):
+    def __init__(self, engine, workers: int = 8, container_workers: int = 4, should_stop=None):
         self.engine = engine
         self.workers = workers                      # deployments cleaned side by side
         self.container_workers = container_workers  # containers of one deployment removed side by side
+        self.should_stop = should_stop or (lambda: False)  # the runtime stopping: claim nothing more, abandon backups
+        self.archive = Archive(engine.paths.archive_root(), engine.settings)
 
     # ---- which tasks
     def _due_query(self, t: float):
@@ -79,16 +84,32 @@ class Cleaner:
         return counts
 
     def _run_one(self, task_id: int) -> str | None:
-        if not self.claim(task_id):
+        if self.should_stop() or not self.claim(task_id):
             return None
         task = CleanupTask.get_by_id(task_id)
         dep = Deployment.get_by_id(task.deployment_id)
         try:
             outcome = self.apply(task, dep)
+        except Cancelled as e:  # the engine is stopping: not a failure, the next run (or engine) takes it up
+            self._wait(task, dep, f"Engine stopping: {e}; the volume is kept and the cleanup of deployment {dep.id} "
+                                  f"is retried", 0.0)
+            return "retried"
+        except DoesNotFit as e:
+            self._wait(task, dep, f"Volume kept: {e}", ARCHIVE_RECHECK_S, once=True)
+            return "retried"
         except Exception as e:  # any failure re-queues the task; the store keeps why
             self._retry(task, dep, e)
             return "retried"
         return outcome
+
+    def _wait(self, task: CleanupTask, dep: Deployment, message: str, delay: float, once: bool = False) -> None:
+        """Back to pending without counting an attempt; with `once`, the event is not repeated at every recheck."""
+        repeat = once and task.last_error == message[:500]
+        with self.engine.store.write():
+            CleanupTask.update(state="pending", last_error=message[:500], due_at=now() + delay,
+                               updated_at=now()).where(CleanupTask.id == task.id).execute()
+            if not repeat:
+                D.event(dep.id, message, kind="cleanup", level="warning", host=dep.host)
 
     def _retry(self, task: CleanupTask, dep: Deployment, error: Exception) -> None:
         attempts = task.attempts + 1
@@ -160,6 +181,12 @@ class Cleaner:
                     host=dep.host)
         found = gw.list_managed(store_id, dep.id)
         found = [c for c in found if L.is_ours(c.labels, store_id, dep.id)]
+        for helper in [c for c in found if L.is_backup_helper(c.labels)]:
+            # left by a run that died mid-backup; it holds the volume, whose removal would fail (409) for good
+            gw.remove_container(helper.id)
+            D.event(dep.id, f"Removed backup helper {helper.name} left by an interrupted backup", kind="cleanup",
+                    level="warning", host=dep.host)
+        found = [c for c in found if not L.is_backup_helper(c.labels)]
         D.event(dep.id, f"Found {len(found)} container(s) for deployment {dep.id}", kind="cleanup", host=dep.host)
         archive = self.engine.paths.ensure(self.engine.paths.archive(dep.id))
 
@@ -204,7 +231,7 @@ class Cleaner:
             if not L.is_ours(vol.get("Labels"), store_id, dep.id):
                 continue
             name = vol["Name"]
-            size = gw.backup_volume(name, archive / f"{name}.tar.gz")
+            size = self.archive.backup_volume(gw, vol, archive, self.should_stop)
             D.event(dep.id, f"Backed up volume {name} ({size} bytes)", kind="cleanup", host=dep.host)
             result = gw.remove_volume(name)
             D.event(dep.id, f"{'Removed' if result == 'removed' else 'Already gone:'} volume {name}",
@@ -252,27 +279,13 @@ class Cleaner:
         return {"rearmed": rearmed, "archives_pruned": pruned}
 
     def prune_archive(self) -> int:
-        root = self.engine.paths.archive_root()
-        if not root.exists():
-            return 0
-        settings = self.engine.settings
-        dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-        max_age = settings.archive_max_age_days * 86400
-        limit = settings.archive_max_mb * 1024 * 1024
-        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in dirs}
-        total = sum(sizes.values())
-        pruned = 0
-        for p in dirs:
-            too_old = time.time() - p.stat().st_mtime > max_age
-            if too_old or total > limit:
-                shutil.rmtree(p, ignore_errors=True)
-                total -= sizes[p]
-                pruned += 1
-                why = (f"older than {settings.archive_max_age_days:g} days" if too_old
-                       else f"archive over {settings.archive_max_mb:g} MB")
-                D.event(p.name if Deployment.get_or_none(Deployment.id == p.name) else None,
-                        f"Pruned archive {p.name} ({why})", kind="cleanup")
-        return pruned
+        """Archive retention (archive.py decides): one event per file removed. Returns how many."""
+        pruned = self.archive.prune()
+        for path, why in pruned:
+            folder = path.parent.name
+            D.event(folder if Deployment.get_or_none(Deployment.id == folder) else None,
+                    f"Pruned archive {folder}/{path.name} ({why})", kind="cleanup")
+        return len(pruned)
 
     # ---- plan
     def plan(self) -> list[dict]:
@@ -288,7 +301,8 @@ class Cleaner:
                 gw = self.engine.hosts.gateway(host)
                 grouped: dict[str, list] = {}
                 for c in gw.list_managed(store_id):
-                    if L.is_ours(c.labels, store_id):  # as apply() does: a project-scoped label is never removed
+                    # as apply() does: a project-scoped label is never removed, a backup helper is not the deployment's
+                    if L.is_ours(c.labels, store_id) and not L.is_backup_helper(c.labels):
                         grouped.setdefault(c.deployment_id, []).append(c.name)
                 by_host[host] = grouped
                 vgrouped: dict[str, list] = {}

@@ -74,6 +74,10 @@ def _summary(raw: dict, host: str) -> ContainerInfo:
                          labels=raw.get("Labels") or {}, ports=sorted(set(ports)), host=host)
 
 
+class BackupTooLarge(RuntimeError):
+    """A volume backup grew past the bytes it was allowed: abandoned, its part file removed."""
+
+
 def _private_file(path):
     """A new file opened for binary writing, mode 0600 (archives hold logs and volume data)."""
     return os.fdopen(os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb")
@@ -337,26 +341,41 @@ class Gateway:
         except docker.errors.NotFound:
             return "gone"
 
-    def backup_volume(self, name: str, dest, deadline_s: float = 300) -> int:
+    def backup_volume(self, name: str, dest, labels: dict, should_stop=None, max_bytes: int | None = None,
+                      deadline_s: float = 300) -> int:
         """tar.gz of a volume's contents into `dest`, read by a helper container of the base image that is created
-        (never started) with the volume mounted read-only; its /data is streamed with the archive API."""
+        (never started) with the volume mounted read-only; its /data is streamed with the archive API. The helper
+        carries `labels` (the deployment's, with role=backup-helper) so one left by a process that died here is
+        found and removed. The stream is written to `<dest>.part`, renamed only once complete; `should_stop()` is
+        checked at every chunk (Cancelled), and past `max_bytes` written the backup is abandoned (BackupTooLarge):
+        either way the part is removed and nothing is left at `dest`."""
         helper = self._call("creating a backup helper", self.api.create_container, image=BASE_IMAGE,
-                            command=["true"], labels={L.MANAGED: "false", L.ROLE: "backup-helper"},
+                            command=["true"], labels=labels,
                             host_config=self.api.create_host_config(binds={name: {"bind": "/data", "mode": "ro"}}))
         tmp = dest.with_name(dest.name + ".part")
+        stream = None
         try:
             stream, _ = self._call("reading a volume", self.api.get_archive, helper["Id"], "/data/.")
             started = time.monotonic()
-            with _private_file(tmp) as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
-                for chunk in stream:
-                    gz.write(chunk)
-                    if time.monotonic() - started > deadline_s:
-                        raise RuntimeError(f"volume backup of {name} took over {deadline_s:.0f} s")
+            with _private_file(tmp) as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+                    for chunk in stream:
+                        if should_stop is not None and should_stop():
+                            raise Cancelled(f"backup of volume {name} abandoned")
+                        gz.write(chunk)
+                        if max_bytes is not None and raw.tell() > max_bytes:
+                            raise BackupTooLarge(f"backup of volume {name} is over {max_bytes} bytes")
+                        if time.monotonic() - started > deadline_s:
+                            raise RuntimeError(f"volume backup of {name} took over {deadline_s:.0f} s")
+                raw.flush()
+                os.fsync(raw.fileno())
             tmp.replace(dest)
         finally:
+            if stream is not None:
+                stream.close()  # drops the HTTP response: the engine stops reading the volume
             tmp.unlink(missing_ok=True)
             try:
                 self.api.remove_container(helper["Id"], force=True, v=False)
-            except docker.errors.APIError:
-                pass
+            except Exception:  # noqa: BLE001 - a helper left here is labelled: the next cleanup or reconcile removes it
+                log.warning("backup helper %s of volume %s not removed", helper["Id"][:12], name)
         return dest.stat().st_size

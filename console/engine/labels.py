@@ -43,3 +43,18 @@ def is_ours(labels: dict | None, store_id: str, deployment_id: str | None = None
     if dep is not None and not DEPLOYMENT_ID_RE.fullmatch(dep):
         return False  # a look-alike (`<id>-x`, `x<id>`, `<ID>`, a prefix): we only ever write 12 lowercase hex
     return deployment_id is None or dep == deployment_id
+
+
+BACKUP_HELPER = "backup-helper"
+
+
+def backup_helper_labels(volume_labels: dict) -> dict[str, str]:
+    """The container that reads a deployment's volume for its backup carries that deployment's labels, so a helper
+    left by a run that died mid-backup is found (and removed) by cleanup and reconcile, and role=backup-helper, so
+    it is never taken for the deployment's own container (no log archived, not counted, not judged)."""
+    keep = (MANAGED, STORE, DEPLOYMENT, SERVICE, PROJECT)
+    return {k: volume_labels[k] for k in keep if k in volume_labels} | {ROLE: BACKUP_HELPER}
+
+
+def is_backup_helper(labels: dict | None) -> bool:
+    return (labels or {}).get(ROLE) == BACKUP_HELPER

@@ -19,7 +19,9 @@ Diff (and the decisions, each in one place here):
   archives the container's log / backs up the volume to `archive/<id>/`, and removes it, with a `reconcile` event.
   `superseded` deployments keep their stopped container (it is the rollback target) and are never orphans; one whose
   container still *runs* is reported as drift (`superseded-running`) and left alone, as is anything involved in an
-  active rollback.
+  active rollback. A backup helper container (role `backup-helper`, left by a run that died mid-backup, holding its
+  volume) is never judged as a deployment's container: older than the grace and not under a running cleanup, it is
+  removed (nothing to archive: it never ran).
 - drift: a `success` deployment whose container is missing or not running → `degraded` (an event, never "fixed");
   a `degraded` one whose container runs again → back to `success`. Only judged on hosts that answered.
 - hosts: reachability recorded on the Host rows; a change is a `host` event.
@@ -36,7 +38,8 @@ from datetime import datetime
 from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine import validate
-from console.engine.cleanup import active_rollback_ids
+from console.engine.archive import Archive
+from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError
 from console.engine.pipeline import Job, container_name
 from storage.clock import now
@@ -190,8 +193,11 @@ class Pass:
         s, t = self.settings, now()
         store_id = self.engine.store_id
         # the store first (see the module docstring), one query per table
-        open_tasks = {r.deployment_id for r in CleanupTask.select(CleanupTask.deployment)
-                      .where(CleanupTask.state.in_(OPEN_TASK_STATES))}
+        tasks = list(CleanupTask.select(CleanupTask.deployment, CleanupTask.state, CleanupTask.updated_at)
+                     .where(CleanupTask.state.in_(OPEN_TASK_STATES)))
+        open_tasks = {r.deployment_id for r in tasks}
+        # a cleanup being run right now may be backing up a volume: its helper container is in use
+        cleaning = {r.deployment_id for r in tasks if r.state == "running" and r.updated_at >= t - STALE_RUNNING_S}
         rollbacks = active_rollback_ids()
         errors, containers, volumes = observe_hosts(self.engine, float(s.host_timeout), self.counter)
         seen_ids = {c.deployment_id for cs in containers.values() for c in cs if c.deployment_id}
@@ -216,7 +222,12 @@ class Pass:
         for host, cs in containers.items():
             by_dep: dict[str, list] = {}
             for c in cs:
-                if c.deployment_id:
+                if L.is_backup_helper(c.labels):  # never a deployment's own container: judged on its own
+                    found, fresh = self._helper(host, c, t - c.created, deps.get(c.deployment_id), cleaning)
+                    in_grace += fresh
+                    if found:
+                        orphans.append(found)
+                elif c.deployment_id:
                     by_dep.setdefault(c.deployment_id, []).append(c)
             for dep_id, group in by_dep.items():
                 for c in group:
@@ -278,6 +289,17 @@ class Pass:
         return {"kind": kind, "host": host, "id": obj_id, "name": name, "deployment_id": dep_id,
                 "deployment_status": status or "unknown", "age": round(age, 1),
                 "action": "cleanup task" if known else "remove"}, 0
+
+    def _helper(self, host, c, age, dep, cleaning):
+        """A backup helper left by a run that died mid-backup holds its volume (removal fails with 409 for good):
+        removed once older than the orphan grace, unless its deployment's cleanup is running right now."""
+        if not L.is_ours(c.labels, self.engine.store_id, c.deployment_id) or c.deployment_id in cleaning:
+            return None, 0
+        if age < float(self.settings.orphan_grace):
+            return None, 1
+        return {"kind": "backup-helper", "host": host, "id": c.id, "name": c.name, "deployment_id": c.deployment_id,
+                "deployment_status": dep.status if dep is not None else "unknown", "age": round(age, 1),
+                "action": "remove"}, 0
 
     def _diff_deploying(self, deps, host_errors, running_here, t):
         s = self.settings
@@ -419,6 +441,8 @@ class Pass:
 
     def _act_orphan(self, item: dict) -> str:
         dep_id, host = item["deployment_id"], item["host"]
+        if item["kind"] == "backup-helper":
+            return self._remove_helper(item)
         if item["action"] == "cleanup task":
             with self.engine.store.write():
                 d = Deployment.get_or_none(Deployment.id == dep_id)
@@ -433,6 +457,23 @@ class Pass:
                         host=host)
             return "cleanup task queued"
         return self._remove_unknown(item)
+
+    def _remove_helper(self, item: dict) -> str:
+        gw = self.engine.hosts.gateway(item["host"])
+        details = gw.inspect(item["id"])
+        if details is None:
+            return "already gone"
+        labels = (details.get("Config") or {}).get("Labels")
+        if not L.is_ours(labels, self.engine.store_id, item["deployment_id"]) or not L.is_backup_helper(labels):
+            return "labels changed: left alone"
+        result = gw.remove_container(item["id"])
+        dep_id = item["deployment_id"]
+        with self.engine.store.write():
+            D.event(dep_id if item["deployment_status"] != "unknown" else None,
+                    f"Reconcile: removed backup helper {item['name']} of deployment {dep_id} on {item['host']}, "
+                    f"left by an interrupted backup (age {item['age']:.0f} s)", kind="reconcile", level="warning",
+                    host=item["host"])
+        return result
 
     def _remove_unknown(self, item: dict) -> str:
         """A resource of a deployment this store does not know (or on another host than its row says): re-check the
@@ -455,7 +496,7 @@ class Pass:
                 return "already gone"
             if not L.is_ours(vols[0].get("Labels"), store_id, dep_id):
                 return "labels changed: left alone"
-            gw.backup_volume(item["id"], archive / f"{item['id']}.tar.gz")
+            Archive(self.engine.paths.archive_root(), self.settings).backup_volume(gw, vols[0], archive)
             result = gw.remove_volume(item["id"])
         with self.engine.store.write():
             D.event(None, f"Reconcile: removed orphan {item['kind']} {item['name']} of "

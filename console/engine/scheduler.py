@@ -300,7 +300,8 @@ class Runtime:
         return counts
 
     def cleanup(self) -> dict:
-        counts = Cleaner(self.engine).run_due(limit=CLEANUP_BATCH)
+        # a stop abandons a volume backup in progress (its part is removed, the task goes back to the queue)
+        counts = Cleaner(self.engine, should_stop=self._stop.is_set).run_due(limit=CLEANUP_BATCH)
         return dict(counts)
 
     def reconcile(self) -> dict:
