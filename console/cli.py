@@ -35,6 +35,8 @@ class Ctx:
             settings = self.settings
             log_to_file(settings.data_dir)
             self._engine = Engine(settings)
+            for warning in self._engine.warnings:
+                click.echo(f"warning: {warning}", err=True)
         return self._engine
 
     def close(self):

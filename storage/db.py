@@ -2,15 +2,19 @@
 
 SQLite (the default) is a file created 0600 in a 0700 directory, in WAL mode with a 30 s busy timeout, foreign keys
 on, and write transactions that take the write lock up front (BEGIN IMMEDIATE) so two writers queue instead of
-deadlocking on a lock upgrade. A file that is not a SQLite database is refused and left untouched. A `postgresql://`
-URL (playhouse.db_url) works the same way; there a write transaction takes an advisory lock so the lease and the
-outbox behave as on SQLite.
+deadlocking on a lock upgrade. A file that is not a SQLite database, or a SQLite database that is not ours, is refused
+and left untouched. A store file (0600) or data dir (0700) that already exists with group/other access is tightened with
+a warning, and refused when another user owns it, as ssh and PostgreSQL do. A `postgresql://` URL (playhouse.db_url)
+works the same way; there a write transaction takes an advisory lock so the lease and the outbox behave as on SQLite.
 """
 import contextlib
+import logging
 import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import peewee
 from playhouse.db_url import connect
@@ -18,6 +22,7 @@ from playhouse.db_url import connect
 from storage import migrations
 from storage.models import MODELS, database
 
+log = logging.getLogger(__name__)
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30
 QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024   # quick_check reads the whole file: about 0.1 s for 16 MB here
@@ -27,20 +32,56 @@ class StoreError(Exception):
     """The store cannot be opened or used; the message is one line for the operator."""
 
 
-def _prepare_sqlite_file(path: Path) -> None:
+def make_private(path: Path, mode: int, what: str) -> str | None:
+    """An existing file or directory of ours that group or others can reach is tightened to `mode`; one that another
+    user owns is refused (we would hand our secrets to it, or take over its files). Returns the warning when the mode
+    changed (it is also logged), else None."""
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise StoreError(f"{what} {path} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()}); "
+                         f"refusing to use it: chown it or point to your own")
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+        raise StoreError(f"{what} {path} is a shared directory (sticky bit); use a private directory")
+    old = stat.S_IMODE(st.st_mode)
+    if not old & 0o077:
+        return None
+    os.chmod(path, mode)
+    warning = f"{what} {path} was mode {old:04o} (group/other access); tightened to {mode:04o}"
+    log.warning(warning)
+    return warning
+
+
+def private_dir(path: Path, what: str = "data dir") -> str | None:
+    """Create the directory 0700, or tighten an existing one (see make_private)."""
+    try:
+        path.mkdir(parents=True, mode=0o700)
+        return None
+    except FileExistsError:
+        if not path.is_dir():
+            raise StoreError(f"{what} {path} exists and is not a directory") from None
+        return make_private(path, 0o700, what)
+
+
+def _prepare_sqlite_file(path: Path) -> list[str]:
+    """Create the store file 0600, or check an existing one; returns the warnings (modes tightened)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists():
         if path.is_dir():
             raise StoreError(f"{path} is a directory, not a database file")
+        warnings = [w for w in (make_private(path, 0o600, "store file"),) if w]
+        for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if side.exists():  # SQLite gives them the database's mode: they hold the same data
+                warnings += [w for w in (make_private(side, 0o600, "store file"),) if w]
         with open(path, "rb") as f:
             head = f.read(16)
         if head and head != SQLITE_HEADER:
             raise StoreError(f"{path} is not a SQLite database; refusing to open it (file left untouched)")
         if head:
             _check_existing_sqlite(path)
-        return
+        return warnings
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     os.close(fd)
+    return []
 
 
 def _check_existing_sqlite(path: Path) -> None:
@@ -57,6 +98,11 @@ def _check_existing_sqlite(path: Path) -> None:
         if tables and "meta" not in tables:
             raise StoreError(f"{path} is a SQLite database of another program (no deployer-console tables); "
                              f"refusing to change it (file left untouched)")
+        if tables and not _has_store_id(con):
+            # our first migration creates `meta` and writes the store id in one transaction: a `meta` without it
+            # is another program's table of the same name
+            raise StoreError(f"{path} is a SQLite database of another program (a meta table without a "
+                             f"deployer-console store id); refusing to change it (file left untouched)")
         if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
             result = con.execute("PRAGMA quick_check(1)").fetchone()
             if not result or result[0] != "ok":
@@ -68,10 +114,18 @@ def _check_existing_sqlite(path: Path) -> None:
         con.close()
 
 
+def _has_store_id(con: sqlite3.Connection) -> bool:
+    try:
+        return con.execute("SELECT 1 FROM meta WHERE key = 'store_id' AND value IS NOT NULL").fetchone() is not None
+    except sqlite3.OperationalError:  # a `meta` table without our columns
+        return False
+
+
 class Store:
-    def __init__(self, db: peewee.Database, url: str):
+    def __init__(self, db: peewee.Database, url: str, warnings: list[str] | None = None):
         self.db = db
         self.url = url
+        self.warnings = warnings or []  # one line each, for the operator (modes tightened when opening)
         self.is_sqlite = isinstance(db, peewee.SqliteDatabase)
         self._pg_lock = threading.Lock()
 
@@ -109,6 +163,7 @@ class Store:
 def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
     """Open (and create/migrate) the store at a file path or URL and bind the models to it."""
     url = str(db)
+    warnings: list[str] = []
     if "://" in url and not url.startswith("sqlite"):
         try:
             # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
@@ -117,10 +172,11 @@ def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
             database_obj = connect(url, **params)
             database_obj.connect()
         except Exception as e:  # driver errors differ per backend; the operator needs one line
-            raise StoreError(f"cannot connect to {_redact(url)}: {str(e).strip().splitlines()[0]}") from e
+            reason = _redact_text(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
+            raise StoreError(f"cannot connect to {_redact(url)}: {reason}") from e
     else:
         path = Path(url.removeprefix("sqlite:///")).expanduser()
-        _prepare_sqlite_file(path)
+        warnings = _prepare_sqlite_file(path)
         database_obj = peewee.SqliteDatabase(
             str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
             pragmas={"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_S * 1000, "foreign_keys": 1,
@@ -133,20 +189,50 @@ def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
             raise StoreError(f"{path} is not a usable SQLite database ({e}); file left untouched") from e
         url = str(path)
     database.initialize(database_obj)
-    store = Store(database_obj, url)
+    store = Store(database_obj, url, warnings)
     if migrate:
         try:
             migrations.migrate(store)
         except peewee.DatabaseError as e:
-            raise StoreError(f"cannot prepare the store at {_redact(url)}: {e}") from e
+            raise StoreError(f"cannot prepare the store at {_redact(url)}: {_redact_text(str(e), url)}") from e
     return store
 
 
+SECRET_PARAMS = {"password", "passwd", "pass", "sslpassword", "sslkey", "passfile"}
+
+
 def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """A store URL as it may be printed: user info (the part before the host's `@`, which may itself hold `@`) and
+    every password-like query parameter become ***."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-__all__ = ["Store", "StoreError", "open_store", "MODELS"]
+def _secrets(url: str) -> list[str]:
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None:
+        return []
+    raw = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
+    found = [raw, unquote(raw)]
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_PARAMS]
+    return [s for s in found if s]
+
+
+def _redact_text(text: str, url: str) -> str:
+    """A driver's message with the URL's secrets taken out (drivers may echo the DSN they were given)."""
+    text = text.replace(url, _redact(url))
+    for secret in sorted(set(_secrets(url)), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+__all__ = ["Store", "StoreError", "open_store", "private_dir", "make_private", "MODELS"]

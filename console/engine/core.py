@@ -11,7 +11,7 @@ from console.engine.hosts import DEFAULT, Hosts
 from console.engine.paths import Paths
 from console.engine.pipeline import Pipeline
 from storage import queries
-from storage.db import open_store
+from storage.db import open_store, private_dir
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Host, PhaseRun, Project, Service
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 class Engine:
     def __init__(self, settings: Settings):
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dir_warning = private_dir(settings.data_dir)
         self.paths = Paths(settings.data_dir)
         self.store = open_store(settings.db_url)
+        # modes tightened on the way in: logged, and shown by the faces (one line each)
+        self.warnings = [w for w in (dir_warning, *self.store.warnings) if w]
         self.store_id = self.store.meta("store_id")
         self.hosts = Hosts(settings)
         # only take the write lock when the config can change Host rows: opening a store to read it must not queue
