@@ -64,9 +64,8 @@ class Engine:
             raise InputError(f"source {source} is not a directory")
         if not (src / "Dockerfile").is_file():
             raise InputError(f"source {source} has no Dockerfile")
-        vols = [validate.volume_spec(v) for v in volumes]
-        shared = [validate.volume_spec(v) for v in shared_volumes]
-        env_map = dict(validate.env_pair(e) for e in env)
+        vols, shared = validate.volume_specs(volumes, shared_volumes)
+        env_map = validate.env_map(env)
         if host is not None:
             validate.host_name(host)
             if host not in self.hosts.names():

