@@ -4,6 +4,7 @@ A move to `failed` or `cancelled` writes the cleanup task (the outbox row) in th
 waits for Docker and the cleanup can never be lost.
 """
 import os
+import pwd
 import socket
 
 from console.engine.errors import InputError
@@ -25,9 +26,22 @@ CLEANUP_ON = {"failed", "cancelled"}
 MACHINE = socket.gethostname()
 
 
+def login_name() -> str:
+    """$USER or $LOGNAME, else the password database's name for our uid (cron and systemd set neither); a uid
+    without an entry is written `uid N`, never a bare number that reads like a count."""
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if name:
+        return name
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def actor() -> str:
-    """Who is acting: $USER, plus the SSH client's address when there is one."""
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+    """Who is acting: the login name, plus the SSH client's address when there is one."""
+    user = login_name()
     ssh = os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION")
     return f"{user}@{ssh.split()[0]}" if ssh else user
 

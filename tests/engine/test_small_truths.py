@@ -1,11 +1,14 @@
 """Small truths (issue 10, item 12): names Docker can use, no silently dropped volumes or env keys, an actor that is a
 name, phase rows that do not stay `running` after their pipeline died, `containers` marking as orphan exactly what
 reconcile sweeps, and a DURATION that is the deployment's own run time."""
+import os
+import pwd
 
 import pytest
 
+from console.engine import deployments as D
 from console.engine.errors import InputError
-from storage.models import Service
+from storage.models import DeploymentEvent, Service
 from tests.reliability import cli_env, run_cli
 
 
@@ -46,3 +49,19 @@ def test_an_env_key_given_twice_is_refused_without_its_values(engine, service_di
     proc = run_cli(args, cli_env(engine.settings))
     assert proc.returncode == 2 and "env key 'A' is given twice" in proc.stderr and "x1" not in proc.stderr
     assert Service.select().count() == 0
+
+
+# -------------------------------------------------------------------------------------------------- actor
+def test_the_actor_is_the_login_name_when_user_and_logname_are_unset(engine, service_dir, monkeypatch):
+    name = pwd.getpwuid(os.getuid()).pw_name
+    for var in ("USER", "LOGNAME", "SSH_CLIENT", "SSH_CONNECTION"):
+        monkeypatch.delenv(var, raising=False)
+    assert D.actor() == name
+    engine.add_service("web", str(service_dir))
+    dep = engine.create_deployment("web")
+    env = {k: v for k, v in cli_env(engine.settings).items() if k not in ("USER", "LOGNAME")}
+    proc = run_cli(["cancel", dep.id], env)
+    assert proc.returncode == 0, proc.stderr
+    event = DeploymentEvent.get((DeploymentEvent.deployment == dep.id) & (DeploymentEvent.kind == "deployment") &
+                                DeploymentEvent.message.contains("cancelled by"))
+    assert event.message.endswith(f"cancelled by {name}") and event.actor == name
