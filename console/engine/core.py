@@ -147,9 +147,12 @@ class Engine:
         if dep.status not in D.ACTIVE:
             raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
                              f"cancelled")
-        D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
-               cleanup_delay=self.settings.cleanup_delay,
-               message=f"Deployment {dep.id} cancelled by {actor}")
+        with self.store.write():
+            D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
+                   cleanup_delay=self.settings.cleanup_delay,
+                   message=f"Deployment {dep.id} cancelled by {actor}")
+            if queries.is_stuck(dep, self.settings):  # no pipeline will ever close its phase rows
+                D.close_phases(dep.id, f"interrupted: the pipeline was gone when {actor} cancelled it")
         return Deployment.get_by_id(dep.id)
 
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):

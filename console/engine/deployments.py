@@ -9,7 +9,7 @@ import socket
 
 from console.engine.errors import InputError
 from storage.clock import now
-from storage.models import CleanupTask, Deployment
+from storage.models import CleanupTask, Deployment, PhaseRun
 
 LEGAL_MOVES: dict[str, set[str]] = {
     "queued": {"deploying", "cancelled", "failed"},
@@ -115,6 +115,13 @@ def move(store, deployment_id: str, to: str, *, error: str | None = None, expect
         event(deployment_id, message, kind="deployment", level=level, actor_name=actor_name, host=host)
         if to in CLEANUP_ON:
             enqueue_cleanup(deployment_id, reason or to, delay=cleanup_delay)
+
+
+def close_phases(deployment_id: str, detail: str, outcome: str = "interrupted") -> int:
+    """Close the phase rows a dead pipeline left open (a zombie failed by reconcile, a cancel of a pipeline that is
+    gone): nobody will ever finish them, and `running` would be a lie. Call inside a write transaction."""
+    return PhaseRun.update(finished_at=now(), outcome=outcome, detail=detail[:500]).where(
+        (PhaseRun.deployment == deployment_id) & PhaseRun.finished_at.is_null()).execute()
 
 
 def enqueue_cleanup(deployment_id: str, reason: str, delay: float = 0.0) -> CleanupTask:

@@ -409,6 +409,7 @@ class Pass:
             D.move(self.engine.store, dep_id, "failed", error=reason, expect={"deploying"},
                    cleanup_delay=self.settings.cleanup_delay, message=f"Reconcile: deployment {dep_id} failed: "
                                                                       f"{reason}")
+            D.close_phases(dep_id, f"interrupted: {reason}")
         self._restore_current(dep_id)
         return "failed"
 

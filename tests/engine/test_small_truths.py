@@ -8,8 +8,8 @@ import pytest
 
 from console.engine import deployments as D
 from console.engine.errors import InputError
-from storage.models import DeploymentEvent, Service
-from tests.reliability import cli_env, run_cli
+from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
+from tests.reliability import cli_env, kill, run_cli, spawn, wait_for_fault_pause
 
 
 # --------------------------------------------------------------------------------------------------- names
@@ -65,3 +65,44 @@ def test_the_actor_is_the_login_name_when_user_and_logname_are_unset(engine, ser
     event = DeploymentEvent.get((DeploymentEvent.deployment == dep.id) & (DeploymentEvent.kind == "deployment") &
                                 DeploymentEvent.message.contains("cancelled by"))
     assert event.message.endswith(f"cancelled by {name}") and event.actor == name
+
+
+# ------------------------------------------------------------------------------------- phase rows of the dead
+def _killed_in(engine, tmp_path, phase):
+    proc = spawn(["deploy", "web"], cli_env(engine.settings, fault=f"{phase}:60"), tmp_path / "deploy.log")
+    try:
+        dep = wait_for_fault_pause(phase)
+    finally:
+        kill(proc)
+    open_rows = list(PhaseRun.select().where((PhaseRun.deployment == dep.id) & PhaseRun.finished_at.is_null()))
+    assert [r.phase for r in open_rows] == [phase], "the killed pipeline left its phase row open"
+    return dep
+
+
+def _phases(dep_id):
+    return {r.phase: r for r in PhaseRun.select().where(PhaseRun.deployment == dep_id)}
+
+
+def test_a_zombie_failed_by_reconcile_has_no_running_phase_rows(engine, service_dir, tmp_path):
+    engine.add_service("web", str(service_dir))
+    engine.settings.zombie_policy = "fail"
+    dep = _killed_in(engine, tmp_path, "COPYING_FILES")
+    result = engine.reconcile()
+    assert [z["deployment_id"] for z in result["zombies"]] == [dep.id]
+    assert Deployment.get_by_id(dep.id).status == "failed"
+    rows = _phases(dep.id)
+    assert all(r.finished_at is not None for r in rows.values())
+    assert rows["COPYING_FILES"].outcome == "interrupted" and "pipeline gone" in rows["COPYING_FILES"].detail
+    assert rows["BUILDING"].outcome == "done"
+    shown = engine.show(dep.id)["phases"]
+    assert "running" not in [p["outcome"] or "running" for p in shown]
+
+
+def test_a_cancelled_dead_pipeline_has_no_running_phase_rows(engine, service_dir, tmp_path):
+    engine.add_service("web", str(service_dir))
+    dep = _killed_in(engine, tmp_path, "BUILDING")
+    engine.cancel(dep.id)
+    rows = _phases(dep.id)
+    assert Deployment.get_by_id(dep.id).status == "cancelled"
+    assert rows["BUILDING"].outcome == "interrupted" and rows["BUILDING"].finished_at is not None
+    assert "cancelled it" in rows["BUILDING"].detail
