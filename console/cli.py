@@ -278,15 +278,16 @@ def resume(ctx, deployment_id, from_phase, detach, json_out):
 @_json_flag
 @click.pass_obj
 def containers(ctx, show_all, host, json_out):
-    """Managed containers (ours only), with orphans marked."""
+    """Managed containers, with orphans (what the next reconcile pass removes) and foreign look-alikes marked."""
     unreachable: dict = {}
     rows = ctx.engine.containers(all=show_all, host=host, unreachable=unreachable)
     for name, error in unreachable.items():
         click.echo(f"warning: host {name} is down, its containers are not listed: {error}", err=True)
     keys = ["id", "name", "deployment_id", "service", "state", "host"]
-    emit(ctx, [{k: r[k] for k in keys} | {"health": r["health"], "orphan": r["orphan"]} for r in rows],
+    emit(ctx, [{k: r[k] for k in keys} | {"health": r["health"], "orphan": r["orphan"], "foreign": r["foreign"],
+                                          "in_grace": r["in_grace"]} for r in rows],
          fmt.table([[r["id"], r["name"], r["deployment_id"], r["service"], r["state"], r["health"], r["host"],
-                     "orphan" if r["orphan"] else ""] for r in rows],
+                     "orphan" if r["orphan"] else "foreign" if r["foreign"] else ""] for r in rows],
                    ["ID", "NAME", "DEPLOYMENT", "SERVICE", "STATE", "HEALTH", "HOST", ""]), json_out)
 
 

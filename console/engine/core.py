@@ -210,6 +210,7 @@ class Engine:
         and reported in `unreachable` ({host: error}) so one dead engine never hides the others."""
         if host is not None:
             validate.host_name(host)
+        from console.engine.reconcile import container_verdicts
         known = queries.known_deployments()
         out = []
         for name in ([host] if host is not None else self.hosts.names()):
@@ -220,12 +221,12 @@ class Engine:
                     raise
                 unreachable[name] = str(e).splitlines()[0]
                 continue
+            # orphan = what a reconcile pass would sweep, decided by the pass's own rule; look-alikes are foreign
+            verdicts = container_verdicts(self, infos)
             for info in infos:
                 row = info.as_dict()
-                status = known.get(info.deployment_id)
-                row["deployment_status"] = status
-                # a superseded deployment's stopped container is its rollback target, not an orphan
-                row["orphan"] = status is None or status in ("failed", "cancelled")
+                row["deployment_status"] = known.get(info.deployment_id)
+                row.update(verdicts[info.id])
                 out.append(row)
         return sorted(out, key=lambda r: (-r["created"], r["name"]))
 

@@ -507,6 +507,30 @@ class Pass:
         return result
 
 
+def container_verdicts(engine, infos: list) -> dict[str, dict]:
+    """What a pass would make of each listed container, by the rule `plan()` uses (labels.is_ours with the
+    container's own deployment id, then `_orphan`), for `containers`: {container id: {"orphan": the pass sweeps it
+    now, "in_grace": it will once orphan_grace has passed, "foreign": it carries our store label but is not ours
+    (a look-alike, a shared-scope label, no or a malformed deployment id), so no pass will ever touch it}}."""
+    judge, t, store_id = Pass(engine, dry_run=True), now(), engine.store_id
+    open_tasks = {r.deployment_id for r in CleanupTask.select(CleanupTask.deployment)
+                  .where(CleanupTask.state.in_(OPEN_TASK_STATES))}
+    rollbacks = active_rollback_ids()
+    ids = sorted({c.deployment_id for c in infos if c.deployment_id})
+    deps = {d.id: d for d in (Deployment.select(Deployment.id, Deployment.status, Deployment.host,
+                                                Service.name.alias("service_name"))
+                              .join(Service).where(Deployment.id.in_(ids)).objects())} if ids else {}
+    out = {}
+    for c in infos:
+        if not c.deployment_id or not L.is_ours(c.labels, store_id, c.deployment_id):
+            out[c.id] = {"orphan": False, "in_grace": False, "foreign": True}
+            continue
+        found, fresh = judge._orphan(c.host, "container", c.deployment_id, c.id, c.name, t - c.created,
+                                     deps.get(c.deployment_id), open_tasks, rollbacks, running=c.running)
+        out[c.id] = {"orphan": bool(found) and not found.get("problem"), "in_grace": bool(fresh), "foreign": False}
+    return out
+
+
 def run(engine, dry_run: bool = False, runtime=None, scheduled: bool = False) -> dict:
     """One pass now (or, with dry_run, only its plan: nothing is written, nothing is touched)."""
     return Pass(engine, runtime=runtime, dry_run=dry_run, scheduled=scheduled).run()

@@ -3,10 +3,13 @@ name, phase rows that do not stay `running` after their pipeline died, `containe
 reconcile sweeps, and a DURATION that is the deployment's own run time."""
 import os
 import pwd
+import uuid
 
 import pytest
 
 from console.engine import deployments as D
+from console.engine import labels as L
+from console.engine.docker_gateway import BASE_IMAGE
 from console.engine.errors import InputError
 from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
 from tests.reliability import cli_env, kill, run_cli, spawn, wait_for_fault_pause
@@ -106,3 +109,57 @@ def test_a_cancelled_dead_pipeline_has_no_running_phase_rows(engine, service_dir
     assert Deployment.get_by_id(dep.id).status == "cancelled"
     assert rows["BUILDING"].outcome == "interrupted" and rows["BUILDING"].finished_at is not None
     assert "cancelled it" in rows["BUILDING"].detail
+
+
+# -------------------------------------------------------------------------------- containers vs reconcile
+def _create(client, name, labels, running=False):
+    c = client.api.create_container(BASE_IMAGE, command=["sleep", "300"], name=name, labels=labels,
+                                    host_config=client.api.create_host_config(init=True))
+    if running:
+        client.api.start(c["Id"])
+    return c["Id"]
+
+
+def test_containers_marks_as_orphan_exactly_what_reconcile_would_sweep(engine, service_dir, docker_client):
+    engine.settings.orphan_grace = 0
+    engine.add_service("web", str(service_dir))
+    sid, token, project = engine.store_id, uuid.uuid4().hex[:6], engine.service("web").project_id
+    ghost = uuid.uuid4().hex[:12]
+    # a failed deployment whose cleanup is still queued: cleanup owns it, reconcile leaves it alone
+    failed = engine.create_deployment("web")
+    D.move(engine.store, failed.id, "failed", error="test", cleanup_delay=3600)
+    superseded = engine.create_deployment("web")
+    for to in ("deploying", "success", "superseded"):
+        D.move(engine.store, superseded.id, to)
+    ids = {
+        "ghost": _create(docker_client, f"sm-{token}-ghost", L.deployment_labels(sid, ghost, "web", project)),
+        "queued-cleanup": _create(docker_client, f"sm-{token}-failed",
+                                  L.deployment_labels(sid, failed.id, "web", project)),
+        "superseded": _create(docker_client, f"sm-{token}-superseded",
+                              L.deployment_labels(sid, superseded.id, "web", project)),
+        "suffix": _create(docker_client, f"sm-{token}-suffix",
+                          {**L.deployment_labels(sid, ghost, "web", project), L.DEPLOYMENT: f"{ghost}-x"}),
+        "upper": _create(docker_client, f"sm-{token}-upper",
+                         {**L.deployment_labels(sid, ghost, "web", project), L.DEPLOYMENT: "ABCDEF012345"}),
+        "project-scope": _create(docker_client, f"sm-{token}-scope",
+                                 {**L.deployment_labels(sid, ghost, "web", project), L.SCOPE: "project"}),
+        "no-deployment": _create(docker_client, f"sm-{token}-nodep",
+                                 {L.MANAGED: "true", L.STORE: sid, L.SERVICE: "web"}, running=True),
+    }
+    short = {cid[:12]: what for what, cid in ids.items()}
+    plan = engine.reconcile(dry_run=True)
+    swept = {short[o["id"][:12]] for o in plan["orphans"] if o["kind"] == "container"}
+    rows = {short[r["id"]]: r for r in engine.containers(all=True) if r["id"] in short}
+    assert swept == {"ghost"}
+    assert {what for what, r in rows.items() if r["orphan"]} == swept
+    assert {what for what, r in rows.items() if r["foreign"]} == {"suffix", "upper", "project-scope",
+                                                                   "no-deployment"}
+    assert not rows["queued-cleanup"]["orphan"] and not rows["superseded"]["orphan"]
+    proc = run_cli(["containers", "--all"], cli_env(engine.settings, orphan_grace=0))
+    marks = {line.split()[1]: line.split()[-1] for line in proc.stdout.splitlines()[1:] if f"sm-{token}" in line}
+    assert marks[f"sm-{token}-ghost"] == "orphan" and marks[f"sm-{token}-suffix"] == "foreign"
+
+    # the pass sweeps exactly that, and the look-alikes stay
+    engine.reconcile()
+    left = {short[r["id"]] for r in engine.containers(all=True) if r["id"] in short}
+    assert left == set(ids) - {"ghost"}
