@@ -23,6 +23,7 @@ LEGAL_MOVES: dict[str, set[str]] = {
 TERMINAL = {"failed", "cancelled", "superseded"}
 ACTIVE = {"queued", "deploying"}
 CLEANUP_ON = {"failed", "cancelled"}
+RUN_ENDS = {"success", "failed", "cancelled"}
 MACHINE = socket.gethostname()
 
 
@@ -99,8 +100,11 @@ def move(store, deployment_id: str, to: str, *, error: str | None = None, expect
         if error is not None:
             values["error"] = error
         if to in TERMINAL or to == "success":
-            values.setdefault("finished_at", t)
             values.setdefault("heartbeat_at", None)
+        if status in ACTIVE and to in RUN_ENDS:
+            # finished_at ends the deployment's own run (DURATION); a supersede, a rollback or a drift move later
+            # changes its status, not how long it ran
+            values.setdefault("finished_at", t)
         if to == "deploying" and status != "deploying":
             values.setdefault("started_at", t)
             values.setdefault("finished_at", None)

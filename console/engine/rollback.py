@@ -29,8 +29,9 @@ def pick_target(svc: Service, to: str | None, paths) -> tuple[Deployment | None,
             raise InputError(f"deployment {target.id} is {target.status}; roll back to a superseded (previously "
                              f"successful) deployment")
     else:
+        # the one superseded last (only its move to `superseded` touched updated_at), not the newest run
         candidates = (Deployment.select().where((Deployment.service == svc.id) & (Deployment.status == "superseded"))
-                      .order_by(Deployment.finished_at.desc()))
+                      .order_by(Deployment.updated_at.desc()))
         target = next((d for d in candidates if paths.release(d.id).exists()), None)
         if target is None:
             raise InputError(f"service {svc.name} has no previous successful release to roll back to")

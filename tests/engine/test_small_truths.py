@@ -163,3 +163,25 @@ def test_containers_marks_as_orphan_exactly_what_reconcile_would_sweep(engine, s
     engine.reconcile()
     left = {short[r["id"]] for r in engine.containers(all=True) if r["id"] in short}
     assert left == set(ids) - {"ghost"}
+
+
+# ------------------------------------------------------------------------------------------------ duration
+def test_finished_at_is_the_runs_own_end_whatever_supersedes_or_rolls_back(engine, service_dir):
+    engine.add_service("web", str(service_dir))
+    a, b, c = (engine.deploy("web") for _ in range(3))
+    assert a.status == b.status == c.status == "success"
+    ended = {d.id: d.finished_at for d in (a, b, c)}
+    assert Deployment.get_by_id(a.id).status == "superseded"
+    engine.rollback("web")                 # b serves again, c is superseded
+    assert Deployment.get_by_id(b.id).status == "success"
+    engine.rollback("web", to=a.id)        # a serves again, b is superseded
+    assert {d.id: d.finished_at for d in Deployment.select()} == ended
+    assert {d.id: d.status for d in Deployment.select()} == {a.id: "success", b.id: "superseded",
+                                                             c.id: "superseded"}
+    # the default target is still the release that served last, not the newest run
+    engine.rollback("web")
+    assert Deployment.get_by_id(b.id).status == "success"
+    assert {d.id: d.finished_at for d in Deployment.select()} == ended
+    rows = {r["id"]: r for r in engine.deployments()}
+    for dep in (a, b, c):
+        assert rows[dep.id]["finished_at"] - Deployment.get_by_id(dep.id).started_at < 120

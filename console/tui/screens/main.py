@@ -273,7 +273,8 @@ class MainScreen(Screen):
         service = row["service"]
         rows = [r for r in self.query_one(DeploymentsTable).rows_by_id.values() if r["service"] == service]
         serving = next((r for r in rows if r["status"] in ("success", "degraded")), None)
-        target = next((r for r in sorted(rows, key=lambda r: -(r["finished_at"] or 0))
+        # the engine's pick: the deployment superseded last (finished_at is when its own run ended)
+        target = next((r for r in sorted(rows, key=lambda r: -(r["updated_at"] or 0))
                        if r["status"] == "superseded"), None)
         body = Text()
         body.append(f"Roll service {service} back?\n\n", style="bold")
