@@ -168,7 +168,7 @@ class Cleaner:
         gw = self.engine.hosts.gateway(dep.host)
         if why == "retention":
             for info in gw.list_managed(store_id, dep.id, all=False):
-                gw.stop(info.id)
+                gw.stop(info)
                 D.event(dep.id, f"Stopped container {info.name} (kept for inspection)", kind="cleanup",
                         host=dep.host)
             self._finish(task, "kept", f"Keeping deployment {dep.id} for inspection: one of the last "

@@ -21,7 +21,7 @@ import requests.exceptions
 from docker.utils import tar as make_build_context
 
 from console.engine import labels as L
-from console.engine.errors import Cancelled, EngineUnavailable
+from console.engine.errors import Cancelled, EngineUnavailable, ForeignContainer
 
 log = logging.getLogger(__name__)
 BASE_IMAGE = "deployer/base:busybox"
@@ -40,6 +40,8 @@ class ContainerInfo:
     labels: dict = field(default_factory=dict)
     ports: list = field(default_factory=list)
     host: str = ""
+    # (store id, deployment id) once `labels.is_ours` said so: only such a handle can be started, stopped or exec'd
+    owned_by: tuple[str, str] | None = None
 
     @property
     def deployment_id(self) -> str | None:
@@ -223,22 +225,48 @@ class Gateway:
     def list_managed(self, store_id: str, deployment_id: str | None = None, all: bool = True) -> list[ContainerInfo]:
         raw = self._call("listing containers", self.api.containers, all=all,
                          filters=L.managed_filter(store_id, deployment_id))
-        return [_summary(r, self.host) for r in raw]
+        found = [_summary(r, self.host) for r in raw]
+        for info in found:
+            if L.is_ours(info.labels, store_id, deployment_id):
+                info.owned_by = (store_id, info.deployment_id)
+        return found
 
-    def find_by_name(self, name: str) -> ContainerInfo | None:
+    def _find_by_name(self, name: str) -> ContainerInfo | None:
         raw = self._call("listing containers", self.api.containers, all=True, filters={"name": f"^/{name}$"})
         return _summary(raw[0], self.host) if raw else None
+
+    def find_ours(self, name: str, store_id: str, deployment_id: str) -> ContainerInfo | None:
+        """The container called `name`, verified to be deployment `deployment_id`'s of this store. None when no
+        container has that name; ForeignContainer when one has it and is not ours (a look-alike someone created by
+        hand, another store's): the only way to look a container up by name, so a name never leads to a stranger."""
+        info = self._find_by_name(name)
+        return None if info is None else self._vouch(info, store_id, deployment_id)
+
+    def _vouch(self, info: ContainerInfo, store_id: str, deployment_id: str) -> ContainerInfo:
+        if not L.is_ours(info.labels, store_id, deployment_id):
+            ours = ", ".join(f"{k}={v}" for k, v in sorted(info.labels.items()) if k.startswith("deployer.")) or \
+                "no deployer labels"
+            raise ForeignContainer(f"container {info.name} on host {self.host} is not deployment {deployment_id}'s "
+                                   f"({ours}); nothing was done to it")
+        info.owned_by = (store_id, deployment_id)
+        return info
+
+    def _acting_on(self, info: ContainerInfo, what: str) -> str:
+        """Start, stop and exec take only a handle whose labels were checked (`find_ours`, `list_managed`): labels
+        never change after creation and the id never names another container, so the check holds for the call."""
+        if not isinstance(info, ContainerInfo) or info.owned_by is None:
+            name = getattr(info, "name", info)
+            raise ForeignContainer(f"refusing to {what} container {name} on host {self.host}: its ownership was "
+                                   f"not checked; nothing was done to it")
+        return info.id
 
     def create_container(self, name: str, image: str, labels: dict, env: dict, port: int,
                          mounts: list[tuple[str, str]], healthcheck: dict | None = None) -> str:
         """Create (not start) a container. If one of this name already exists with the same deployment label, it is
         reused: the phase is idempotent."""
-        existing = self.find_by_name(name)
+        existing = self.find_ours(name, labels[L.STORE], labels[L.DEPLOYMENT])
         if existing is not None:
-            if existing.labels.get(L.DEPLOYMENT) == labels[L.DEPLOYMENT] and \
-                    existing.labels.get(L.STORE) == labels[L.STORE]:
-                return existing.id
-            raise RuntimeError(f"a container named {name} exists and is not this deployment's")
+            return existing.id
         host_config = self.api.create_host_config(
             port_bindings={f"{port}/tcp": ("127.0.0.1", None)},
             binds={vol: {"bind": path, "mode": "rw"} for vol, path in mounts},
@@ -249,16 +277,17 @@ class Gateway:
                                  healthcheck=healthcheck)
         except docker.errors.APIError as e:
             if e.status_code == 409:  # a concurrent create of the same name: take it if it is ours
-                existing = self.find_by_name(name)
-                if existing is not None and existing.labels.get(L.DEPLOYMENT) == labels[L.DEPLOYMENT]:
+                existing = self.find_ours(name, labels[L.STORE], labels[L.DEPLOYMENT])
+                if existing is not None:
                     return existing.id
             raise
         return created["Id"]
 
-    def start(self, container_id: str) -> None:
-        self._call("starting a container", self.api.start, container_id)
+    def start(self, info: ContainerInfo) -> None:
+        self._call("starting a container", self.api.start, self._acting_on(info, "start"))
 
-    def stop(self, container_id: str, timeout: int = 5) -> str:
+    def stop(self, info: ContainerInfo, timeout: int = 5) -> str:
+        container_id = self._acting_on(info, "stop")
         try:
             self._call("stopping a container", self.api.stop, container_id, timeout=timeout)
             return "stopped"
@@ -281,9 +310,10 @@ class Gateway:
                 return "gone"
             raise
 
-    def http_check(self, container_id: str, port: int, path: str) -> tuple[bool, str]:
+    def http_check(self, info: ContainerInfo, port: int, path: str) -> tuple[bool, str]:
         """Ask the container itself for http://127.0.0.1:PORT/PATH (busybox wget: exit 0 on 2xx/3xx). Going through
         the engine's exec API works the same for local and remote hosts."""
+        container_id = self._acting_on(info, "exec in")
         try:
             result = self._call("health-checking", self.client.containers.get(container_id).exec_run,
                                 ["timeout", "3", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"],

@@ -21,3 +21,8 @@ class EngineUnavailable(DeployerError):
 
 class Cancelled(Exception):
     """Raised inside a pipeline when its deployment was cancelled."""
+
+
+class ForeignContainer(DeployerError):
+    """A container with the name we expect is not the deployment's we expect (another store's, no labels, a
+    look-alike): it is reported, and nothing is done to it."""

@@ -43,19 +43,20 @@ def image_tag(service: str, deployment_id: str) -> str:
     return f"deployer/{service}:{deployment_id}"
 
 
-def wait_healthy(gw, name: str, port: int, path: str, timeout: float, check=lambda: None, sleep=time.sleep) -> str:
-    """Wait until the container answers HTTP 2xx/3xx on `path` (or its HEALTHCHECK says healthy). Raises on exit,
-    on `unhealthy` and on timeout; `check()` is called every round so a cancel stops the wait."""
+def wait_healthy(gw, info, port: int, path: str, timeout: float, check=lambda: None, sleep=time.sleep) -> str:
+    """Wait until the container (a handle from `find_ours`) answers HTTP 2xx/3xx on `path` (or its HEALTHCHECK says
+    healthy). Raises on exit, on `unhealthy` and on timeout; `check()` is called every round so a cancel stops the
+    wait. Every call goes to the checked container's id, never to whatever holds its name by then."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         check()
-        details = gw.inspect(name)
+        details = gw.inspect(info.id)
         if details is None:
-            raise RuntimeError(f"container {name} disappeared")
+            raise RuntimeError(f"container {info.name} disappeared")
         state = details.get("State") or {}
         if not state.get("Running"):
-            tail = gw.logs(name, tail=3).decode(errors="replace").strip().splitlines()
+            tail = gw.logs(info.id, tail=3).decode(errors="replace").strip().splitlines()
             raise RuntimeError(f"container exited with code {state.get('ExitCode')}"
                                + (f": {tail[-1][-200:]}" if tail else ""))
         health = (state.get("Health") or {}).get("Status")
@@ -64,7 +65,7 @@ def wait_healthy(gw, name: str, port: int, path: str, timeout: float, check=lamb
         if health == "unhealthy":
             raise RuntimeError("container reports unhealthy")
         if health is None:
-            ok, last = gw.http_check(name, port, path)
+            ok, last = gw.http_check(info, port, path)
             if ok:
                 return f"HTTP {path} answered 2xx/3xx"
         if time.monotonic() > deadline:
@@ -221,14 +222,13 @@ class Pipeline:
         """A resume from a later phase first redoes any earlier phase whose result is gone (a cleanup removed the
         release, the image was pruned, the container was removed by hand), so it never fails on a missing input."""
         dep, svc, gw = job.deployment, job.service, job.gateway
-        name = container_name(svc.name, dep.id)
         present = {
             "PULLING_SOURCE": lambda: (self.ctx.paths.release(dep.id) / ".source-complete").exists(),
             "BUILDING": lambda: gw.image_exists(image_tag(svc.name, dep.id)),
-            "COPYING_FILES": lambda: gw.find_by_name(name) is not None and
+            "COPYING_FILES": lambda: self._container(job) is not None and
             (self.ctx.paths.release(dep.id) / "release.json").exists(),
             "CREATING_SYMLINKS": lambda: link_target(self.ctx.paths.current(svc.name)) == dep.id,
-            "UPDATING_ROUTES": lambda: bool((info := gw.find_by_name(name)) and info.running),
+            "UPDATING_ROUTES": lambda: bool((info := self._container(job)) and info.running),
         }
         for phase in PHASES[:start]:
             job.control.check()
@@ -236,6 +236,11 @@ class Pipeline:
                 D.event(dep.id, f"{phase} result is missing; running it again before {PHASES[start]}",
                         level="warning", host=dep.host)
                 self._run_phase(job, phase)
+
+    def _container(self, job: Job):
+        """This deployment's container (ownership checked, ForeignContainer for a same-named stranger), or None."""
+        return job.gateway.find_ours(container_name(job.service.name, job.deployment.id), self.ctx.store_id,
+                                     job.deployment.id)
 
     def _run_phase(self, job: Job, phase: str) -> None:
         dep_id = job.deployment.id
@@ -337,6 +342,7 @@ class Pipeline:
         self._set(dep.id, image=tag)
         return f"built {tag}"
 
+
     def _copying_files(self, job: Job) -> str:
         dep, svc, gw = job.deployment, job.service, job.gateway
         release = self.ctx.paths.release(dep.id)
@@ -357,7 +363,7 @@ class Pipeline:
         self._fault_point(job, "COPYING_FILES")
         job.control.check()
         name = container_name(svc.name, dep.id)
-        existed = gw.find_by_name(name) is not None
+        existed = self._container(job) is not None
         gw.create_container(name, image_tag(svc.name, dep.id), labels, dict(svc.env or {}), svc.port, mounts)
         # a cancel that landed while the container was being created must not leave it behind: check again now
         job.control.check()
@@ -378,12 +384,12 @@ class Pipeline:
 
     def _updating_routes(self, job: Job) -> str:
         svc, dep, gw = job.service, job.deployment, job.gateway
-        info = gw.find_by_name(container_name(svc.name, dep.id))
+        info = self._container(job)
         if info is None:
             raise RuntimeError(f"container {container_name(svc.name, dep.id)} is missing; resume from COPYING_FILES")
         started = False
         if not info.running:
-            gw.start(info.id)
+            gw.start(info)
             started = True
         self._fault_point(job, "UPDATING_ROUTES")
         route = self.write_route(svc, dep.id, gw)
@@ -392,7 +398,8 @@ class Pipeline:
     def write_route(self, svc: Service, deployment_id: str, gw) -> Path:
         """The Traefik file-provider config for the service, pointing at this deployment's container."""
         name = container_name(svc.name, deployment_id)
-        details = gw.inspect(name) or {}
+        info = gw.find_ours(name, self.ctx.store_id, deployment_id)  # a route never leads to a stranger's port
+        details = (gw.inspect(info.id) if info else None) or {}
         bindings = ((details.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{svc.port}/tcp") or []
         url = f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else f"http://{name}:{svc.port}"
         rule = f"Host(`{svc.route_host}`)" if svc.route_host else f"PathPrefix(`/{svc.name}`)"
@@ -408,8 +415,11 @@ class Pipeline:
     def _health_check(self, job: Job) -> str:
         svc, dep = job.service, job.deployment
         self._fault_point(job, "HEALTH_CHECK")
-        return wait_healthy(job.gateway, container_name(svc.name, dep.id), svc.port, svc.health_path,
-                            self.ctx.settings.health_timeout, job.control.check, job.control.sleep)
+        info = self._container(job)
+        if info is None:
+            raise RuntimeError(f"container {container_name(svc.name, dep.id)} is missing; resume from COPYING_FILES")
+        return wait_healthy(job.gateway, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
+                            job.control.check, job.control.sleep)
 
     # ---- endings
     def _set(self, deployment_id: str, **fields):
@@ -432,9 +442,9 @@ class Pipeline:
     def stop_service_container(self, svc: Service, deployment_id: str, host: str) -> None:
         try:
             gw = self.ctx.hosts.gateway(host)
-            info = gw.find_by_name(container_name(svc.name, deployment_id))
+            info = gw.find_ours(container_name(svc.name, deployment_id), self.ctx.store_id, deployment_id)
             if info is not None and info.running:
-                gw.stop(info.id)
+                gw.stop(info)
                 D.event(deployment_id, f"Stopped container {info.name} of superseded deployment {deployment_id}",
                         host=host)
         except Exception as e:  # stopping an old container is best effort; reconciliation will report drift

@@ -53,9 +53,9 @@ def rollback(engine, service_name: str, to: str | None = None, actor_name: str |
     before = link_target(current)
     gw = engine.hosts.gateway(target.host)
     name = container_name(svc.name, target.id)
-    started_here = False
+    started_here, info = False, None
     try:
-        info = gw.find_by_name(name)
+        info = gw.find_ours(name, engine.store_id, target.id)
         if info is None:
             raise RollbackFailed(f"the container {name} of {target.id} is gone; deploy again instead")
         engine.paths.ensure(engine.paths.service(svc.name))
@@ -63,13 +63,13 @@ def rollback(engine, service_name: str, to: str | None = None, actor_name: str |
         if before and before != target.id:
             atomic_symlink(engine.paths.previous(svc.name), f"../../releases/{before}")
         if not info.running:
-            gw.start(info.id)
+            gw.start(info)
             started_here = True
         engine.pipeline.write_route(svc, target.id, gw)
-        detail = wait_healthy(gw, name, svc.port, svc.health_path, engine.settings.health_timeout)
+        detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.health_timeout)
     except Exception as e:  # any failure: record it, put back what was serving
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        _restore(engine, svc, serving, before, gw, name if started_here else None)
+        _restore(engine, svc, serving, before, gw, info if started_here else None)
         with engine.store.write():
             Rollback.update(state="failed", error=reason, finished_at=now()).where(Rollback.id == rb.id).execute()
             D.event(target.id, f"Rollback of {svc.name} to {target.id} failed: {reason}; "
@@ -90,15 +90,15 @@ def rollback(engine, service_name: str, to: str | None = None, actor_name: str |
     return Rollback.get_by_id(rb.id)
 
 
-def _restore(engine, svc, serving, before, gw, started_name):
+def _restore(engine, svc, serving, before, gw, started):
     current = engine.paths.current(svc.name)
     try:
         if before:
             atomic_symlink(current, f"../../releases/{before}")
         if serving is not None:
             engine.pipeline.write_route(svc, serving.id, engine.hosts.gateway(serving.host))
-        if started_name:
-            gw.stop(started_name)
+        if started is not None:
+            gw.stop(started)
     except Exception as e:  # restoring is best effort; the event says what is left to fix
         D.event(serving.id if serving else None, f"Restoring {svc.name} after a failed rollback: {e}",
                 kind="rollback", level="error")
