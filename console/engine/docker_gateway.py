@@ -131,7 +131,7 @@ class Gateway:
         buf.seek(0)
         for chunk in self._call("building the base image", self.api.build, fileobj=buf, custom_context=True,
                                 tag=BASE_IMAGE, rm=True, forcerm=True, decode=True,
-                                labels={L.MANAGED: "false", L.ROLE: "base"}):
+                                labels=L.BASE_IMAGE_LABELS):
             if "error" in chunk:
                 raise RuntimeError(f"base image build failed: {chunk['error'].strip()}")
         return True
@@ -193,6 +193,10 @@ class Gateway:
         if image_id is None and not self.image_exists(tag):
             raise RuntimeError("build finished without an image")
         return image_id or self.api.inspect_image(tag)["Id"]
+
+    def image_labels(self, ref: str) -> dict:
+        return (self._call("inspecting an image", self.api.inspect_image, ref).get("Config") or {}).get("Labels") \
+            or {}
 
     def remove_image(self, ref: str) -> str:
         """Remove an image unless a container still uses it. Returns removed | gone | in-use.

@@ -13,6 +13,9 @@ SERVICE = "deployer.service"
 PROJECT = "deployer.project_id"
 SCOPE = "deployer.scope"
 ROLE = "deployer.role"
+PREFIX = "deployer."
+# what deployer/base:busybox carries, so every image built FROM it inherits these two (managed is then overridden)
+BASE_IMAGE_LABELS = {MANAGED: "false", ROLE: "base"}
 DEPLOYMENT_ID_RE = re.compile(r"[0-9a-f]{12}")   # the only deployment ids we create (uuid4 hex, 12 digits)
 
 
@@ -58,3 +61,13 @@ def backup_helper_labels(volume_labels: dict) -> dict[str, str]:
 
 def is_backup_helper(labels: dict | None) -> bool:
     return (labels or {}).get(ROLE) == BACKUP_HELPER
+
+
+def foreign_reserved(image_labels: dict | None, ours: dict[str, str]) -> list[str]:
+    """`key=value` of every `deployer.*` label of a built image that we did not set: a Dockerfile's (or a parent
+    image's) own. Image labels become container labels, so one of these could change what is ours (a
+    `deployer.scope=project` hides the container from cleanup and reconcile); such an image is refused. The labels
+    our base image passes down are ours too."""
+    allowed = {**BASE_IMAGE_LABELS, **ours}
+    return sorted(f"{k}={v}" for k, v in (image_labels or {}).items()
+                  if k.startswith(PREFIX) and allowed.get(k) != v)

@@ -310,8 +310,10 @@ class Pipeline:
     def _building(self, job: Job) -> str:
         dep, gw = job.deployment, job.gateway
         tag = image_tag(job.service.name, dep.id)
+        labels = L.deployment_labels(self.ctx.store_id, dep.id, job.service.name, job.service.project_id)
         self._fault_point(job, "BUILDING")
         if gw.image_exists(tag):
+            self._refuse_reserved_labels(job, tag, labels)
             self._set(dep.id, image=tag)
             return "already built"
         source = self.ctx.paths.release(dep.id) / "source"
@@ -334,14 +336,26 @@ class Pipeline:
             if len(lines) >= 50 or time.monotonic() - last_flush[0] > 0.5:
                 flush()
 
-        labels = L.deployment_labels(self.ctx.store_id, dep.id, job.service.name, job.service.project_id)
         try:
             gw.build(str(source), tag, labels, on_line, job.control.should_stop)
         finally:
             flush()
+        self._refuse_reserved_labels(job, tag, labels)
         self._set(dep.id, image=tag)
         return f"built {tag}"
 
+    def _refuse_reserved_labels(self, job: Job, tag: str, ours: dict) -> None:
+        """Image labels become container labels: a `deployer.*` label we did not set could change what is ours, so
+        such an image is removed (our build labels win over the Dockerfile's, so it carries ours) and refused."""
+        gw = job.gateway
+        image_labels = gw.image_labels(tag)
+        foreign = L.foreign_reserved(image_labels, ours)
+        if not foreign:
+            return
+        if image_labels.get(L.STORE) == ours[L.STORE] and image_labels.get(L.DEPLOYMENT) == ours[L.DEPLOYMENT]:
+            gw.remove_image(tag)
+        raise InputError(f"the image of {job.service.name} sets {', '.join(foreign)} (its Dockerfile or a parent "
+                         f"image's); deployer.* labels are reserved for deployer-console: remove them and deploy again")
 
     def _copying_files(self, job: Job) -> str:
         dep, svc, gw = job.deployment, job.service, job.gateway

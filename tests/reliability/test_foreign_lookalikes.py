@@ -10,9 +10,10 @@ import time
 import docker
 import pytest
 
+from console.engine import labels as L
 from console.engine.errors import ForeignContainer
 from console.engine.paths import link_target
-from console.engine.pipeline import container_name
+from console.engine.pipeline import container_name, image_tag
 from console.engine.rollback import RollbackFailed
 from storage.models import Deployment, DeploymentEvent
 from tests.conftest import make_service_dir
@@ -116,3 +117,13 @@ def test_a_handle_whose_ownership_was_not_checked_is_refused(engine, docker_clie
         gw.find_ours(f"fgn-unchecked-{engine.store_id}", engine.store_id, "0123456789ab")
     assert docker_client.api.inspect_container(stranger)["State"]["Running"]
 
+
+def test_a_dockerfile_deployer_label_is_refused_naming_it_and_leaves_no_image(engine, tmp_path, docker_client):
+    src = make_service_dir(tmp_path / "sneaky", extra="LABEL deployer.scope=project deployer.store=someone")
+    engine.add_service("sneaky", str(src))
+    dep = engine.deploy("sneaky")
+    assert dep.status == "failed"
+    assert dep.error.startswith("BUILDING: ") and "deployer.scope=project" in dep.error
+    assert "deployer.store" not in dep.error  # ours win over the Dockerfile's for the labels we set
+    assert not docker_client.api.images(filters={"reference": image_tag("sneaky", dep.id)})
+    assert docker_client.api.containers(all=True, filters=L.managed_filter(engine.store_id, dep.id)) == []
