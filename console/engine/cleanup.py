@@ -21,7 +21,7 @@ from console.engine.paths import link_target
 from console.engine.pipeline import container_name, image_tag
 from console.engine.validate import PHASES
 from storage.clock import now
-from storage.models import CleanupTask, Deployment, PhaseRun, Rollback, Service
+from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Rollback, Service
 
 log = logging.getLogger(__name__)
 STALE_RUNNING_S = 300
@@ -240,9 +240,21 @@ class Cleaner:
         result = gw.remove_image(tag)
         if result == "removed":
             D.event(dep.id, f"Removed image {tag}", kind="cleanup", host=dep.host)
+        if result != "in-use":
+            self._remove_build_leftovers(gw, dep)
         self._remove_release(dep)
         self._finish(task, "done", f"Completed cleanup for deployment {dep.id}", dep=dep)
         return "done"
+
+    def _remove_build_leftovers(self, gw, dep: Deployment) -> None:
+        """A cancelled or failed build leaves the steps it committed as untagged images; its output (the build
+        events) says which are its own."""
+        lines = [e.message for e in DeploymentEvent.select(DeploymentEvent.message).where(
+            (DeploymentEvent.deployment == dep.id) & (DeploymentEvent.kind == "build")).order_by(DeploymentEvent.id)]
+        removed = gw.remove_build_leftovers(lines, dep.created_at) if lines else []
+        if removed:
+            D.event(dep.id, f"Removed {len(removed)} untagged image(s) left by the build of {dep.id}",
+                    kind="cleanup", host=dep.host)
 
     def _created_container(self, dep: Deployment) -> bool:
         return PhaseRun.select().where((PhaseRun.deployment == dep.id) &

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import tarfile
 import threading
@@ -78,6 +79,19 @@ def _summary(raw: dict, host: str) -> ContainerInfo:
 
 class BackupTooLarge(RuntimeError):
     """A volume backup grew past the bytes it was allowed: abandoned, its part file removed."""
+
+
+_RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
+_REMOVING = re.compile(r"Removing intermediate container ([0-9a-f]{12,64})")
+_STEP_IMAGE = re.compile(r"---> ([0-9a-f]{12,64})")
+
+
+def _ancestors(image_id: str, images: dict) -> set[str]:
+    found, parent = set(), (images.get(image_id) or {}).get("ParentId")
+    while parent in images and parent not in found:
+        found.add(parent)
+        parent = images[parent].get("ParentId")
+    return found
 
 
 def _private_file(path):
@@ -197,6 +211,56 @@ class Gateway:
     def image_labels(self, ref: str) -> dict:
         return (self._call("inspecting an image", self.api.inspect_image, ref).get("Config") or {}).get("Labels") \
             or {}
+
+    def remove_build_leftovers(self, build_lines: list[str], since: float) -> list[str]:
+        """Remove the untagged images a cancelled or failed build left behind (the classic builder keeps every step
+        it committed). They carry no build labels -- the builder adds those as its last steps -- so they are known
+        by provenance, from the build's own output: the step images it says it committed, images committed from
+        its own intermediate containers, and untagged images created since `since` on top of those. Removed leaves
+        first, without force and without pruning: an image in use or with other children stays. Returns the ids."""
+        committed, containers, previous = set(), set(), ""
+        for line in build_lines:
+            text = line.strip()
+            if m := _RUNNING_IN.fullmatch(text) or _REMOVING.fullmatch(text):
+                containers.add(m[1][:12])
+            elif (m := _STEP_IMAGE.fullmatch(text)) and _REMOVING.fullmatch(previous):
+                committed.add(m[1][:12])
+            previous = text
+        if not committed and not containers:
+            return []
+        untagged = {i["Id"]: i for i in self._call("listing images", self.api.images, all=True)
+                    if not [t for t in i.get("RepoTags") or [] if t != "<none>:<none>"]
+                    and float(i.get("Created") or 0) >= since - 60}
+        ours = set()
+        for image_id in untagged:
+            if image_id.split(":")[-1][:12] in committed:
+                ours.add(image_id)
+            elif containers:
+                try:
+                    made_by = self._call("inspecting an image", self.api.inspect_image, image_id).get("Container")
+                except docker.errors.NotFound:
+                    continue
+                if (made_by or "")[:12] in containers:
+                    ours.add(image_id)
+        grew = True
+        while grew:  # the steps committed on top of ours after the output stopped reaching us
+            grew = False
+            for image_id, info in untagged.items():
+                if image_id not in ours and info.get("ParentId") in ours:
+                    ours.add(image_id)
+                    grew = True
+        removed = []
+        while ours:
+            leaves = [i for i in ours if not any(untagged[o].get("ParentId") == i for o in ours)] or list(ours)
+            for image_id in leaves:
+                ours.discard(image_id)
+                try:
+                    self._call("removing an image", self.api.remove_image, image_id, force=False, noprune=True)
+                    removed.append(image_id)
+                except docker.errors.APIError as e:  # in use, or another build's image now sits on it: leave it
+                    log.info("build leftover %s kept: %s", image_id[:19], e)
+                    ours -= _ancestors(image_id, untagged)
+        return removed
 
     def remove_image(self, ref: str) -> str:
         """Remove an image unless a container still uses it. Returns removed | gone | in-use.

@@ -4,19 +4,24 @@ cannot set a `deployer.*` label that would change what is ours.
 
 The look-alike is created here, with no labels (as `docker run -d --name deployer-web-<id> ... sleep 3600` would),
 and removed at the end by the id recorded at creation. What happened to it is read from the engine's own event
-stream: no start, stop, kill, die or exec_* event may name it."""
+stream: no start, stop, kill, die or exec_* event may name it.
+
+Also here (item 12): a cancelled build leaves no untagged image behind once its cleanup ran."""
+import threading
 import time
+import uuid
 
 import docker
 import pytest
 
 from console.engine import labels as L
+from console.engine.cleanup import Cleaner
 from console.engine.errors import ForeignContainer
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, image_tag
 from console.engine.rollback import RollbackFailed
 from storage.models import Deployment, DeploymentEvent
-from tests.conftest import make_service_dir
+from tests.conftest import make_service_dir, wait_for
 
 ACTIONS = ("start", "stop", "kill", "die", "restart", "pause", "rename", "destroy")
 
@@ -127,3 +132,42 @@ def test_a_dockerfile_deployer_label_is_refused_naming_it_and_leaves_no_image(en
     assert "deployer.store" not in dep.error  # ours win over the Dockerfile's for the labels we set
     assert not docker_client.api.images(filters={"reference": image_tag("sneaky", dep.id)})
     assert docker_client.api.containers(all=True, filters=L.managed_filter(engine.store_id, dep.id)) == []
+
+
+def test_a_cancelled_build_leaves_no_untagged_image_behind_after_its_cleanup(engine, tmp_path, docker_client):
+    token = uuid.uuid4().hex
+    src = make_service_dir(tmp_path / "slow", dockerfile=(
+        "FROM deployer/base:busybox\n"
+        f"RUN echo {token}-one > /one\n"
+        f"RUN echo {token}-two > /two\n"
+        f"RUN echo {token}-sleep >/dev/null && sleep 30\n"
+        'CMD ["httpd", "-f", "-p", "8080"]\n'))
+    engine.settings.cleanup_delay = 0
+    engine.add_service("slow", str(src))
+    dep = engine.create_deployment("slow")
+    worker = threading.Thread(target=engine.pipeline.run, args=(dep.id,))
+    worker.start()
+    wait_for(lambda: [c for c in docker_client.api.containers() if f"{token}-sleep" in (c.get("Command") or "")],
+             timeout=60, what="the build to reach its slow step")
+    engine.cancel(dep.id)
+    worker.join(10)
+    wait_for(lambda: not [c for c in docker_client.api.containers(all=True)
+                          if token in (c.get("Command") or "")], timeout=20, what="the build container to go")
+
+    def left_by_the_build() -> list[str]:
+        found = []
+        for image in docker_client.api.images(all=True):
+            try:
+                cmd = docker_client.api.inspect_image(image["Id"]).get("ContainerConfig", {}).get("Cmd") or []
+            except docker.errors.NotFound:
+                continue
+            if token in " ".join(cmd):
+                found.append(image["Id"])
+        return found
+
+    assert left_by_the_build(), "the reproduction: the cancelled build committed its first steps"
+    assert Cleaner(engine).run_due()["done"] == 1
+    assert left_by_the_build() == []
+    assert DeploymentEvent.select().where((DeploymentEvent.deployment == dep.id) &
+                                          DeploymentEvent.message.contains("untagged image(s) left by the build")
+                                          ).exists()
