@@ -19,10 +19,37 @@ def event_dict(e) -> dict:
             "message": e.message, "actor": e.actor, "host": e.host}
 
 
-def deployment_rows(status=None, service=None, host=None, limit=None, since_id=None) -> list[dict]:
+MATCH_FIELDS = {"id": Deployment.id, "service": Service.name, "status": Deployment.status, "host": Deployment.host,
+                "error": Deployment.error}
+
+
+def _match(q, words):
+    """Each word (case-insensitive substring, `field:value` for one field) must match id, service, status, host or
+    error. The LIKE is a superset (`_` and `%` are wildcards there): callers that care re-check in Python."""
+    for word in words or ():
+        field, sep, value = word.partition(":")
+        fields = [MATCH_FIELDS[field]] if sep and field in MATCH_FIELDS else list(MATCH_FIELDS.values())
+        value = value if sep and field in MATCH_FIELDS else word
+        cond = None
+        for f in fields:
+            c = f.contains(value)
+            cond = c if cond is None else cond | c
+        q = q.where(cond)
+    return q
+
+
+def count_deployments(match=None) -> int:
+    return _match(Deployment.select().join(Service), match).count()
+
+
+def deployment_rows(status=None, service=None, host=None, limit=None, since_id=None, match=None,
+                    ids=None) -> list[dict]:
     """Deployments newest first, joined with their service name and latest cleanup state in two queries."""
     q = (Deployment.select(Deployment, Service.name.alias("service_name"))
          .join(Service).order_by(Deployment.created_at.desc(), Deployment.id))
+    q = _match(q, match)
+    if ids is not None:
+        q = q.where(Deployment.id.in_(list(ids)))
     if status:
         q = q.where(Deployment.status == status)
     if service:

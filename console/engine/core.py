@@ -117,14 +117,41 @@ class Engine:
     def get(self, deployment_id: str) -> Deployment:
         return D.resolve(self.store, deployment_id)
 
-    def deployments(self, status=None, service=None, host=None, limit: int | None = None) -> list[dict]:
+    def deployments(self, status=None, service=None, host=None, limit: int | None = None, match=None,
+                    ids=None) -> list[dict]:
+        """Deployments newest first. `match`: words that must each be a substring of the id, service, status, host
+        or error (`status:fail` for one field); `ids`: only these deployments."""
         if status:
             validate.status(status)
         if service is not None:  # an empty --service '' is bad input, not "no filter"
             validate.service_name(service)
         if host is not None:
             validate.host_name(host)
-        return queries.deployment_rows(status=status, service=service, host=host, limit=limit)
+        return queries.deployment_rows(status=status, service=service, host=host, limit=limit, match=match, ids=ids)
+
+    def deployment_count(self, match=None) -> int:
+        return queries.count_deployments(match)
+
+    def current_releases(self) -> dict[str, str]:
+        """{service: deployment id} of the release each service's `current` link points at (what serves)."""
+        from console.engine.paths import link_target
+        out = {}
+        for (name,) in Service.select(Service.name).tuples():
+            target = link_target(self.paths.current(name))
+            if target:
+                out[name] = target
+        return out
+
+    def hosts_summary(self) -> list[dict]:
+        """Each Docker host: url, reachability, last error, last seen, and its deployments counted by status."""
+        from peewee import fn
+        counts: dict[str, dict[str, int]] = {}
+        for host, status, n in (Deployment.select(Deployment.host, Deployment.status, fn.COUNT(Deployment.id))
+                                .group_by(Deployment.host, Deployment.status).tuples()):
+            counts.setdefault(host, {})[status] = n
+        return [{"name": h.name, "url": h.url, "default": h.is_default, "reachable": h.reachable,
+                 "last_error": h.last_error, "last_seen_at": h.last_seen_at, "deployments": counts.get(h.name, {})}
+                for h in Host.select().order_by(Host.name)]
 
     def show(self, deployment_id: str, events: bool = True, event_limit: int = 500) -> dict:
         dep = self.get(deployment_id)
