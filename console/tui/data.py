@@ -4,13 +4,10 @@ managed containers). No Textual import: the screens call this from thread worker
 The deployments table never holds the whole store: it shows the newest WINDOW rows that match the filter plus every
 active (queued/deploying) deployment, however old, so 10,000 rows in the store cost the same as 500.
 """
-import re
 import time
 from dataclasses import dataclass, field
 
 from console import fmt
-from console.engine import validate
-from console.engine.errors import InputError
 from storage.clock import now
 
 WINDOW = 500
@@ -18,52 +15,40 @@ ACTIVE = ("queued", "deploying")
 SORTS = ("newest", "status", "service", "host")
 STATUS_RANK = {"deploying": 0, "queued": 1, "degraded": 2, "failed": 3, "success": 4, "cancelled": 5,
                "superseded": 6}
-HEX_RE = re.compile(r"^[0-9a-f]{1,12}$")
+MATCH_FIELDS = ("id", "service", "status", "host", "error")
+SHORT_PHASE = {"PULLING_SOURCE": "PULL", "BUILDING": "BUILD", "COPYING_FILES": "COPY",
+               "CREATING_SYMLINKS": "LINK", "UPDATING_ROUTES": "ROUTE", "HEALTH_CHECK": "HEALTH"}
 EVENT_KINDS = ("all", "deployment", "cleanup", "reconcile", "rollback", "audit", "host", "build")
 
 
 @dataclass(frozen=True)
 class Filter:
-    service: str | None = None
-    status: str | None = None
-    id_prefix: str | None = None
+    """What the filter bar holds: words that must each be a case-insensitive substring of the id, service, status,
+    host or error (`status:fail`, `host:h2` etc. look in one field only)."""
+    words: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "Filter":
-        """`web failed a1b2`, or explicit `service:web status:failed id:a1b2`. A bare word that is a status is the
-        status, 4-12 hex digits are an id prefix, anything else is a service name."""
-        service = status = prefix = None
-        for word in (text or "").split():
-            key, sep, value = word.partition(":") if ":" in word else ("", "", word)
-            value = value.strip()
-            if key == "status" or (not sep and value in validate.STATUSES):
-                status = validate.status(value)
-            elif key == "id" or (not sep and validate.DEPLOYMENT_RE.fullmatch(value) and
-                                 any(c.isdigit() for c in value)):
-                if not HEX_RE.fullmatch(value):
-                    raise InputError(f"invalid id prefix {value!r}: 1-12 hex digits")
-                prefix = value
-            elif key in ("", "service"):
-                service = validate.service_name(value)
-            else:
-                raise InputError(f"unknown filter {key!r}: use service:, status: or id:")
-        return cls(service, status, prefix)
+        return cls(tuple(w.lower() for w in (text or "").split()))
 
     def text(self) -> str:
-        parts = [f"service:{self.service}" if self.service else "", f"status:{self.status}" if self.status else "",
-                 f"id:{self.id_prefix}" if self.id_prefix else ""]
-        return " ".join(p for p in parts if p)
+        return " ".join(self.words)
 
     def matches(self, row: dict) -> bool:
-        return ((not self.service or row["service"] == self.service) and
-                (not self.status or row["status"] == self.status) and
-                (not self.id_prefix or row["id"].startswith(self.id_prefix)))
+        for word in self.words:
+            field, sep, value = word.partition(":")
+            fields = [field] if sep and field in MATCH_FIELDS else MATCH_FIELDS
+            value = value if sep and field in MATCH_FIELDS else word
+            if not any(value in str(row.get(f) or "").lower() for f in fields):
+                return False
+        return True
 
 
 @dataclass
 class Snapshot:
     rows: list[dict]
-    total: int
+    total: int          # every deployment in the store
+    matched: int        # those the filter matches
     status: dict
     events: list[dict]
     containers: list[dict] | None
@@ -80,10 +65,15 @@ def sort_rows(rows: list[dict], sort: str) -> list[dict]:
     return newest
 
 
-def deployment_cells(row: dict) -> tuple[str, ...]:
-    """The plain text of one table row: id, service, status, phase, age, duration, cleanup, host."""
-    return (row["id"], row["service"], row["status"], fmt.phase_progress(row["phase"], row["status"]),
-            fmt.age(row["created_at"]), fmt.run_time(row), row.get("cleanup") or "-", row["host"])
+def deployment_cells(row: dict, short: bool = False) -> tuple[str, ...]:
+    """The plain text of one table row: id, service, status (● when it is the release that serves), phase (short
+    names at narrow widths), age, run time, cleanup, host."""
+    phase = fmt.phase_progress(row["phase"], row["status"])
+    if short and row["phase"]:
+        phase = phase.replace(row["phase"], SHORT_PHASE.get(row["phase"], row["phase"]))
+    status = ("● " if row.get("current") else "") + row["status"]
+    return (row["id"], row["service"], status, phase, fmt.age(row["created_at"]), fmt.run_time(row),
+            row.get("cleanup") or "-", row["host"])
 
 
 class Poller:
@@ -91,32 +81,26 @@ class Poller:
         self.engine = engine
         self.window = window
 
-    def deployments(self, flt: Filter, sort: str) -> tuple[list[dict], int]:
+    def deployments(self, flt: Filter, sort: str, pinned=()) -> tuple[list[dict], int, int]:
+        """The newest WINDOW rows the filter matches, every active one, and the `pinned` ones (deployments the
+        operator acted on stay in view whatever the filter). Returns (rows, matched, total)."""
         eng = self.engine
-        if flt.id_prefix:
-            rows = [r for r in eng.deployments(status=flt.status, service=flt.service)
-                    if r["id"].startswith(flt.id_prefix)]
-            total = len(rows)
-            rows = rows[:self.window]
-        else:
-            rows = eng.deployments(status=flt.status, service=flt.service, limit=self.window)
-            total = self.count(flt)
+        words = list(flt.words) or None
+        rows = [r for r in eng.deployments(match=words, limit=self.window) if flt.matches(r)]
+        total = eng.deployment_count()
+        matched = eng.deployment_count(words) if words else total
         seen = {r["id"] for r in rows}
         for status in ACTIVE:
-            if flt.status in (None, status):
-                rows += [r for r in eng.deployments(status=status, service=flt.service)
-                         if r["id"] not in seen and flt.matches(r)]
-        return sort_rows(rows, sort), total
-
-    @staticmethod
-    def count(flt: Filter) -> int:
-        from storage.models import Deployment, Service
-        q = Deployment.select()
-        if flt.service:
-            q = q.join(Service).where(Service.name == flt.service)
-        if flt.status:
-            q = q.where(Deployment.status == flt.status)
-        return q.count()
+            extra = [r for r in eng.deployments(status=status, match=words) if r["id"] not in seen and flt.matches(r)]
+            rows += extra
+            seen.update(r["id"] for r in extra)
+        missing = [i for i in pinned if i not in seen]
+        if missing:
+            rows += eng.deployments(ids=missing)
+        current = set(eng.current_releases().values()) if hasattr(eng, "current_releases") else set()
+        for r in rows:
+            r["current"] = r["id"] in current
+        return sort_rows(rows, sort), matched, total
 
     def status(self) -> dict:
         if hasattr(self.engine, "status"):
@@ -135,16 +119,16 @@ class Poller:
             return [], [one_line(e)]
         return rows, [f"{host}: {error}" for host, error in unreachable.items()]
 
-    def poll(self, flt: Filter, sort: str, since_id: int, containers: bool = True) -> Snapshot:
+    def poll(self, flt: Filter, sort: str, since_id: int, containers: bool = True, pinned=()) -> Snapshot:
         t0 = time.perf_counter()
         try:
-            rows, total = self.deployments(flt, sort)
+            rows, matched, total = self.deployments(flt, sort, pinned)
             status = self.status()
             events = self.events(since_id)
             cons, errors = self.containers() if containers else (None, [])
         finally:
             self.release()
-        return Snapshot(rows, total, status, events, cons, errors, (time.perf_counter() - t0) * 1000)
+        return Snapshot(rows, total, matched, status, events, cons, errors, (time.perf_counter() - t0) * 1000)
 
     def release(self) -> None:
         """Close this worker thread's store connection (each thread worker is a new thread)."""

@@ -151,3 +151,42 @@ def seed_history(store, count: int, at: float = FROZEN_AT) -> None:
     with store.write():
         for i in range(0, len(rows), 500):
             Deployment.insert_many(rows[i:i + 500]).execute()
+
+
+def link_current(paths) -> None:
+    """Point each serving service's `current` link at its release, as a finished deployment leaves it."""
+    import os
+    for dep_id, service, status, *_ in SHOWCASE:
+        if status in ("success", "degraded"):
+            link = paths.current(service)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                os.symlink(str(paths.release(dep_id)), link)
+
+
+def showcase_status(at: float = FROZEN_AT) -> dict:
+    """What `Engine.status()` says in a console that leads, with two hosts (one down): snapshots and screenshots."""
+    return {"leader": {"holder": "ops-1:4242:7", "host": "ops-1", "pid": 4242, "expires_at": at + 13},
+            "role": "leader", "me": "ops-1:4242:7", "jobs": [], "cleanup_queue": 1, "read_only": False,
+            "hosts": [{"name": "local", "url": "unix:///var/run/docker.sock", "reachable": True, "last_error": None,
+                       "last_seen_at": at - 3},
+                      {"name": "h2", "url": "tcp://10.0.0.2:2376", "reachable": False,
+                       "last_error": "connection refused", "last_seen_at": at - 600}],
+            "last_reconcile_at": at - 6, "next_reconcile_at": at + 9}
+
+
+def showcase_containers(at: float = FROZEN_AT) -> list[dict]:
+    """What `Engine.containers(all=True)` lists for the showcase: serving ones healthy, the failed deployment's
+    container unhealthy (an orphan now), a container of no known deployment, and a stopped rollback target."""
+    def row(dep_id, service, state, health, minutes, orphan, status=None, ports=()):
+        return {"id": f"{dep_id[:6]}c0ffee"[:12], "name": f"deployer-{service}-{dep_id}", "deployment_id": dep_id,
+                "service": service, "state": state, "status": state, "health": health,
+                "image": f"deployer/{service}:{dep_id}", "created": at - minutes * 60, "ports": list(ports),
+                "host": "local", "deployment_status": status, "orphan": orphan}
+    return [row("a1b2c3d4e5f6", "web", "created", "starting", 0.5, False, "deploying"),
+            row("c3d4e5f6a1b2", "web", "exited", "unhealthy", 5, True, "failed"),
+            row("d4e5f6a1b2c3", "api", "running", "healthy", 14, False, "success", ["0.0.0.0:32771->8080/tcp"]),
+            row("e5f6a1b2c3d4", "worker", "restarting", "unhealthy", 25, False, "degraded"),
+            row("0a1b2c3d4e5f", "web", "running", "healthy", 48, False, "success", ["0.0.0.0:32768->8080/tcp"]),
+            row("1b2c3d4e5f0a", "web", "exited", "-", 95, False, "superseded"),
+            row("77aa88bb99cc", "ghost", "running", "-", 600, True)]

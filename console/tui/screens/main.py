@@ -12,21 +12,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
-
-from console.tui.widgets.footer import Footer
 
 from console.engine import pipeline
 from console.engine.errors import DeployerError
 from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
-from console.tui.screens.modals import ConfirmScreen, FilterScreen, HelpScreen, ResumeScreen
+from console.tui.screens.modals import ConfirmScreen, HelpScreen, HostsScreen, ResumeScreen
 from console.tui.widgets.containers import ContainersTable
 from console.tui.widgets.deployments import DeploymentsTable
 from console.tui.widgets.eventlog import EventLog
+from console.tui.widgets.footer import Footer
+from console.tui.widgets.notice import NoticeLine
 from console.tui.widgets.statusbar import StatusBar
 
 MUTATING = {"cancel", "resume", "rollback"}
+VIEWS = ("deployments", "containers", "events", "hosts")
 
 # binding id -> (default key, footer label, what it does); ids are what [console.keys] in config.toml rebinds
 ACTIONS = {
@@ -35,17 +36,62 @@ ACTIONS = {
     "rollback": ("b", "Rollback", "Roll the selected deployment's service back to its previous release"),
     "details": ("d", "Details", "Details: phase timeline, events, cleanup task, containers"),
     "logs": ("l", "Logs", "Follow the logs of the selected container"),
-    "filter": ("slash", "Filter", "Filter deployments by service, status or id prefix"),
+    "filter": ("slash", "Filter", "Filter as you type: words matched in id, service, status, host and error "
+                                  "(status:failed for one field); enter keeps it, escape clears"),
     "sort": ("s", "Sort", "Cycle the sort: newest, status, service, host"),
     "containers": ("a", "All ctrs", "Toggle: containers of the selection / all managed containers (orphans)"),
     "event_kind": ("e", "Ev kind", "Cycle the event log's kind filter"),
     "event_scope": ("f", "Ev scope", "Toggle the event log between all deployments and the selected one"),
+    "zoom": ("z", "Zoom", "Maximise the focused pane / restore it"),
+    "newest": ("n", "Newest", "Jump to the newest deployment"),
+    "command": ("colon", "Views", "Open a view by name: :deployments, :containers, :events, :hosts"),
 }
+PROMPTS = {"filter", "command"}
+HIDDEN = {"event_kind", "event_scope", "newest", "command"}   # in help and the palette, not in the footer
+
+
+APP_DEFAULTS = {"help": "question_mark", "quit": "q"}
+# keys the tables, the event log and dialogs use without a binding id: a rebinding onto one of them would never fire
+RESERVED = {"j", "k", "g", "G", "home", "end", "up", "down", "left", "right", "pageup", "pagedown", "enter",
+            "escape", "tab", "shift+tab", "ctrl+p"}
+
+
+def checked_keymap(keys: dict[str, str], app_ids=frozenset(APP_DEFAULTS)) -> tuple[dict[str, str], list[str]]:
+    """The `[keys]` rebindings that can be applied, and one line per problem. A rebinding onto a key another action
+    already has is refused and reported, so neither action loses its key silently."""
+    from textual.keys import _normalize_key_list   # Textual's own spelling of keys ("?" -> "question_mark")
+    defaults = {i: k for i, (k, _, _) in ACTIONS.items()} | {i: APP_DEFAULTS[i] for i in app_ids}
+    problems, applied = [], {}
+    unknown = sorted(set(keys) - set(defaults))
+    if unknown:
+        problems.append(f"unknown binding ids ignored: {', '.join(unknown)}")
+    bound = {i: set(_normalize_key_list(k).split(",")) for i, k in defaults.items()}
+    for binding_id, value in keys.items():
+        if binding_id not in defaults:
+            continue
+        wanted = set(_normalize_key_list(value).split(","))
+        owner = next((other for other, ks in bound.items() if other != binding_id and ks & wanted), None)
+        taken = wanted & RESERVED
+        if owner or taken:
+            what = owner or "navigation"
+            problems.append(f'{binding_id} = "{value}" collides with {what}; {binding_id} stays on '
+                            f'{", ".join(sorted(bound[binding_id]))}')
+            continue
+        bound[binding_id] = wanted
+        applied[binding_id] = value
+    return applied, problems
+
+
+class Pane(Vertical):
+    ALLOW_MAXIMIZE = True    # `z` on the table maximises the pane (title, table and failure line)
 
 
 class MainScreen(Screen):
-    BINDINGS = [Binding(key, action, label, id=action, show=action not in ("event_kind", "event_scope"))
-                for action, (key, label, _) in ACTIONS.items()]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]   # narrow: the event log gets the width
+    # `/` and `:` are priority bindings: they run as the key arrives, so the keys typed right after them are
+    # already routed to the prompt (a plain binding runs only after those keys were queued for the table)
+    BINDINGS = [Binding(key, action, label, id=action, show=action not in HIDDEN, priority=action in PROMPTS)
+                for action, (key, label, _) in ACTIONS.items()] + [Binding("escape", "back", show=False)]
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -69,12 +115,18 @@ class MainScreen(Screen):
         self.last_render_ms = 0.0
         self.last_counts: dict = {}
         self.polls = 0
+        self.matched = 0
+        self.pinned: dict[str, str] = {}    # deployments acted on -> their status then: kept in view while they run
+        self.prompt_mode: str | None = None  # "/" filter bar or ":" view prompt
 
     # ---- layout
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        with Vertical(id="deployments-pane"):
+        yield NoticeLine(id="notice")
+        yield Input(id="prompt", compact=True)
+        with Pane(id="deployments-pane"):
             yield DeploymentsTable(id="deployments")
+            yield Static(id="failure")
         with Horizontal(id="bottom"):
             yield ContainersTable(id="containers")
             yield EventLog(id="events")
@@ -89,29 +141,31 @@ class MainScreen(Screen):
         self.poll()
 
     # ---- poll -> render -> reschedule
-    def poll(self) -> None:
+    def poll(self, containers: bool = True) -> None:
         if self._polling:
             return
         self._polling = True
         # the first poll skips Docker so the first paint waits for the store only; the next one follows at once
-        self._fetch(self.filter, self.sort, self._since_id, self.polls > 0)
+        self._fetch(self.filter, self.sort, self._since_id, containers and self.polls > 0, tuple(self.pinned))
 
-    def poll_now(self) -> None:
-        """Poll at once (after an action) unless one is in flight; the in-flight one reschedules."""
+    def poll_now(self, containers: bool = True) -> None:
+        """Poll at once (after an action) unless one is in flight; the in-flight one reschedules. A filter or sort
+        change polls the store only (containers stay as they were), so the rows follow the keys quickly."""
         if self._timer is not None:
             self._timer.stop()
-        self.poll()
+        self.poll(containers)
 
     @work(thread=True, group="poll", exit_on_error=False)
-    def _fetch(self, flt: Filter, sort: str, since_id: int, containers: bool = True):
-        return flt, sort, self.poller.poll(flt, sort, since_id, containers)
+    def _fetch(self, flt: Filter, sort: str, since_id: int, containers: bool = True, pinned=()):
+        return flt, sort, self.poller.poll(flt, sort, since_id, containers, pinned)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.group == "poll":
             if event.state == WorkerState.SUCCESS:
                 flt, sort, snap = worker.result
-                if (flt, sort) == (self.filter, self.sort):
+                stale = (flt, sort) != (self.filter, self.sort)
+                if not stale:
                     self.deliver(snap)
                 else:  # the filter changed while it ran: its rows are stale, but its events are new
                     self._take_events(snap.events)
@@ -120,8 +174,11 @@ class MainScreen(Screen):
             if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
                 self._polling = False
                 self.polls += 1
-                self._timer = self.set_timer(self.app.engine.settings.poll_interval if self.polls > 1 else 0.01,
-                                             self.poll)
+                if event.state == WorkerState.SUCCESS and stale:     # rows for the filter typed since
+                    self._timer = self.set_timer(0.01, lambda: self.poll(containers=False))
+                else:
+                    self._timer = self.set_timer(
+                        0.01 if self.polls <= 1 else self.app.engine.settings.poll_interval, self.poll)
         elif worker.group == "action" and event.state == WorkerState.ERROR:
             self.report(one_line(worker.error), remember=False)
 
@@ -147,8 +204,10 @@ class MainScreen(Screen):
         try:
             with self.app.batch_update():
                 table = self.query_one(DeploymentsTable)
+                table.fit(host_count=len((snap.status or {}).get("hosts") or []))
                 self.last_counts = table.show(snap.rows)
-                self.total = snap.total
+                self._unpin(snap.rows)
+                self.total, self.matched = snap.total, snap.matched
                 self.status = snap.status
                 self.query_one(StatusBar).show(snap.status, self.read_only)
                 if snap.containers is not None:
@@ -157,6 +216,7 @@ class MainScreen(Screen):
                 events, self._pending_events = self._pending_events, []
                 self.query_one(EventLog).add(events)
                 self._titles()
+                self.show_failure()
             self._last_error = None
         except Exception as e:  # a render problem is a notice, never a crash
             self.report(f"display failed: {one_line(e)}")
@@ -179,14 +239,41 @@ class MainScreen(Screen):
             self._last_error = message
         self.app.notify(message, severity="error", timeout=6)
 
+    def _unpin(self, rows: list[dict]) -> None:
+        for r in rows:
+            then = self.pinned.get(r["id"])
+            if then is not None and r["status"] != then and r["status"] not in ACTIVE:
+                del self.pinned[r["id"]]      # it ran and finished: the filter decides again
+
     # ---- panes
     def _titles(self) -> None:
         dep = self.query_one("#deployments-pane")
-        shown = self.query_one(DeploymentsTable).row_count
         flt = self.filter.text()
-        dep.border_title = f"Deployments {shown} of {self.total}" + (f" · filter {flt}" if flt else "")
+        if flt:
+            dep.border_title = f"Deployments {self.matched} of {self.total} · /{flt}"
+        else:
+            dep.border_title = f"Deployments {self.total}"
         dep.border_subtitle = f"sort {self.sort}"
         self.query_one(EventLog).border_title = f"Events · {self.query_one(EventLog).describe()}"
+
+    def show_failure(self) -> None:
+        """The selected deployment's error, one line under the table (details has it whole)."""
+        strip = self.query_one("#failure", Static)
+        row = self.selected()
+        if not row or not row.get("error"):
+            strip.display = False
+            return
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("✗ ", style="bold red")
+        error = " ".join(row["error"].split())
+        phase = row["phase"] or "no phase"
+        t.append(f"{row['status']} in {phase}: ", style="bold")
+        t.append(error.removeprefix(f"{phase}: "), style="red")
+        strip.update(t)
+        strip.display = True
+
+    def on_event_log_follow_changed(self, event) -> None:
+        self._titles()
 
     def show_containers(self) -> None:
         table = self.query_one(ContainersTable)
@@ -194,10 +281,10 @@ class MainScreen(Screen):
         if self.show_all_containers:
             rows = self.containers
             orphans = sum(1 for c in rows if c.get("orphan"))
-            title = f"All managed containers {len(rows)}" + (f" · {orphans} orphan" if orphans else "")
+            title = f"All containers {len(rows)}" + (f" · {orphans} orphan" if orphans else "")
         else:
             rows = [c for c in self.containers if selected and c["deployment_id"] == selected["id"]]
-            title = f"Containers of {selected['id']} {len(rows)}" if selected else "Containers"
+            title = f"Containers {len(rows)} · {selected['id']}" if selected else "Containers"
         if self.container_errors:
             title += " · unreachable: " + "; ".join(self.container_errors)
         table.border_title = title
@@ -209,6 +296,7 @@ class MainScreen(Screen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "deployments":
             self.show_containers()
+            self.show_failure()
             log = self.query_one(EventLog)
             if log.deployment_id is not None:
                 sel = self.selected()
@@ -223,6 +311,15 @@ class MainScreen(Screen):
             self.action_logs()
 
     # ---- guards
+    def check_action(self, action: str, parameters) -> bool | None:
+        # read-only: the mutating keys are not offered (hidden from the footer, the key does nothing); the palette
+        # still lists them, marked, and says why when picked
+        if action in MUTATING and getattr(self, "read_only", False):
+            return False
+        if action in PROMPTS and self.prompt_mode is not None:
+            return False      # typing `/` or `:` in the prompt is text
+        return True
+
     def refuse(self, action: str) -> bool:
         if action in MUTATING and self.read_only:
             self.app.notify(f"read-only mode: {action} refused", title="READ-ONLY", severity="warning")
@@ -256,7 +353,7 @@ class MainScreen(Screen):
         body.append("  • its own volumes (backed up first); container logs are archived\n")
         body.append(f"  • its release directory (releases/{row['id']} in the data directory)\n")
         self.app.push_screen(ConfirmScreen(f"Cancel {row['id']}?", body, yes="Cancel deployment"),
-                             lambda ok: ok and self.run_engine("cancel", row["id"]))
+                             lambda ok: ok and self.act("cancel", row))
 
     def action_resume(self) -> None:
         if self.refuse("resume") or (row := self.need_selection()) is None:
@@ -265,7 +362,7 @@ class MainScreen(Screen):
             self.app.notify(f"deployment {row['id']} is {row['status']}; only failed or stuck deployments can be "
                             f"resumed", severity="warning")
             return
-        self.app.push_screen(ResumeScreen(row), lambda phase: phase and self.run_engine("resume", row["id"], phase))
+        self.app.push_screen(ResumeScreen(row), lambda phase: phase and self.act("resume", row, phase))
 
     def action_rollback(self) -> None:
         if self.refuse("rollback") or (row := self.need_selection()) is None:
@@ -304,26 +401,121 @@ class MainScreen(Screen):
         from console.tui.screens.logs import LogsScreen
         self.app.push_screen(LogsScreen(container))
 
+    # ---- the prompt line: `/` filters as you type, `:` opens a view by name
     def action_filter(self) -> None:
-        self.app.push_screen(FilterScreen(self.filter.text()), self._set_filter)
+        self.open_prompt("/", self.filter.text())
 
-    def _set_filter(self, text: str | None) -> None:
-        if text is None:
+    def action_command(self) -> None:
+        self.open_prompt(":", "")
+
+    def open_prompt(self, mode: str, value: str) -> None:
+        prompt = self.query_one("#prompt", Input)
+        self.prompt_mode = mode
+        prompt.placeholder = ("filter: words in id, service, status, host, error (status:failed)   enter keep · "
+                              "escape clear" if mode == "/" else "view: deployments, containers, events, hosts")
+        prompt.value = value
+        prompt.cursor_position = len(value)
+        prompt.display = True
+        prompt.border_title = mode
+        self.set_focus(prompt)    # at once, not after a refresh: keys typed right after `/` land in the bar
+
+    def close_prompt(self) -> None:
+        self.prompt_mode = None
+        self.query_one("#prompt", Input).display = False
+        self.query_one(DeploymentsTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "prompt" and self.prompt_mode == "/":
+            event.stop()
+            self.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt":
             return
-        try:
-            flt = Filter.parse(text)
-        except DeployerError as e:
-            self.app.notify(str(e), severity="error")
+        event.stop()
+        mode = self.prompt_mode
+        self.close_prompt()
+        if mode == ":":
+            self.open_view(event.value)
+
+    def set_filter(self, text: str) -> None:
+        flt = Filter.parse(text)
+        if flt == self.filter:
             return
         self.filter = flt
+        self.pinned = {k: v for k, v in self.pinned.items() if v in ACTIVE}
+        # narrow at once from the rows on screen; the poll that follows brings rows beyond them
+        table = self.query_one(DeploymentsTable)
+        rows = list(getattr(table, "rows_by_id", {}).values())
+        table.show([r for r in rows if flt.matches(r) or r["id"] in self.pinned])
+        self.matched = table.row_count if flt.words else self.total
         self._titles()
-        self.poll_now()
+        self.show_containers()
+        self.show_failure()
+        self.poll_now(containers=False)
+
+    def action_back(self) -> None:
+        """escape: closes the prompt (clearing the filter), restores a zoomed pane, clears the filter."""
+        if self.prompt_mode is not None:
+            if self.prompt_mode == "/":
+                self.set_filter("")
+            self.close_prompt()
+        elif self.maximized is not None:
+            self.minimize()
+        elif self.filter.words:
+            self.set_filter("")
+
+    def open_view(self, name: str) -> None:
+        name = name.strip().lstrip(":").lower()
+        match = [v for v in VIEWS if name and v.startswith(name)]
+        if len(match) != 1:
+            self.app.notify(f"no view {name!r}: use {', '.join(VIEWS)}", severity="warning")
+            return
+        view = match[0]
+        if view == "hosts":
+            self._load_hosts()
+            return
+        if self.maximized is not None:
+            self.minimize()
+        if view == "containers":
+            self.show_all_containers = True
+            self.show_containers()
+            self.query_one(ContainersTable).focus()
+        elif view == "events":
+            self.query_one(EventLog).focus()
+        else:
+            self.query_one(DeploymentsTable).focus()
+
+    @work(thread=True, group="hosts", exclusive=True, exit_on_error=False)
+    def _load_hosts(self) -> None:
+        try:
+            rows = self.app.engine.hosts_summary()
+        finally:
+            self.poller.release()
+        for h in rows:
+            mine = [c for c in self.containers if c.get("host") == h["name"]]
+            h["containers"] = len(mine)
+            h["orphans"] = sum(1 for c in mine if c.get("orphan"))
+        self.app.call_from_thread(self.app.push_screen, HostsScreen(rows))
+
+    def action_zoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif self.focused is not None:
+            self.maximize(self.focused)
+
+    def action_newest(self) -> None:
+        table = self.query_one(DeploymentsTable)
+        rows = getattr(table, "rows_by_id", {})
+        if rows:
+            newest = max(rows.values(), key=lambda r: (r["created_at"] or 0, r["id"]))
+            table.move_cursor(row=table.get_row_index(newest["id"]))
+            table.focus()
 
     def action_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self._titles()
-        self.app.notify(f"sort: {self.sort}", timeout=2)
-        self.poll_now()
+        self.poll_now(containers=False)
 
     def action_containers(self) -> None:
         self.show_all_containers = not self.show_all_containers
@@ -345,6 +537,9 @@ class MainScreen(Screen):
         for key, active in self.active_bindings.items():
             if active.binding.id:
                 keys.setdefault(active.binding.id, []).append(self.app.get_key_display(active.binding))
+        keymap = getattr(self.app, "key_map", {})   # read-only hides mutating keys from active_bindings
+        for binding_id in MUTATING - set(keys):
+            keys[binding_id] = [k.strip() for k in keymap.get(binding_id, ACTIONS[binding_id][0]).split(",")]
         rows = []
         for binding_id, (default, _, text) in ACTIONS.items():
             shown = ", ".join(dict.fromkeys(keys.get(binding_id, [default])))
@@ -354,17 +549,24 @@ class MainScreen(Screen):
         for binding_id, text in (("help", "This help"), ("quit", "Quit (the embedded engine stops with it)")):
             rows.append((", ".join(dict.fromkeys(keys.get(binding_id, ["?" if binding_id == "help" else "q"]))),
                          binding_id, text))
-        rows += [("ctrl+p", "palette", "Command palette: every action by name"),
+        rows += [("ctrl+p", "palette", "Command palette: every action by name, with its key"),
                  ("tab / shift+tab", "focus", "Move between deployments, containers and the event log"),
-                 ("↑ ↓ pgup pgdn", "move", "Move the cursor; scrolling the event log up pauses its tail"),
+                 ("↑ ↓ j k pgup pgdn", "move", "Move the cursor; in the event log, moving up pauses following"),
+                 ("g G home end", "first/last", "First / last row; in the event log end (G) follows again"),
                  ("y / n", "confirm", "In a confirmation: yes / no (escape is no)"),
-                 ("escape", "back", "Close a dialog or go back from details and logs")]
+                 ("escape", "back", "Close the prompt or a dialog, restore a zoomed pane, clear the filter; "
+                                    "go back from details and logs")]
         return rows
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.help_rows(), self.read_only))
 
     # ---- engine calls, in a thread worker
+    def act(self, action: str, row: dict, *args) -> None:
+        """Run an action on a deployment and keep it in view (whatever the filter) while it runs."""
+        self.pinned[row["id"]] = row["status"]
+        self.run_engine(action, row["id"], *args)
+
     def run_engine(self, action: str, *args) -> None:
         self._engine_call(action, *args)
 

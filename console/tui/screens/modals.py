@@ -1,14 +1,16 @@
-"""Modal dialogs: confirmation (y/n), the resume phase picker, the filter prompt and the help screen."""
+"""Modal dialogs: confirmation (y/n), the resume phase picker, the help screen and the hosts view."""
 import time
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, OptionList, Static
+from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from console import fmt
 from console.engine.validate import PHASES
 
 
@@ -89,31 +91,8 @@ class ResumeScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class FilterScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "close", "Back", id="filter_back")]
-
-    def __init__(self, current: str, **kwargs):
-        super().__init__(**kwargs)
-        self.current = current
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label("Filter deployments", id="dialog-title")
-            yield Input(self.current, placeholder="web failed a1b2   or   service:web status:failed id:a1b2",
-                        id="filter-input")
-            yield Label("A status word, an id prefix (hex) or a service name. Empty clears. "
-                        "[b]enter[/] apply  [b]escape[/] back", id="dialog-hint")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.dismiss(event.value.strip())
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
 class HelpScreen(ModalScreen[None]):
-    """Every key (as currently bound, keymap applied) and what it does."""
+    """Every key (as currently bound, keymap applied) and what it does; the text wraps to the screen and scrolls."""
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
 
     def __init__(self, rows: list[tuple[str, str, str]], read_only: bool, **kwargs):
@@ -122,20 +101,58 @@ class HelpScreen(ModalScreen[None]):
         self.read_only = read_only
 
     def compose(self) -> ComposeResult:
+        table = Table(box=None, expand=True, show_edge=False, pad_edge=False, header_style="bold")
+        table.add_column("KEY", style="bold", no_wrap=True, max_width=20)
+        table.add_column("ACTION", style="cyan", no_wrap=True)
+        table.add_column("WHAT IT DOES", ratio=1)
+        for key, binding_id, text in self.rows:
+            table.add_row(key, binding_id, text)
         with Vertical(id="help"):
             yield Label("Keys" + ("   (READ-ONLY: mutating keys are refused)" if self.read_only else ""),
                         id="dialog-title")
-            yield DataTable(id="help-table", cursor_type="none", zebra_stripes=True)
-            yield Label("Rebind a key in config.toml:  [console.keys]  cancel = \"x\"     "
-                        "[b]escape[/] close", id="dialog-hint")
+            with VerticalScroll(id="help-body"):
+                yield Static(table, id="help-table")
+            yield Label('Rebind in config.toml:  \\[keys]  cancel = "x"    [b]↑ ↓[/] scroll  [b]escape[/] close',
+                        id="dialog-hint")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column("KEY", width=14)
-        table.add_column("ACTION", width=16)
-        table.add_column("WHAT IT DOES", width=80)
-        for key, binding_id, text in self.rows:
-            table.add_row(Text(key, style="bold"), binding_id, text)
+        self.query_one("#help-body").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HostsScreen(ModalScreen[None]):
+    """`:hosts`: each Docker engine's reachability, last error, deployments and containers."""
+    BINDINGS = [Binding("escape,q", "close", "Close", id="hosts_close")]
+
+    def __init__(self, hosts: list[dict], **kwargs):
+        super().__init__(**kwargs)
+        self.hosts = hosts
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, expand=True, show_edge=False, pad_edge=False, header_style="bold")
+        for name, kw in (("HOST", {"no_wrap": True}), ("STATE", {"no_wrap": True}), ("SEEN", {"no_wrap": True}),
+                         ("DEPLOYMENTS", {}), ("CONTAINERS", {"no_wrap": True}), ("URL / LAST ERROR", {"ratio": 1})):
+            table.add_column(name, **kw)
+        for h in self.hosts:
+            up = h.get("reachable")
+            state = Text("up", "green") if up else Text("down", "bold red") if up is False else Text("?", "yellow")
+            counts = h.get("deployments") or {}
+            active = sum(counts.get(s, 0) for s in ("queued", "deploying"))
+            deps = f"{sum(counts.values())} ({active} active, {counts.get('failed', 0)} failed)"
+            ctrs = f"{h.get('containers', 0)}" + (f" ({h['orphans']} orphan)" if h.get("orphans") else "")
+            where = Text((h["url"] or "local socket") + (" (default)" if h.get("default") else ""))
+            if h.get("last_error"):
+                where.append("\n" + h["last_error"], style="red")
+            seen = fmt.age(h.get("last_seen_at"))
+            table.add_row(Text(h["name"], style="bold"), state, seen + (" ago" if seen != "-" else ""), deps, ctrs,
+                          where)
+        with Vertical(id="hosts"):
+            yield Label(f"Hosts {len(self.hosts)}", id="dialog-title")
+            with VerticalScroll(id="hosts-body"):
+                yield Static(table)
+            yield Label("[b]escape[/] close", id="dialog-hint")
 
     def action_close(self) -> None:
         self.dismiss(None)

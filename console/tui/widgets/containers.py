@@ -8,13 +8,14 @@ STATE_STYLE = {"running": "green", "exited": "red", "created": "yellow", "restar
 
 
 def container_cells(c: dict) -> tuple[str, ...]:
-    return ("ORPHAN" if c.get("orphan") else "", c["name"], c["state"], c["health"], fmt.age(c["created"]),
+    return ("ORPHAN" if c.get("orphan") else "", c["state"], c["health"], c["name"], fmt.age(c["created"]),
             ", ".join(c["ports"]) or "-", c["image"], c["host"], c["id"])
 
 
 class ContainersTable(KeyedTable):
-    UNIQUE = 1
-    COLUMNS = (("orphan", "", 6), ("name", "NAME", 34), ("state", "STATE", 8), ("health", "HEALTH", 9),
+    """State and health come before the name, so a narrow pane still shows what is wrong."""
+    UNIQUE = 3
+    COLUMNS = (("orphan", "", 6), ("state", "STATE", 10), ("health", "HEALTH", 9), ("name", "NAME", 34),
                ("created", "CREATED", 8), ("ports", "PORTS", 22), ("image", "IMAGE", 30), ("host", "HOST", 8),
                ("id", "ID", 12))
 

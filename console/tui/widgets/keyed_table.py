@@ -2,11 +2,16 @@
 `remove_row`, and the cursor stays on the same row (and the viewport on the same rows) while others come and go.
 `clear()` is used only when most rows changed, since it resets the cursor."""
 from rich.text import Text
+from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 
 class KeyedTable(DataTable):
+    """Rows move with j/k as well as the arrows; g/Home and G/End go to the first/last row (not sideways)."""
+    BINDINGS = [Binding("j", "cursor_down", show=False), Binding("k", "cursor_up", show=False),
+                Binding("g,home", "scroll_top", "First row", show=False),
+                Binding("G,end", "scroll_bottom", "Last row", show=False)]
     COLUMNS: tuple[tuple[str, str, int | None], ...] = ()   # (key, label, width)
     UNIQUE = 0   # index of a column whose value is unique per row (sort() sees values, not row keys)
 
@@ -14,16 +19,41 @@ class KeyedTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._cells: dict[str, tuple] = {}
         self._order: list[str] = []
+        self.hidden: frozenset[str] = frozenset()
+        self.widths: dict[str, int] = {}
 
     def on_mount(self) -> None:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
         for key, label, width in self.COLUMNS:
-            self.add_column(label, key=key, width=width)
+            if key not in self.hidden:
+                self.add_column(label, key=key, width=self.widths.get(key, width))
+
+    def _shown(self, cells: tuple) -> list[tuple[str, str]]:
+        return [(key, value) for (key, _, _), value in zip(self.COLUMNS, cells) if key not in self.hidden]
+
+    def set_layout(self, hidden=frozenset(), widths: dict[str, int] | None = None) -> bool:
+        """Hide columns / change widths (rare: a resize across a breakpoint, a second host). Rebuilds the table and
+        keeps the cursor on the same row. Returns whether anything changed."""
+        hidden, widths = frozenset(hidden), dict(widths or {})
+        if (hidden, widths) == (self.hidden, self.widths):
+            return False
+        self.hidden, self.widths = hidden, widths
+        selected = self.selected_key()
+        self.clear(columns=True)
+        self._add_columns()
+        for key in self._order:
+            self.add_row(*self._styled(self._cells[key]), key=key)
+        if selected in self._cells:
+            self.move_cursor(row=self._order.index(selected))
+        return True
 
     def style_cell(self, column: str, value: str, cells: tuple) -> str | Text:
         return value
 
     def _styled(self, cells: tuple) -> list:
-        return [self.style_cell(key, value, cells) for (key, _, _), value in zip(self.COLUMNS, cells)]
+        return [self.style_cell(key, value, cells) for key, value in self._shown(cells)]
 
     def selected_key(self) -> str | None:
         if not self.row_count:
@@ -56,7 +86,7 @@ class KeyedTable(DataTable):
                     continue
                 counts["updated"] += 1
                 for column, a, b in zip(columns, old, new):
-                    if a != b:
+                    if a != b and column not in self.hidden:
                         self.update_cell(key, column, self.style_cell(column, b, new))
             for key in added:
                 self.add_row(*self._styled(cells[key]), key=key)
