@@ -12,10 +12,13 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from console.tui.data import one_line
-from console.tui.screens.main import ACTIONS, MUTATING, MainScreen
+from console.tui.screens.main import ACTIONS, MUTATING, MainScreen, checked_keymap
+from console.tui.widgets.notice import NoticeLine
 
 log = logging.getLogger(__name__)
 APP_IDS = {"help", "quit"}
+PALETTE_NAMES = {"containers": "All containers", "event_kind": "Event kind", "event_scope": "Event scope",
+                 "command": "Open a view"}
 
 
 class DeployerConsole(App):
@@ -31,21 +34,39 @@ class DeployerConsole(App):
         self.engine = engine
         self.host_runtime = host_runtime
         self.main: MainScreen | None = None
+        self.notices: list[tuple[str, str]] = []   # (severity, message), newest last: what the notice line said
+        self.key_map: dict[str, str] = {}
 
     def on_mount(self) -> None:
-        keys = dict(self.engine.settings.keys or {})
-        unknown = sorted(set(keys) - set(ACTIONS) - APP_IDS)
-        if unknown:
-            self.notify(f"unknown key binding ids in config: {', '.join(unknown)} (see ?)", severity="warning")
-        if keys:
-            self.set_keymap({k: v for k, v in keys.items() if k not in unknown})
+        self.key_map, problems = checked_keymap(dict(self.engine.settings.keys or {}), APP_IDS)
+        if self.key_map:
+            self.set_keymap(self.key_map)
         self.main = MainScreen()
         self.push_screen(self.main)
-        if self.engine.settings.read_only:
-            self.notify("read-only mode: cancel, resume and rollback are refused", title="READ-ONLY",
-                        severity="warning", timeout=4)
+        self.call_after_refresh(self._startup_notice, problems)
         if self.host_runtime:
             self._start_runtime()
+
+    def _startup_notice(self, problems: list[str]) -> None:
+        if problems:   # a refused rebinding is said at start: neither action lost its key silently
+            self.notify("[keys] " + "; ".join(problems), severity="warning", timeout=15)
+        elif self.engine.settings.read_only:
+            self.notify("read-only mode: cancel, resume and rollback are refused", title="READ-ONLY",
+                        severity="warning", timeout=4)
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Notices go to the screen's notice line (one line, newest wins) instead of stacking toasts over the work;
+        a screen without one (a dialog) gets Textual's toast."""
+        self.notices.append((severity, message))
+        del self.notices[:-50]
+        if timeout is None:
+            timeout = {"error": 8.0, "warning": 6.0}.get(severity, 4.0)
+        lines = self.screen.query(NoticeLine) if self.screen.is_attached else []
+        if lines:
+            lines.first().show(message, severity, title, timeout)
+        else:
+            super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     @work(thread=True, group="runtime", exit_on_error=False)
     def _start_runtime(self) -> None:
@@ -69,12 +90,13 @@ class DeployerConsole(App):
         yield from super().get_system_commands(screen)
         if self.main is None:
             return
+        keys = {binding_id: shown for shown, binding_id, _ in self.main.help_rows()}   # id -> keys bound now
         for action, (_, label, text) in ACTIONS.items():
-            title = f"{label if action != 'containers' else 'Containers'}: {text.split(' (')[0]}"
+            title = f"{PALETTE_NAMES.get(action, label)}  ({keys.get(action, '')})"
             if action in MUTATING and self.engine.settings.read_only:
-                title += " (read-only: refused)"
+                title += "  read-only: refused"
             yield SystemCommand(title, text, partial(self._palette, action))
-        yield SystemCommand("Help: every key", "List every key binding", self.action_help)
+        yield SystemCommand(f"Help  ({keys.get('help', '?')})", "List every key binding", self.action_help)
 
     def _palette(self, action: str) -> None:
         if self.screen is not self.main:
