@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from console.tui.seed import FROZEN_AT, seed
+from console.tui.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
 from storage.clock import freeze
 from tests.conftest import make_settings
 
@@ -27,17 +27,23 @@ def utc():
 
 @pytest.fixture
 def seeded(tmp_path, utc, docker_client):
-    """make(read_only=False, keys=None) -> a DeployerConsole over a seeded store, no runtime (snapshots)."""
+    """make(read_only=False, keys=None, extra=0, live=False) -> a DeployerConsole over a seeded store, no runtime
+    (snapshots). With live, the engine reports a leader with two hosts and the showcase containers (fixed data, so a
+    snapshot shows what a hosted console shows without a clock or a Docker engine that moves)."""
     from console.engine.core import Engine
     from console.tui.app import DeployerConsole
     engines = []
 
-    def make(read_only: bool = False, keys: dict | None = None, extra: int = 0):
+    def make(read_only: bool = False, keys: dict | None = None, extra: int = 0, live: bool = False):
         settings = make_settings(tmp_path / f"data{len(engines)}", read_only=read_only, keys=keys or {})
         engine = Engine(settings)
         engines.append(engine)
         freeze(FROZEN_AT)
         seed(engine.store, extra=extra)
+        link_current(engine.paths)
+        if live:
+            engine.status = showcase_status
+            engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()
         return DeployerConsole(engine, host_runtime=False)
 
     yield make

@@ -1,6 +1,8 @@
 """The console driven by keys against the real engine and a real Docker engine (Textual Pilot)."""
 import threading
 
+from textual import events
+
 from console.engine import labels as L
 from console.engine.cleanup import Cleaner
 from console.tui.app import DeployerConsole
@@ -103,13 +105,15 @@ def test_b_y_rolls_the_service_back(engine, service_dir):
     assert Rollback.get(Rollback.to_deployment == first.id).state == "completed"
 
 
-def test_read_only_refuses_cancel_resume_and_rollback_by_key_and_palette(seeded):
+def test_read_only_hides_cancel_resume_and_rollback_and_the_palette_refuses_them(seeded):
     app = seeded(read_only=True)
     before = {d.id: d.status for d in Deployment.select()}
 
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await first_render(pilot)
+            offered = {b.binding.action for b in app.main.active_bindings.values()}
+            assert not offered & {"cancel", "resume", "rollback"}, "the footer offers no refused action"
             for dep_id, key in (("a1b2c3d4e5f6", "c"), ("c3d4e5f6a1b2", "r"), ("d4e5f6a1b2c3", "b")):
                 await select(pilot, dep_id)
                 await pilot.press(key)
@@ -119,9 +123,10 @@ def test_read_only_refuses_cancel_resume_and_rollback_by_key_and_palette(seeded)
                 app._palette(action)
                 await pilot.pause(0.1)
                 assert screen_name(app) == "MainScreen"
-            messages = [n.message for n in app._notifications]
+            messages = [m for _, m in app.notices]
             for action in ("cancel", "resume", "rollback"):
-                assert sum(f"read-only mode: {action} refused" in m for m in messages) == 2, messages
+                assert sum(f"read-only mode: {action} refused" in m for m in messages) == 1, messages
+            assert not app._notifications, "notices use the notice line, not toasts"
             assert "READ-ONLY" in str(app.main.query_one("#status").render())
     run(scenario())
     assert {d.id: d.status for d in Deployment.select()} == before
@@ -158,24 +163,191 @@ def test_cursor_and_viewport_stay_on_the_same_deployment_while_rows_update(seede
     run(scenario())
 
 
-def test_filter_by_status_and_cycle_sort(seeded):
+def pane_title(app) -> str:
+    return str(app.main.query_one("#deployments-pane").border_title)
+
+
+def test_filter_as_you_type_matches_substrings_says_n_of_total_and_escape_clears(seeded):
     app = seeded()
 
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await first_render(pilot)
-            await pilot.press("slash")
-            await wait_until(pilot, lambda: screen_name(app) == "FilterScreen", what="the filter prompt")
-            await pilot.press(*"failed", "enter")
             table = app.main.query_one("#deployments")
+            # keys typed right after `/` arrive together (as from a terminal): none is dropped or taken as a command
+            for key, char in (("slash", "/"), ("e", "e"), ("b", "b")):
+                app.post_message(events.Key(key, char))
+            await wait_until(pilot, lambda: app.main.query_one("#prompt").value == "eb", what="the typed text")
+            web = {"a1b2c3d4e5f6", "c3d4e5f6a1b2", "0a1b2c3d4e5f", "1b2c3d4e5f0a", "5f0a1b2c3d4e"}
+            await wait_until(pilot, lambda: set(table.rows_by_id) == web, what="the rows of web (a substring)")
+            assert pane_title(app).startswith("Deployments 5 of 12")
+            await pilot.press("backspace", "backspace", *"timed out")          # words of an error message
+            await wait_until(pilot, lambda: set(table.rows_by_id) == {"c3d4e5f6a1b2"}, what="the error match")
+            await pilot.press("ctrl+u", *"zzz")
+            await wait_until(pilot, lambda: table.row_count == 0, what="no match")
+            assert pane_title(app).startswith("Deployments 0 of 12")
+            await pilot.press("ctrl+u", *"status:failed", "enter")            # enter keeps the filter
             await wait_until(pilot, lambda: set(table.rows_by_id) == {"c3d4e5f6a1b2", "3d4e5f0a1b2c"},
                              what="only failed rows")
-            await pilot.press("slash")
-            await wait_until(pilot, lambda: screen_name(app) == "FilterScreen", what="the filter prompt")
-            await pilot.press("ctrl+u", "enter")   # empty clears (Input: ctrl+u deletes to start)
+            assert app.main.focused is table
+            await pilot.press("escape")                                        # escape clears it
             await wait_until(pilot, lambda: len(table.rows_by_id) == 12, what="all rows again")
+            assert pane_title(app) == "Deployments 12"
             await pilot.press("s")
             await wait_until(pilot, lambda: table.selected_key() is not None and
                              table.coordinate_to_cell_key((0, 0)).row_key.value == "a1b2c3d4e5f6",
                              what="status sort: deploying first")
+    run(scenario())
+
+
+def test_a_resumed_deployment_stays_in_view_under_status_failed_while_it_runs(seeded):
+    app = seeded()
+    dep_id = "c3d4e5f6a1b2"
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            table = app.main.query_one("#deployments")
+            await pilot.press("slash", *"status:failed", "enter")
+            await wait_until(pilot, lambda: set(table.rows_by_id) == {dep_id, "3d4e5f0a1b2c"}, what="failed rows")
+            await select(pilot, dep_id)
+            await pilot.press("r")
+            await wait_until(pilot, lambda: screen_name(app) == "ResumeScreen", what="the phase picker")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: Deployment.get_by_id(dep_id).resume_from == "HEALTH_CHECK",
+                             what="the resume request")
+            with app.engine.store.write():       # the leader picks it up
+                Deployment.update(status="deploying").where(Deployment.id == dep_id).execute()
+            polls = app.main.polls
+            await wait_until(pilot, lambda: app.main.polls >= polls + 2, what="two polls")
+            assert table.rows_by_id[dep_id]["status"] == "deploying", "it stays in view while it runs"
+            with app.engine.store.write():       # it finished: the filter decides again
+                Deployment.update(status="success").where(Deployment.id == dep_id).execute()
+            await wait_until(pilot, lambda: dep_id not in table.rows_by_id, what="the finished one to go")
+    run(scenario())
+
+
+def test_event_log_follows_pauses_on_scroll_up_keeps_receiving_and_follows_again_after_resize(seeded):
+    app = seeded()
+
+    def add_events(n: int, tag: str) -> None:
+        from console.engine import deployments as D
+        with app.engine.store.write():
+            for i in range(n):
+                D.event("c3d4e5f6a1b2", f"{tag} event {i} with a message long enough to wrap at eighty columns "
+                                        f"of terminal width", level="error" if i % 5 == 0 else "info")
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            log = app.main.query_one("#events")
+            add_events(40, "first")
+            await wait_until(pilot, lambda: "first event 39" in log.buffer[-1]["message"], what="the events")
+            await pilot.pause(0.1)
+            assert log.following and log.is_vertical_scroll_end
+            assert "following" in str(log.border_title)
+            log.focus()
+            await pilot.press("up", "up")
+            assert not log.following
+            assert "paused — End to follow" in str(log.border_title)
+            y = log.scroll_y
+            add_events(5, "second")
+            await wait_until(pilot, lambda: "second event 4" in log.buffer[-1]["message"], what="events while paused")
+            await pilot.pause(0.1)
+            assert log.scroll_y == y, "paused: the view stays where the operator put it"
+            await pilot.press("end")
+            assert log.following and "following" in str(log.border_title)
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(0.3)
+            add_events(5, "third")
+            await wait_until(pilot, lambda: "third event 4" in log.buffer[-1]["message"], what="events after resize")
+            await pilot.pause(0.2)
+            assert log.following and log.is_vertical_scroll_end, "the tail is in view after the resize"
+            assert "third event 4" in "".join(s.text for s in log.lines[-3:])
+    run(scenario())
+
+
+def test_z_zooms_the_focused_pane_and_restores_it(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await first_render(pilot)
+            await pilot.press("z")
+            assert app.main.maximized is app.main.query_one("#deployments-pane")
+            await pilot.press("z")
+            assert app.main.maximized is None
+            app.main.query_one("#events").focus()
+            await pilot.press("z")
+            assert app.main.maximized is app.main.query_one("#events")
+            await pilot.press("escape")
+            assert app.main.maximized is None
+    run(scenario())
+
+
+def test_j_k_g_G_home_end_and_n_move_between_rows_and_colon_opens_views(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await first_render(pilot)
+            table = app.main.query_one("#deployments")
+            await pilot.press("j", "j", "k")
+            assert table.cursor_row == 1
+            await pilot.press("G")
+            assert table.cursor_row == 11
+            await pilot.press("g")
+            assert table.cursor_row == 0
+            await pilot.press("end")
+            assert table.cursor_row == 11 and table.scroll_x == 0
+            await pilot.press("home")
+            assert table.cursor_row == 0
+            await pilot.press("s", "G", "n")     # status sort: the newest is not the first row; n finds it
+            await wait_until(pilot, lambda: table.coordinate_to_cell_key((0, 0)).row_key.value == "a1b2c3d4e5f6",
+                             what="status sort")
+            await pilot.press("G", "n")
+            assert table.selected()["id"] == "b2c3d4e5f6a1"
+            # 80 columns: ID through CLEANUP fit (one host: no HOST column)
+            labels = [str(c.label) for c in table.columns.values()]
+            assert labels == ["ID", "SERVICE", "STATUS", "PHASE", "AGE", "DURATION", "CLEANUP"]
+            width = sum(c.get_render_width(table) for c in table.columns.values())
+            assert width <= table.scrollable_content_region.width, "no sideways scrolling at 80 columns"
+            await pilot.press("colon", *"ev", "enter")
+            assert app.main.focused is app.main.query_one("#events")
+            await pilot.press("colon", *"hosts", "enter")
+            await wait_until(pilot, lambda: screen_name(app) == "HostsScreen", what="the hosts view")
+            assert "local" in str(app.screen.hosts[0]["name"])
+    run(scenario())
+
+
+def test_a_key_collision_in_the_config_is_reported_and_both_actions_keep_a_key(seeded):
+    app = seeded(keys={"cancel": "s", "details": "D"})
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            await wait_until(pilot, lambda: app.notices, what="the start notice")
+            assert 'cancel = "s" collides with sort' in app.notices[0][1]
+            table = app.main.query_one("#deployments")
+            await pilot.press("s")
+            await wait_until(pilot, lambda: app.main.sort == "status", what="s still sorts")
+            await select(pilot, "a1b2c3d4e5f6")
+            await pilot.press("c")
+            await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen", what="c still cancels")
+            await pilot.press("n")
+            await pilot.press("D")                                          # a rebinding that fits is applied
+            await wait_until(pilot, lambda: screen_name(app) == "DetailsScreen", what="details on D")
+            assert table.selected()["id"] == "a1b2c3d4e5f6"
+    run(scenario())
+
+
+def test_palette_lists_each_action_once_with_its_key(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            titles = [c.title for c in app.get_system_commands(app.main)]
+            assert "Cancel  (c)" in titles and "Filter  (/)" in titles and "Help  (?)" in titles
+            assert not [t for t in titles if t.count(":") > 1 or "Details: Details" in t]
     run(scenario())

@@ -55,14 +55,47 @@ def test_help_shows_keys_rebound_from_the_config(seeded, snap_compare):
     assert snap_compare(seeded(keys={"cancel": "x", "rollback": "ctrl+b"}), terminal_size=SIZE, run_before=before)
 
 
-def test_read_only_mode_refuses_cancel_with_a_notice(seeded, snap_compare):
+def test_read_only_mode_offers_no_mutating_key_and_says_so_in_one_line(seeded, snap_compare):
     async def before(pilot):
         await settle(pilot)
         await pilot.press("down", "c")
-        await wait_until(pilot, lambda: pilot.app._notifications, what="the notice")
+        await wait_until(pilot, lambda: pilot.app.notices, what="the notice")
         await pilot.pause(0.3)
     assert snap_compare(seeded(read_only=True), terminal_size=SIZE, run_before=before)
 
 
 def test_main_screen_fits_80x24(seeded, snap_compare):
     assert snap_compare(seeded(), terminal_size=(80, 24), run_before=settle)
+
+
+async def failed_selected_all_containers(pilot):
+    await settle(pilot)
+    await wait_until(pilot, lambda: pilot.app.main.polls >= 2 and pilot.app.main.containers, what="containers")
+    await pilot.press("down", "down", "a")   # the failed one; every managed container
+    await wait_until(pilot, lambda: pilot.app.main.query_one("#failure").display, what="the failure line")
+    await pilot.pause(0.2)
+
+
+def test_hosted_leader_containers_with_an_orphan_and_a_failure_reason_160x45(seeded, snap_compare):
+    assert snap_compare(seeded(live=True), terminal_size=SIZE, run_before=failed_selected_all_containers)
+
+
+def test_hosted_leader_containers_with_an_orphan_and_a_failure_reason_80x24(seeded, snap_compare):
+    assert snap_compare(seeded(live=True), terminal_size=(80, 24), run_before=failed_selected_all_containers)
+
+
+def test_help_fits_and_scrolls_at_80x24(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "HelpScreen", what="help")
+    assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
+
+
+def test_event_log_scoped_to_one_deployment_drops_the_id_and_wraps_at_80x24(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down", "f", "tab", "tab", "z")   # the failed one, its events, zoomed
+        await wait_until(pilot, lambda: pilot.app.main.maximized is not None, what="the zoom")
+        await pilot.pause(0.2)
+    assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
