@@ -1,10 +1,11 @@
-"""Render SVG screenshots of the console into screenshots/ from a seeded store (frozen clock, UTC, 160x45):
-main screen, cancel confirmation, resume phase picker, details, read-only mode, help.
+"""Render SVG screenshots of the console into screenshots/ from a seeded store (frozen clock, UTC, 160x45 and
+80x24): main screen, cancel confirmation, resume phase picker, details, read-only mode, help.
 
-    .venv/bin/python scripts/screenshots.py [OUT_DIR]
+    .venv/bin/python scripts/screenshots.py [OUT_DIR [NAME ...]]
 
-No runtime is hosted and no deployment runs; the containers pane asks the local Docker engine (it shows none for
-the seeded store)."""
+No runtime is hosted and no deployment runs; the main screen shows the seed's showcase status (a leader, two hosts)
+and containers, so it looks like a hosted console; the other shots ask the local Docker engine (none for the seeded
+store)."""
 import asyncio
 import os
 import shutil
@@ -28,8 +29,8 @@ async def _until(pilot, predicate, timeout=20.0):
     raise RuntimeError("the console did not get there in time")
 
 
-async def _shot(app, out: Path, name: str, keys=(), wait=None):
-    async with app.run_test(size=SIZE) as pilot:
+async def _shot(app, out: Path, name: str, keys=(), wait=None, size=SIZE):
+    async with app.run_test(size=size) as pilot:
         await _until(pilot, lambda: app.main is not None and app.main.first_paint_at is not None)
         await pilot.pause(0.2)
         for key in keys:
@@ -41,33 +42,46 @@ async def _shot(app, out: Path, name: str, keys=(), wait=None):
     print(f"wrote {out / (name + '.svg')}")
 
 
-def main(out: Path) -> None:
+def main(out: Path, only=()) -> None:
     os.environ["TZ"] = "UTC"
     time.tzset()
     from console.engine.core import Engine
     from console.tui.app import DeployerConsole
-    from console.tui.seed import FROZEN_AT, seed
+    from console.tui.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
     from storage.clock import freeze
     from tests.conftest import make_settings
 
     out.mkdir(parents=True, exist_ok=True)
+    def failure_shown(a):
+        return a.main.containers and a.main.query_one("#failure").display
+
+    live = {"live": True}
     shots = [
-        ("main", {}, (), None),
+        ("main", live, ("down", "down", "a"), failure_shown),
+        ("main-80x24", dict(live, size=(80, 24)), ("down", "down", "a"), failure_shown),
         ("cancel-confirmation", {}, ("down", "c"), lambda a: type(a.screen).__name__ == "ConfirmScreen"),
         ("resume-phase-picker", {}, ("down", "down", "r"), lambda a: type(a.screen).__name__ == "ResumeScreen"),
         ("details", {}, ("down", "down", "d"), lambda a: getattr(a.screen, "loaded", False)),
-        ("read-only", {"read_only": True}, ("down", "c"), lambda a: bool(a._notifications)),
+        ("read-only", {"read_only": True}, ("down", "c"), lambda a: bool(a.notices)),
         ("help", {}, ("question_mark",), lambda a: type(a.screen).__name__ == "HelpScreen"),
     ]
     for name, options, keys, wait in shots:
+        if only and name not in only:
+            continue
+        options = dict(options)
+        is_live, size = options.pop("live", False), options.pop("size", SIZE)
         tmp = Path(tempfile.mkdtemp(prefix="console-shot-"))
         engine = Engine(make_settings(tmp / "data", **options))
         try:
             freeze(FROZEN_AT)
             seed(engine.store)
+            link_current(engine.paths)
+            if is_live:
+                engine.status = showcase_status
+                engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()
             app = DeployerConsole(engine, host_runtime=False)
             app.title = "deployer-console"
-            asyncio.run(_shot(app, out, name, keys, wait))
+            asyncio.run(_shot(app, out, name, keys, wait, size))
         finally:
             freeze(None)
             engine.close()
@@ -75,4 +89,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "screenshots")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "screenshots", set(sys.argv[2:]))
