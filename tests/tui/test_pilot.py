@@ -243,9 +243,8 @@ def test_event_log_follows_pauses_on_scroll_up_keeps_receiving_and_follows_again
             log = app.main.query_one("#events")
             add_events(40, "first")
             await wait_until(pilot, lambda: "first event 39" in log.buffer[-1]["message"], what="the events")
-            await pilot.pause(0.1)
-            assert log.following and log.is_vertical_scroll_end
-            assert "following" in str(log.border_title)
+            await wait_until(pilot, lambda: log.max_scroll_y > 0 and log.is_vertical_scroll_end, what="the tail")
+            assert log.following and "following" in str(log.border_title)
             log.focus()
             await pilot.press("up", "up")
             assert not log.following
@@ -253,17 +252,19 @@ def test_event_log_follows_pauses_on_scroll_up_keeps_receiving_and_follows_again
             y = log.scroll_y
             add_events(5, "second")
             await wait_until(pilot, lambda: "second event 4" in log.buffer[-1]["message"], what="events while paused")
-            await pilot.pause(0.1)
+            polls = app.main.polls
+            await wait_until(pilot, lambda: app.main.polls > polls, what="the next render")
             assert log.scroll_y == y, "paused: the view stays where the operator put it"
             await pilot.press("end")
             assert log.following and "following" in str(log.border_title)
             await pilot.resize_terminal(80, 24)
-            await pilot.pause(0.3)
+            await wait_until(pilot, lambda: log.size.width < 60, what="the resize")
             add_events(5, "third")
             await wait_until(pilot, lambda: "third event 4" in log.buffer[-1]["message"], what="events after resize")
-            await pilot.pause(0.2)
-            assert log.following and log.is_vertical_scroll_end, "the tail is in view after the resize"
-            assert "third event 4" in "".join(s.text for s in log.lines[-3:])
+            await wait_until(pilot, lambda: "third event 4" in "".join(s.text for s in log.lines[-4:]),
+                             what="the new events written")
+            await wait_until(pilot, lambda: log.is_vertical_scroll_end, what="the tail in view after the resize")
+            assert log.following
     run(scenario())
 
 

@@ -316,7 +316,7 @@ class MainScreen(Screen):
         # still lists them, marked, and says why when picked
         if action in MUTATING and getattr(self, "read_only", False):
             return False
-        if action in PROMPTS and self.prompt_mode is not None:
+        if action in PROMPTS and isinstance(self.focused, Input):
             return False      # typing `/` or `:` in the prompt is text
         return True
 
