@@ -36,8 +36,7 @@ class Engine:
         self.runtime = None  # the scheduler, when this process hosts one
 
     def close(self):
-        if self.runtime is not None:
-            self.runtime.stop()
+        self.stop_runtime()
         self.hosts.close()
         self.store.close()
 
@@ -288,6 +287,22 @@ class Engine:
         if self.runtime is None:
             self.runtime = Runtime(self, run_jobs=run_jobs and not self.settings.read_only).start()
         return self.runtime
+
+    def in_flight(self) -> list[dict]:
+        """The deployments whose pipelines this process's runtime runs right now (none for a follower): what a
+        quitting console asks about."""
+        ids = self.runtime.running_ids() if self.runtime is not None else set()
+        if not ids:
+            return []
+        rows = Deployment.select().where(Deployment.id.in_(sorted(ids)) & (Deployment.status == "deploying"))
+        return [D.as_dict(d) for d in rows.order_by(Deployment.created_at)]
+
+    def stop_runtime(self) -> None:
+        """Stop this process's runtime cleanly (within 5 s): its pipelines stop and are handed over with a resume
+        request for their recorded phase, which the next engine to hold the lease runs; the lease is released so
+        another engine takes it at once. Idempotent; `close()` calls it too."""
+        if self.runtime is not None:
+            self.runtime.stop()
 
     def status(self) -> dict:
         """Leader, this process's role, each job's last run, cleanup queue, hosts (see scheduler.status)."""

@@ -35,6 +35,7 @@ from console.engine.cleanup import Cleaner
 from console.engine.errors import InputError
 from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
 from console.engine.reconcile import one_line
+from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import BUSY_TIMEOUT_S
 from storage.models import CleanupTask, Deployment, Host, JobRun, Lease
@@ -248,19 +249,23 @@ class Runtime:
 
     def _hand_off(self) -> None:
         """Release the deployments this runtime is running so their pipelines stop and the next leader resumes
-        them; they stay `deploying` (same id, same attempt counter)."""
+        them; they stay `deploying` (same id, same attempt counter) with a resume request for their recorded phase,
+        so the next leader's dispatcher resumes them as requested work, not as zombies found by reconciliation."""
         ids = sorted(self.running_ids())
         if not ids:
             return
         try:
             with self.engine.store.write():
-                n = Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, updated_at=now()).where(
+                mine = list(Deployment.select(Deployment.id, Deployment.phase).where(
                     Deployment.id.in_(ids) & (Deployment.status == "deploying") &
-                    (Deployment.owner_machine == D.MACHINE)).execute()
-                for dep_id in ids:
-                    D.event(dep_id, f"Engine {self.holder} stopping: deployment {dep_id} handed over to the next "
-                                    f"engine (it resumes from the recorded phase)", kind="reconcile", level="warning")
-            log.info("handed over %d running deployment(s)", n)
+                    (Deployment.owner_machine == D.MACHINE)))
+                for dep in mine:
+                    phase = dep.phase or PHASES[0]
+                    Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, resume_from=phase,
+                                      updated_at=now()).where(Deployment.id == dep.id).execute()
+                    D.event(dep.id, f"Engine {self.holder} stopping: deployment {dep.id} handed over to the next "
+                                    f"engine (it resumes from {phase})", kind="reconcile", level="warning")
+            log.info("handed over %d running deployment(s)", len(mine))
         except Exception:
             log.exception("handing over running deployments")
 
