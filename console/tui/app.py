@@ -7,12 +7,15 @@ config.toml rebinds them through the app keymap.
 import logging
 from functools import partial
 
+from rich.text import Text
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import ModalScreen
 
 from console.tui.data import one_line
 from console.tui.screens.main import ACTIONS, MUTATING, MainScreen, checked_keymap
+from console.tui.screens.modals import ConfirmScreen, ResumeScreen
 from console.tui.widgets.notice import NoticeLine
 
 log = logging.getLogger(__name__)
@@ -25,9 +28,13 @@ class DeployerConsole(App):
     TITLE = "deployer-console"
     # every screen's stylesheet is loaded once at start: a screen class with its own CSS_PATH makes Textual re-apply
     # the whole stylesheet to every widget the first time it is pushed (hundreds of ms with the tables up)
-    CSS_PATH = ["screens/main.tcss", "screens/modals.tcss", "screens/details.tcss"]
+    CSS_PATH = ["screens/main.tcss", "screens/modals.tcss", "screens/details.tcss", "screens/logs.tcss"]
+    # q goes back from a sub-screen or dialog and quits from the main screen (asking first when this console leads
+    # deployments in flight); ctrl+c (a reflex) and Textual's ctrl+q do the same, even from an input
     BINDINGS = [Binding("question_mark", "help", "Help", id="help"),
-                Binding("q", "quit", "Quit", id="quit")]
+                Binding("q", "quit", "Quit", id="quit"),
+                Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
+    main_screen = MainScreen   # the bench swaps in a timed subclass
 
     def __init__(self, engine, host_runtime: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -36,12 +43,19 @@ class DeployerConsole(App):
         self.main: MainScreen | None = None
         self.notices: list[tuple[str, str]] = []   # (severity, message), newest last: what the notice line said
         self.key_map: dict[str, str] = {}
+        self.quitting = False
+        # dialogs are built once and reused: installed screens survive being popped, so the second and later
+        # openings only switch screens (see ConfirmScreen.ask)
+        self.confirm_dialog = ConfirmScreen()
+        self.resume_dialog = ResumeScreen()
 
     def on_mount(self) -> None:
         self.key_map, problems = checked_keymap(dict(self.engine.settings.keys or {}), APP_IDS)
         if self.key_map:
             self.set_keymap(self.key_map)
-        self.main = MainScreen()
+        self.install_screen(self.confirm_dialog, "confirm")
+        self.install_screen(self.resume_dialog, "resume")
+        self.main = self.main_screen()
         self.push_screen(self.main)
         self.call_after_refresh(self._startup_notice, problems)
         if self.host_runtime:
@@ -80,6 +94,68 @@ class DeployerConsole(App):
         except Exception as e:  # the console stays useful as a viewer
             log.exception("starting the embedded engine")
             self.call_from_thread(self.notify, f"embedded engine did not start: {one_line(e)}", severity="error")
+
+    # ---- quitting
+    async def action_quit(self) -> None:
+        if self.quitting:
+            return
+        if self.main is None or self.screen is self.main:
+            self._check_in_flight()
+        elif isinstance(self.screen, ModalScreen):
+            self.screen.dismiss(None)      # a dialog's "no"
+        else:
+            self.pop_screen()              # back from details or logs
+
+    @work(thread=True, group="quit", exclusive=True, exit_on_error=False)
+    def _check_in_flight(self) -> None:
+        try:
+            running = self.engine.in_flight()
+        except Exception:  # the store is unreadable: stopping the runtime still hands over what it runs
+            log.exception("listing in-flight deployments before quitting")
+            running = [] if self.engine.runtime is None else [{"id": i, "service": "?", "phase": None}
+                                                             for i in sorted(self.engine.runtime.running_ids())]
+        finally:
+            self._close_thread_db()
+        self.call_from_thread(self._ask_to_quit, running)
+
+    def _ask_to_quit(self, running: list[dict]) -> None:
+        if not running:
+            self.exit()
+            return
+        if self.confirm_dialog in self.screen_stack or self.screen is not self.main:
+            return
+        n = len(running)
+        body = Text()
+        body.append(f"This console leads and runs {n} deployment{'s' if n > 1 else ''}:\n", style="bold")
+        for d in running[:8]:
+            body.append(f"  • {d['id']} {d['service']} in {d.get('phase') or 'its first phase'}\n")
+        if n > 8:
+            body.append(f"  • … and {n - 8} more\n")
+        body.append("\nQuitting stops their pipelines cleanly and hands them over: each stays deploying with a "
+                    "resume request for its phase, which the next engine to lead runs (another console or "
+                    "`deployer-console engine`). The lease is released at once.")
+        self.push_screen(self.confirm_dialog.ask(f"Quit and hand over {n} deployment{'s' if n > 1 else ''}?", body,
+                                                 yes="Hand over and quit"),
+                         lambda ok: ok and self._stop_and_exit())
+
+    def _stop_and_exit(self) -> None:
+        self.quitting = True
+        self.notify("stopping: handing the running deployments over…", timeout=10)
+        self._stop_runtime()
+
+    @work(thread=True, group="quit", exit_on_error=False)
+    def _stop_runtime(self) -> None:
+        try:
+            self.engine.stop_runtime()
+        except Exception:
+            log.exception("stopping the embedded engine")
+        self.call_from_thread(self.exit)
+
+    def _close_thread_db(self) -> None:
+        try:
+            self.engine.store.db.close()
+        except Exception:
+            pass
 
     # ---- app-wide actions (the main screen's actions are on MainScreen)
     def action_help(self) -> None:

@@ -18,7 +18,7 @@ from textual.worker import Worker, WorkerState
 from console.engine import pipeline
 from console.engine.errors import DeployerError
 from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
-from console.tui.screens.modals import ConfirmScreen, HelpScreen, HostsScreen, ResumeScreen
+from console.tui.screens.modals import HelpScreen, HostsScreen
 from console.tui.widgets.containers import ContainersTable
 from console.tui.widgets.deployments import DeploymentsTable
 from console.tui.widgets.eventlog import EventLog
@@ -352,7 +352,7 @@ class MainScreen(Screen):
         body.append(f"  • image {pipeline.image_tag(row['service'], row['id'])} (once unused)\n")
         body.append("  • its own volumes (backed up first); container logs are archived\n")
         body.append(f"  • its release directory (releases/{row['id']} in the data directory)\n")
-        self.app.push_screen(ConfirmScreen(f"Cancel {row['id']}?", body, yes="Cancel deployment"),
+        self.app.push_screen(self.app.confirm_dialog.ask(f"Cancel {row['id']}?", body, yes="Cancel deployment"),
                              lambda ok: ok and self.act("cancel", row))
 
     def action_resume(self) -> None:
@@ -362,7 +362,8 @@ class MainScreen(Screen):
             self.app.notify(f"deployment {row['id']} is {row['status']}; only failed or stuck deployments can be "
                             f"resumed", severity="warning")
             return
-        self.app.push_screen(ResumeScreen(row), lambda phase: phase and self.act("resume", row, phase))
+        self.app.push_screen(self.app.resume_dialog.ask(row),
+                             lambda phase: phase and self.act("resume", row, phase))
 
     def action_rollback(self) -> None:
         if self.refuse("rollback") or (row := self.need_selection()) is None:
@@ -379,7 +380,7 @@ class MainScreen(Screen):
         body.append(f"  roll back to: {target['id'] if target else 'its previous successful release'}\n\n")
         body.append("The previous release's container is started, routed and health-checked; the one serving now "
                     "is stopped. Cleanup leaves both alone while the rollback runs.", style="dim")
-        self.app.push_screen(ConfirmScreen(f"Roll back {service}?", body, yes="Roll back"),
+        self.app.push_screen(self.app.confirm_dialog.ask(f"Roll back {service}?", body, yes="Roll back"),
                              lambda ok: ok and self.run_engine("rollback", service))
 
     def action_details(self) -> None:

@@ -15,31 +15,37 @@ from console.engine.validate import PHASES
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question: `y` confirms, `n` or escape refuses. The No button has the focus, so enter is safe."""
+    """A yes/no question: `y` confirms, `n` or escape refuses. The No button has the focus, so enter is safe.
+
+    Built once and reused (the app installs one): `ask()` swaps the words before each push, so opening a dialog
+    costs a screen switch, not composing and styling a new widget tree."""
     BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm_yes"),
                 Binding("n,escape", "answer(False)", "No", id="confirm_no")]
 
-    def __init__(self, title: str, body: Text | str, yes: str = "Yes", **kwargs):
+    def __init__(self, title: str = "", body: Text | str = "", yes: str = "Yes", **kwargs):
         super().__init__(**kwargs)
         self.title_text, self.body, self.yes = title, body, yes
-        self.painted_at: float | None = None
+
+    def ask(self, title: str, body: Text | str, yes: str = "Yes") -> "ConfirmScreen":
+        self.title_text, self.body, self.yes = title, body, yes
+        if self.is_mounted:
+            self.query_one("#dialog-title", Label).update(title)
+            self.query_one("#dialog-text", Static).update(body)
+            self.query_one("#yes", Button).label = f"{yes} (y)"
+            self.query_one("#dialog-body", VerticalScroll).scroll_home(animate=False)
+        return self
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
             yield Label(self.title_text, id="dialog-title")
             with VerticalScroll(id="dialog-body"):
-                yield Static(self.body)
+                yield Static(self.body, id="dialog-text")
             with Horizontal(id="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
 
-    def on_mount(self) -> None:
+    def on_screen_resume(self) -> None:
         self.query_one("#no", Button).focus()
-        self.call_after_refresh(self._painted)
-
-    def _painted(self) -> None:
-        self.painted_at = time.perf_counter()   # the benchmark's key-to-modal end point (wall and UI-thread CPU)
-        self.painted_cpu = time.thread_time()
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)
@@ -50,38 +56,66 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class ResumeScreen(ModalScreen[str | None]):
-    """The six phases with the recorded one preselected: enter resumes from the highlighted phase."""
+    """The six phases with the recorded one preselected: enter resumes from the highlighted phase. Built once and
+    reused: `ask(deployment)` fills it in before each push."""
     BINDINGS = [Binding("escape,n", "close", "Back", id="resume_back")]
 
-    def __init__(self, deployment: dict, **kwargs):
+    def __init__(self, deployment: dict | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.deployment = deployment or {"id": "", "service": "", "status": "", "phase": None}
+
+    def ask(self, deployment: dict) -> "ResumeScreen":
         self.deployment = deployment
+        if self.is_mounted:
+            self.query_one("#dialog-title", Label).update(self._title())
+            self.query_one("#dialog-text", Static).update(self._body())
+            phases = self.query_one(OptionList)
+            for i, prompt in enumerate(self._prompts()):
+                phases.replace_option_prompt_at_index(i, prompt)
+            self._highlight()
+        return self
+
+    def _recorded(self) -> str:
+        return self.deployment.get("phase") or PHASES[0]
+
+    def _title(self) -> str:
+        return f"Resume deployment {self.deployment['id']} of {self.deployment['service']}"
+
+    def _body(self) -> Text:
+        dep = self.deployment
+        body = Text()
+        body.append(f"status {dep['status']}, recorded phase {self._recorded()}\n")
+        if dep.get("error"):
+            body.append(f"{dep['error']}\n", style="red")
+        body.append("Pick the phase to run from; the engine runs it and every later phase.", style="dim")
+        return body
+
+    def _prompts(self) -> list[Text]:
+        prompts = []
+        for i, phase in enumerate(PHASES):
+            label = Text(f"{i + 1}/6  {phase}")
+            if phase == self._recorded():
+                label.append("   ← recorded", style="bold yellow")
+            prompts.append(label)
+        return prompts
 
     def compose(self) -> ComposeResult:
-        dep = self.deployment
-        recorded = dep.get("phase") or PHASES[0]
         with Vertical(id="dialog"):
-            yield Label(f"Resume deployment {dep['id']} of {dep['service']}", id="dialog-title")
-            body = Text()
-            body.append(f"status {dep['status']}, recorded phase {recorded}\n")
-            if dep.get("error"):
-                body.append(f"{dep['error'][:150]}\n", style="red")
-            body.append("Pick the phase to run from; the engine runs it and every later phase.", style="dim")
-            yield Static(body, id="dialog-text")
-            options = []
-            for i, phase in enumerate(PHASES):
-                label = Text(f"{i + 1}/6  {phase}")
-                if phase == recorded:
-                    label.append("   ← recorded", style="bold yellow")
-                options.append(Option(label, id=phase))
-            yield OptionList(*options, id="phases")
+            yield Label(self._title(), id="dialog-title")
+            yield Static(self._body(), id="dialog-text")
+            yield OptionList(*(Option(p, id=phase) for p, phase in zip(self._prompts(), PHASES)),
+                             id="phases")
             yield Label("[b]enter[/] resume from the highlighted phase   [b]escape[/] back", id="dialog-hint")
 
+    def _highlight(self) -> None:
+        recorded = self._recorded()
+        self.query_one(OptionList).highlighted = PHASES.index(recorded) if recorded in PHASES else 0
+
     def on_mount(self) -> None:
-        phases = self.query_one(OptionList)
-        recorded = self.deployment.get("phase") or PHASES[0]
-        phases.highlighted = PHASES.index(recorded) if recorded in PHASES else 0
-        phases.focus()
+        self._highlight()
+
+    def on_screen_resume(self) -> None:
+        self.query_one(OptionList).focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
