@@ -39,6 +39,15 @@ def test_details_screen_shows_timeline_cleanup_and_events(seeded, snap_compare):
     assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
 
 
+def test_details_at_80x24_show_the_failed_health_check_and_the_whole_error(seeded, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down")  # the failed one (HEALTH_CHECK)
+        await pilot.press("d")
+        await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
+    assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
+
+
 def test_help_lists_every_key(seeded, snap_compare):
     async def before(pilot):
         await settle(pilot)

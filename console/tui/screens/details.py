@@ -1,14 +1,19 @@
-"""The details screen of one deployment: phase timeline with durations, its events, cleanup task and containers.
-Polled like the main screen (thread worker, render, then reschedule); escape goes back."""
+"""The details screen of one deployment: the six phases of its latest attempt (earlier attempts collapsed below), the
+error in full, its cleanup task, containers and events.
+
+Polled like the main screen (thread worker, render, then reschedule), so a running or resumed attempt is followed
+live: the timeline switches to the new attempt as soon as it starts and its events keep arriving. q or escape go
+back."""
 import time
 
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import Collapsible, Static
 from textual.worker import Worker, WorkerState
 
 from console.tui.widgets.footer import Footer
@@ -16,11 +21,14 @@ from console.tui.widgets.footer import Footer
 from console import fmt
 from console.engine.validate import PHASES
 from console.tui.data import one_line
+from console.tui.screens.logs import FollowLog
 from console.tui.widgets.containers import ContainersTable
 from console.tui.widgets.deployments import CLEANUP_STYLE, STATUS_STYLE
-from console.tui.widgets.eventlog import event_line
+from storage.clock import now
 
 OUTCOME_STYLE = {"done": "green", "skipped": "cyan", "failed": "bold red", "cancelled": "magenta", None: "yellow"}
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "debug": "dim"}
+BAR = 10
 
 
 def clock(t: float | None) -> str:
@@ -34,10 +42,12 @@ def head_text(d: dict) -> Text:
     t.append(d["status"], style=STATUS_STYLE.get(d["status"], ""))
     t.append(f"  {fmt.phase_progress(d['phase'], d['status'])}  host {d['host']}  image {d.get('image') or '-'}\n")
     t.append(f"created {clock(d['created_at'])} ({fmt.age(d['created_at'])} ago)  finished "
-             f"{clock(d['finished_at'])}  run {fmt.run_time(d)}  resume attempts {d.get('attempts', 0)}"
-             f"  owner {d.get('owner') or '-'}", style="dim")
+             f"{clock(d['finished_at'])}  run {fmt.run_time(d)}"
+             + (f"  resumed {d['attempts']}×" if d.get("attempts") else "")
+             + (f"  owner {d['owner']}" if d.get("owner") else ""), style="dim")
     if d.get("error"):
-        t.append(f"\nerror: {d['error']}", style="red")
+        t.append("\nerror: ", style="bold red")
+        t.append(d["error"], style="red")   # the Static wraps it: the whole reason, at any width
     return t
 
 
@@ -54,25 +64,71 @@ def cleanup_text(c: dict | None) -> Text:
     return t
 
 
-def timeline(phases: list[dict], status: str) -> list[tuple]:
-    """One row per phase run (attempts in order), and the phases not run yet as pending."""
-    longest = max([p["duration"] or 0 for p in phases] + [0.001])
+def _took(p: dict) -> float | None:
+    if p["duration"] is not None:
+        return p["duration"]
+    return now() - p["started_at"] if p["outcome"] is None and p["started_at"] else None
+
+
+def _bar(took: float | None, longest: float, running: bool) -> str:
+    if running:
+        return "…"
+    return "█" * max(1, round(BAR * took / longest)) if took else ""
+
+
+def timeline(phases: list[dict], status: str) -> tuple[int, list[tuple], list[dict]]:
+    """(latest attempt, its six rows, the earlier attempts' runs). Each row is the phase's run in the latest
+    attempt; a phase a resume skipped shows the earlier run it builds on (its attempt number says so); a phase not
+    reached is pending while the deployment is active, else `not run`."""
+    latest = max((p["attempt"] for p in phases), default=0)
+    current = {p["phase"]: p for p in phases if p["attempt"] == latest}   # a re-run within an attempt: the last
+    earlier = [p for p in phases if p["attempt"] < latest]
+    carried = {p["phase"]: p for p in earlier}
+    first = min((PHASES.index(name) for name in current if name in PHASES), default=len(PHASES))
+    longest = max([_took(p) or 0 for p in phases] + [0.001])
     rows = []
-    for p in phases:
-        bar = "█" * max(1, round(12 * (p["duration"] or 0) / longest)) if p["duration"] else "…"
-        rows.append((f"{PHASES.index(p['phase']) + 1}/6 {p['phase']}" if p["phase"] in PHASES else p["phase"],
-                     str(p["attempt"]), Text(p["outcome"] or "running", style=OUTCOME_STYLE.get(p["outcome"], "")),
-                     clock(p["started_at"]), fmt.duration(p["duration"]), bar, (p["detail"] or "")[:80]))
-    ran = {p["phase"] for p in phases}
-    if status in ("queued", "deploying"):
-        for i, name in enumerate(PHASES):
-            if name not in ran:
-                rows.append((f"{i + 1}/6 {name}", "-", Text("pending", style="dim"), "-", "-", "", ""))
-    return rows
+    for i, name in enumerate(PHASES):
+        p = current.get(name) or (carried.get(name) if i < first else None)
+        label = f"{i + 1}/6 {name}"
+        if p is None:
+            state = "pending" if status in ("queued", "deploying") else "not run"
+            rows.append((label, "-", Text(state, style="dim"), "-", "-", "", ""))
+            continue
+        took, running = _took(p), p["outcome"] is None
+        outcome = Text(p["outcome"] or "running", style=OUTCOME_STYLE.get(p["outcome"], ""))
+        rows.append((label, str(p["attempt"]), outcome, clock(p["started_at"]), fmt.duration(took),
+                     _bar(took, longest, running), p["detail"] or ""))
+    return latest, rows, earlier
+
+
+def phase_table(rows: list[tuple], dim_attempts: int | None = None) -> Table:
+    table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, show_edge=False, header_style="bold")
+    for name, kwargs in (("PHASE", {"width": 21}), ("ATT", {"width": 3, "justify": "right"}),
+                         ("OUTCOME", {"width": 9}), ("STARTED", {"width": 8}), ("TOOK", {"width": 6}),
+                         ("", {"width": BAR}), ("DETAIL", {"ratio": 1})):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", **kwargs)
+    for row in rows:
+        style = "dim" if dim_attempts is not None and row[1] not in ("-", str(dim_attempts)) else ""
+        table.add_row(*row, style=style)
+    return table
+
+
+def earlier_title(earlier: list[dict]) -> str:
+    attempts = sorted({p["attempt"] for p in earlier})
+    last = earlier[-1]
+    return (f"Earlier attempts: {', '.join(map(str, attempts))} (attempt {last['attempt']} ended in "
+            f"{last['phase']}: {last['outcome'] or 'stopped'})")
+
+
+def event_text(e: dict) -> str:
+    level = {"error": "ERR", "warning": "WRN", "info": "   ", "debug": "dbg"}.get(e["level"], e["level"][:3].upper())
+    kind = "" if e["kind"] in ("deployment", "build") else f"{e['kind']}: "
+    return (f"{time.strftime('%H:%M:%S', time.localtime(e['time']))} {level} {kind}{e['message']}"
+            + (f"  [{e['actor']}]" if e.get("actor") else ""))
 
 
 class DetailsScreen(Screen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="back"),
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", id="back"),
                 Binding("l", "logs", "Logs", id="details_logs")]
 
     def __init__(self, deployment_id: str, **kwargs):
@@ -80,23 +136,23 @@ class DetailsScreen(Screen):
         self.deployment_id = deployment_id
         self.last_event_id = 0
         self.loaded = False
+        self.attempt: int | None = None
         self._timer = None
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="detail-head")
-        yield DataTable(id="phases", cursor_type="none")
+        yield Static("", id="phases")
+        with Collapsible(title="Earlier attempts", id="detail-earlier"):
+            yield Static("", id="detail-earlier-runs")
         yield Static("", id="detail-cleanup")
         with Horizontal(id="detail-bottom"):
             yield ContainersTable(id="detail-containers")
-            yield Log(id="detail-events", max_lines=5000)
+            yield FollowLog(id="detail-events", max_lines=5000, wrap_indent=13)
         yield Footer()
 
     def on_mount(self) -> None:
-        phases = self.query_one("#phases", DataTable)
-        for label, width in (("PHASE", 21), ("ATTEMPT", 7), ("OUTCOME", 9), ("STARTED", 8), ("DURATION", 8),
-                             ("", 12), ("DETAIL", 80)):
-            phases.add_column(label, width=width)
-        phases.border_title = "Phase timeline"
+        self.query_one("#phases").border_title = "Phase timeline"
+        self.query_one("#detail-earlier").display = False
         self.query_one("#detail-containers").border_title = "Containers"
         self.query_one("#detail-events").border_title = "Events"
         self.query_one(ContainersTable).focus()
@@ -142,14 +198,23 @@ class DetailsScreen(Screen):
             self._timer = self.set_timer(self.app.engine.settings.poll_interval, self.poll)
 
     def show(self, data: dict, containers: list[dict], errors: list[str]) -> None:
-        self.loaded = True
         if not data.get("started_at") and data["phases"]:
             data["started_at"] = data["phases"][0]["started_at"]
         self.query_one("#detail-head", Static).update(head_text(data))
-        phases = self.query_one("#phases", DataTable)
-        phases.clear()
-        for row in timeline(data["phases"], data["status"]):
-            phases.add_row(*row)
+        latest, rows, earlier = timeline(data["phases"], data["status"])
+        phases = self.query_one("#phases", Static)
+        phases.update(phase_table(rows, dim_attempts=latest))
+        running = data["status"] == "deploying"
+        phases.border_title = (f"Phase timeline · attempt {latest}" + (" (running)" if running else "")
+                               + (" · resumed" if latest else ""))
+        box = self.query_one("#detail-earlier", Collapsible)
+        box.display = bool(earlier)
+        if earlier:
+            box.title = earlier_title(earlier)
+            self.query_one("#detail-earlier-runs", Static).update(phase_table([
+                (f"{PHASES.index(p['phase']) + 1}/6 {p['phase']}" if p["phase"] in PHASES else p["phase"],
+                 str(p["attempt"]), Text(p["outcome"] or "stopped", style=OUTCOME_STYLE.get(p["outcome"], "")),
+                 clock(p["started_at"]), fmt.duration(p["duration"]), "", p["detail"] or "") for p in earlier]))
         self.query_one("#detail-cleanup", Static).update(cleanup_text(data.get("cleanup")))
         table = self.query_one(ContainersTable)
         table.show(containers)
@@ -157,9 +222,10 @@ class DetailsScreen(Screen):
                                                                 if errors else "")
         events = data["events"]
         if events:
-            log = self.query_one("#detail-events", Log)
-            log.write_lines([event_line(e) for e in events], scroll_end=log.is_vertical_scroll_end)
+            self.query_one("#detail-events", FollowLog).add_lines([event_text(e) for e in events])
             self.last_event_id = events[-1]["id"]
+        self.attempt = latest
+        self.loaded = True
 
     def action_logs(self) -> None:
         container = self.query_one(ContainersTable).selected()

@@ -1,0 +1,220 @@
+"""Quitting, the details screen and the container log viewer, driven by keys (Textual Pilot) against the real engine.
+
+Waits are on conditions the app reaches (a worker's result shown, a screen pushed, a row written), never on fixed
+sleeps."""
+from console.engine import labels as L
+from console.engine.core import Engine
+from console.engine.validate import PHASES
+from console.tui.app import DeployerConsole
+from console.tui.screens.logs import FollowLog
+from storage.clock import now
+from storage.models import Deployment, DeploymentEvent, PhaseRun
+from tests.conftest import make_service_dir, wait_for
+from tests.tui.conftest import SIZE, first_render, run, wait_until
+
+FAILED = "c3d4e5f6a1b2"   # the seeded deployment that failed its HEALTH_CHECK
+
+
+def screen_name(app) -> str:
+    return type(app.screen).__name__
+
+
+def screen_text(app) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def timeline_row(app, phase: str) -> str:
+    return next(line for line in screen_text(app).splitlines() if line.startswith(f"│ {phase}"))
+
+
+async def open_details(pilot, deployment_id: str):
+    app = pilot.app
+    table = app.main.query_one("#deployments")
+    await wait_until(pilot, lambda: deployment_id in table.rows_by_id, what=f"row {deployment_id}")
+    table.move_cursor(row=table.get_row_index(deployment_id))
+    await pilot.press("d")
+    await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="the details")
+    return app.screen
+
+
+# ---- quitting
+def test_q_on_a_leader_with_a_deployment_in_flight_asks_then_hands_it_over_for_resume(engine, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("DEPLOYER_FAULT_PAUSE", "COPYING_FILES:120")   # the pipeline waits mid-phase
+    engine.add_service("web", str(make_service_dir(tmp_path / "src")))
+    holder = {}
+
+    async def scenario():
+        app = DeployerConsole(engine, host_runtime=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            await wait_until(pilot, lambda: engine.runtime is not None and engine.runtime.is_leader,
+                             what="the console to lead")
+            dep = holder["dep"] = engine.create_deployment("web")
+            await wait_until(pilot, lambda: Deployment.get_by_id(dep.id).phase == "COPYING_FILES" and
+                             engine.in_flight(), timeout=90, what="the pipeline to run COPYING_FILES")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.screen is app.confirm_dialog, what="the quit question")
+            assert "Quit and hand over 1 deployment?" in screen_text(app)
+            assert f"{dep.id} web in COPYING_FILES" in screen_text(app)
+            await pilot.press("n")                       # no: nothing stops
+            await wait_until(pilot, lambda: app.screen is app.main, what="back on the main screen")
+            assert engine.runtime.running_ids() == {dep.id}
+            await pilot.press("ctrl+c")                  # ctrl+c asks the same
+            await wait_until(pilot, lambda: app.screen is app.confirm_dialog, what="the quit question again")
+            await pilot.press("y")
+            await wait_until(pilot, lambda: app.return_code is not None, timeout=10,
+                             what="the console to stop its runtime and exit")
+            assert app.quitting
+    run(scenario())
+    dep = holder["dep"]
+    assert engine.runtime.running_ids() == set()          # stopped, not killed later
+    row = Deployment.get_by_id(dep.id)
+    assert row.status == "deploying" and row.resume_from == "COPYING_FILES"
+    assert row.heartbeat_at is None and row.owner.startswith("released-by:")
+    assert DeploymentEvent.select().where((DeploymentEvent.deployment == dep.id) &
+                                          DeploymentEvent.message.contains("handed over")).exists()
+
+    # the next engine to lead resumes it as requested work (not as a zombie) and it finishes
+    monkeypatch.delenv("DEPLOYER_FAULT_PAUSE")
+    successor = Engine(engine.settings)
+    try:
+        successor.start_runtime()
+        wait_for(lambda: Deployment.get_by_id(dep.id).status == "success", timeout=90,
+                 what="the successor to finish the handed-over deployment")
+    finally:
+        successor.close()
+    done = Deployment.get_by_id(dep.id)
+    assert done.attempts == 1 and done.resume_from is None
+    messages = [e.message for e in DeploymentEvent.select().where(DeploymentEvent.deployment == dep.id)]
+    assert any("Resuming deployment" in m and "from COPYING_FILES" in m for m in messages), messages
+    assert not any("zombie" in m for m in messages), messages
+
+
+def test_q_without_deployments_in_flight_quits_at_once(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code is not None, what="the console to exit")
+            assert app.confirm_dialog not in app.screen_stack    # no question: nothing runs here
+    run(scenario())
+    assert app.return_code == 0
+
+
+def test_q_and_escape_go_back_from_details_and_logs(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            for key in ("q", "escape", "ctrl+c"):
+                await open_details(pilot, FAILED)
+                await pilot.press(key)
+                await wait_until(pilot, lambda: app.screen is app.main, what=f"{key} back from details")
+            from console.tui.screens.logs import LogsScreen
+            for key in ("q", "escape"):
+                await app.push_screen(LogsScreen({"name": "gone", "id": "0123456789ab", "host": "local",
+                                                  "state": "exited"}))
+                await wait_until(pilot, lambda: screen_name(app) == "LogsScreen", what="the log viewer")
+                await pilot.press(key)
+                await wait_until(pilot, lambda: app.screen is app.main, what=f"{key} back from logs")
+            assert app.is_running
+    run(scenario())
+
+
+# ---- details
+def test_details_at_80x24_show_all_six_phases_and_the_whole_error(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await first_render(pilot)
+            screen = await open_details(pilot, FAILED)
+            await pilot.pause()
+            text = screen_text(app)
+            for i, phase in enumerate(PHASES):
+                assert f"{i + 1}/6 {phase}" in text, text
+            assert "failed" in timeline_row(app, "6/6 HEALTH_CHECK")
+            # the error wraps instead of stopping at the edge
+            assert "error: HEALTH_CHECK: health check timed out" in text
+            assert "HTTP/1.1 404 Not Found)" in text, text
+            phases = screen.query_one("#phases")
+            assert phases.region.bottom <= screen.size.height - 1   # above the footer
+    run(scenario())
+
+
+def test_details_follow_a_resumed_attempt_live_and_keep_earlier_attempts_below(seeded):
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            screen = await open_details(pilot, FAILED)
+            assert screen.attempt == 0 and not screen.query_one("#detail-earlier").display
+            t = now()
+            with app.engine.store.write():      # the engine resumes it from HEALTH_CHECK (attempt 1)
+                Deployment.update(status="deploying", phase="HEALTH_CHECK", attempts=1, error=None,
+                                  finished_at=None, heartbeat_at=t).where(Deployment.id == FAILED).execute()
+                PhaseRun.create(deployment=FAILED, phase="HEALTH_CHECK", attempt=1, started_at=t)
+                DeploymentEvent.create(deployment=FAILED, time=t, level="info", kind="deployment",
+                                       message=f"Resuming deployment {FAILED} from HEALTH_CHECK (attempt 1)")
+            await wait_until(pilot, lambda: screen.attempt == 1, what="details to follow the new attempt")
+            await pilot.pause()
+            text = screen_text(app)
+            assert "Phase timeline · attempt 1 (running)" in text
+            health = timeline_row(app, "6/6 HEALTH_CHECK")
+            assert "running" in health and " 1 " in health
+            building = timeline_row(app, "2/6 BUILDING")
+            assert "done" in building and " 0 " in building     # what attempt 1 builds on
+            earlier = screen.query_one("#detail-earlier")
+            assert earlier.display and "attempt 0 ended in HEALTH_CHECK: failed" in earlier.title
+            log = screen.query_one("#detail-events", FollowLog)
+            assert any("Resuming deployment" in line for line in log.lines)
+    run(scenario())
+
+
+# ---- the container log viewer
+def test_log_viewer_follows_pauses_on_scroll_up_keeps_receiving_and_keeps_the_tail_on_resize(engine, docker_client):
+    from console.tui.screens.logs import LogsScreen
+    name = f"deployer-logs-{engine.store_id[:6]}"
+    c = docker_client.containers.run(
+        "deployer/base:busybox", ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.02; done"],
+        name=name, detach=True, labels=L.deployment_labels(engine.store_id, "0" * 12, "logs", 1))
+    container = {"name": name, "id": c.id[:12], "host": "local", "state": "running"}
+
+    async def scenario():
+        app = DeployerConsole(engine, host_runtime=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            screen = LogsScreen(container)
+            await app.push_screen(screen)
+            log = screen.query_one(FollowLog)
+            await wait_until(pilot, lambda: log.line_count > log.size.height + 20, what="a screenful of lines")
+            assert log.following and "· following" in str(screen.query_one("#logs-head").render())
+            await wait_until(pilot, lambda: log.scroll_y == log.max_scroll_y, what="the tail")
+
+            await pilot.press("up")                       # scrolling up pauses
+            assert not log.following
+            assert "paused — End to follow" in str(screen.query_one("#logs-head").render())
+            assert log.border_subtitle == "paused — End to follow"
+            kept, lines = log.scroll_y, log.line_count
+            await wait_until(pilot, lambda: log.line_count > lines + 20, what="lines while paused")
+            assert log.scroll_y == kept                   # still receiving, the view stays put
+
+            await pilot.press("end")                      # End follows again
+            assert log.following and log.scroll_y == log.max_scroll_y
+            for size in ((80, 24), (160, 45)):           # a resize keeps the tail while following
+                await pilot.resize_terminal(*size)
+                lines = log.line_count
+                await wait_until(pilot, lambda: log.line_count > lines + 5 and log.scroll_y == log.max_scroll_y,
+                                 what=f"the tail at {size}")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.screen is app.main, what="back")
+            assert screen.closed.is_set()
+    try:
+        run(scenario())
+    finally:
+        c.remove(force=True)
