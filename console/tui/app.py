@@ -5,10 +5,12 @@ pipeline or a Docker/store call on the UI thread itself. Keys are Textual bindin
 config.toml rebinds them through the app keymap.
 """
 import logging
+import time
 from functools import partial
+from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import ModalScreen
@@ -22,13 +24,16 @@ log = logging.getLogger(__name__)
 APP_IDS = {"help", "quit"}
 PALETTE_NAMES = {"containers": "All containers", "event_kind": "Event kind", "event_scope": "Event scope",
                  "command": "Open a view"}
+PREWARM_CHECK_S = 0.1        # how often start-up checks whether the first poll has been drawn (then builds dialogs)
+PREWARM_LATEST_S = 5.0
 
 
 class DeployerConsole(App):
     TITLE = "deployer-console"
     # every screen's stylesheet is loaded once at start: a screen class with its own CSS_PATH makes Textual re-apply
     # the whole stylesheet to every widget the first time it is pushed (hundreds of ms with the tables up)
-    CSS_PATH = ["screens/main.tcss", "screens/modals.tcss", "screens/details.tcss", "screens/logs.tcss"]
+    # (absolute, so a subclass defined elsewhere, like the bench's, finds them too)
+    CSS_PATH = [Path(__file__).parent / "screens" / f"{name}.tcss" for name in ("main", "modals", "details", "logs")]
     # q goes back from a sub-screen or dialog and quits from the main screen (asking first when this console leads
     # deployments in flight); ctrl+c (a reflex) and Textual's ctrl+q do the same, even from an input
     BINDINGS = [Binding("question_mark", "help", "Help", id="help"),
@@ -36,10 +41,15 @@ class DeployerConsole(App):
                 Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
     main_screen = MainScreen   # the bench swaps in a timed subclass
 
-    def __init__(self, engine, host_runtime: bool = True, **kwargs):
+    def __init__(self, engine, host_runtime: bool = True, prewarm: bool = True, **kwargs):
+        """prewarm=False leaves the dialogs to be built on their first opening (snapshot tests: nothing is pushed
+        behind their back)."""
         super().__init__(**kwargs)
         self.engine = engine
         self.host_runtime = host_runtime
+        self.prewarm = prewarm
+        self.dialogs_ready = not prewarm    # set once the dialogs are built (tests wait for it)
+        self._held_keys: list | None = None
         self.main: MainScreen | None = None
         self.notices: list[tuple[str, str]] = []   # (severity, message), newest last: what the notice line said
         self.key_map: dict[str, str] = {}
@@ -57,6 +67,8 @@ class DeployerConsole(App):
         self.install_screen(self.resume_dialog, "resume")
         self.main = self.main_screen()
         self.push_screen(self.main)
+        self._started = time.monotonic()
+        self._prewarm_timer = self.set_interval(PREWARM_CHECK_S, self._maybe_prewarm)
         self.call_after_refresh(self._startup_notice, problems)
         if self.host_runtime:
             self._start_runtime()
@@ -94,6 +106,41 @@ class DeployerConsole(App):
         except Exception as e:  # the console stays useful as a viewer
             log.exception("starting the embedded engine")
             self.call_from_thread(self.notify, f"embedded engine did not start: {one_line(e)}", severity="error")
+
+    def _maybe_prewarm(self) -> None:
+        """Build the dialogs once the main screen has drawn its first poll (never ahead of it: that is the paint
+        the operator waits for), or after PREWARM_LATEST_S whatever happens."""
+        drawn = self.main is not None and getattr(self.main, "first_render_at", None) is not None
+        if drawn or time.monotonic() - self._started > PREWARM_LATEST_S:
+            self._prewarm_timer.stop()
+            self.call_after_refresh(self._prewarm_dialogs)
+
+    async def _prewarm_dialogs(self) -> None:
+        """Compose and style the reusable dialogs once, unseen (no frame is drawn inside a batch), while the
+        operator reads the first screen: the first `c` or `r` then opens as fast as the later ones. Keys typed
+        meanwhile are held and replayed to the main screen, so none is lost."""
+        if not self.prewarm:
+            return
+        self._held_keys = []
+        try:
+            for dialog in (self.confirm_dialog, self.resume_dialog):
+                if dialog.is_mounted or self.screen is not self.main:
+                    continue
+                with self.batch_update():
+                    await self.push_screen(dialog)
+                    if self.screen is dialog:
+                        await self.pop_screen()
+        finally:
+            held, self._held_keys = self._held_keys, None
+            for key in held:
+                self.post_message(events.Key(key.key, key.character))
+            self.dialogs_ready = True
+
+    async def on_event(self, event: events.Event) -> None:
+        if self._held_keys is not None and isinstance(event, events.Key) and not event.is_forwarded:
+            self._held_keys.append(event)
+            return
+        await super().on_event(event)
 
     # ---- quitting
     async def action_quit(self) -> None:

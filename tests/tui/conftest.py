@@ -27,14 +27,16 @@ def utc():
 
 @pytest.fixture
 def seeded(tmp_path, utc, docker_client):
-    """make(read_only=False, keys=None, extra=0, live=False) -> a DeployerConsole over a seeded store, no runtime
-    (snapshots). With live, the engine reports a leader with two hosts and the showcase containers (fixed data, so a
-    snapshot shows what a hosted console shows without a clock or a Docker engine that moves)."""
+    """make(read_only=False, keys=None, extra=0, live=False, prewarm=False) -> a DeployerConsole over a seeded store,
+    no runtime (snapshots). With live, the engine reports a leader with two hosts and the showcase containers (fixed
+    data, so a snapshot shows what a hosted console shows without a clock or a Docker engine that moves). The dialogs
+    are not prewarmed unless asked: a snapshot never catches one pushed behind its back."""
     from console.engine.core import Engine
     from console.tui.app import DeployerConsole
     engines = []
 
-    def make(read_only: bool = False, keys: dict | None = None, extra: int = 0, live: bool = False):
+    def make(read_only: bool = False, keys: dict | None = None, extra: int = 0, live: bool = False,
+             prewarm: bool = False):
         settings = make_settings(tmp_path / f"data{len(engines)}", read_only=read_only, keys=keys or {})
         engine = Engine(settings)
         engines.append(engine)
@@ -44,7 +46,7 @@ def seeded(tmp_path, utc, docker_client):
         if live:
             engine.status = showcase_status
             engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()
-        return DeployerConsole(engine, host_runtime=False)
+        return DeployerConsole(engine, host_runtime=False, prewarm=prewarm)
 
     yield make
     freeze(None)
@@ -63,8 +65,8 @@ async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condi
 
 async def first_render(pilot):
     app = pilot.app
-    await wait_until(pilot, lambda: app.main is not None and app.main.first_render_at is not None,
-                     what="the first poll to render")
+    await wait_until(pilot, lambda: app.main is not None and app.main.first_render_at is not None and
+                     getattr(app, "dialogs_ready", True), what="the first poll to render and the dialogs to be built")
     await pilot.pause(0.1)
 
 

@@ -218,3 +218,26 @@ def test_log_viewer_follows_pauses_on_scroll_up_keeps_receiving_and_keeps_the_ta
         run(scenario())
     finally:
         c.remove(force=True)
+
+
+# ---- dialogs built once
+def test_dialogs_are_built_after_start_and_reused_without_losing_the_main_screens_focus(seeded):
+    app = seeded(prewarm=True)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)            # waits for the dialogs to be built, too
+            assert app.confirm_dialog.is_mounted and app.resume_dialog.is_mounted
+            assert app.screen is app.main and app.focused is app.main.query_one("#deployments")
+            table = app.main.query_one("#deployments")
+            table.move_cursor(row=table.get_row_index("a1b2c3d4e5f6"))     # deploying: c asks
+            for _ in range(2):
+                await pilot.press("c")
+                await wait_until(pilot, lambda: app.screen is app.confirm_dialog, what="the confirmation")
+                assert "Cancel a1b2c3d4e5f6?" in screen_text(app)
+                assert app.focused is app.confirm_dialog.query_one("#no")  # enter is safe
+                await pilot.press("n")
+                await wait_until(pilot, lambda: app.screen is app.main, what="back")
+            await pilot.press("down")                 # keys still reach the table
+            assert table.cursor_row == table.get_row_index("a1b2c3d4e5f6") + 1
+    run(scenario())

@@ -1,5 +1,4 @@
 """Modal dialogs: confirmation (y/n), the resume phase picker, the help screen and the hosts view."""
-import time
 
 from rich.table import Table
 from rich.text import Text
