@@ -14,9 +14,10 @@ every job re-checks `may_act()` before each step, so a holder that lost its leas
 may start (see lease.py).
 
 Stopping (SIGTERM, console exit) takes under 5 s: no new runs; the pipelines this runtime runs are handed over
-(their owner is released and their heartbeat cleared, so their own RunControl stops them within 0.2 s and the next
-leader resumes them at once as zombies); in-flight job runs get until the deadline and any still open are closed as
-`interrupted`, cleanup tasks they had claimed go back to `pending`; then the lease is released.
+(their owner is released, their heartbeat cleared and a resume request for their recorded phase written, so their
+own RunControl stops them within 0.2 s and the next leader's dispatcher resumes them at once); in-flight job runs
+get until the deadline and any still open are closed as `interrupted`, cleanup tasks they had claimed go back to
+`pending`; then the lease is released.
 """
 import contextlib
 import logging

@@ -178,9 +178,10 @@ class DeployerConsole(App):
             body.append(f"  • {d['id']} {d['service']} in {d.get('phase') or 'its first phase'}\n")
         if n > 8:
             body.append(f"  • … and {n - 8} more\n")
-        body.append("\nQuitting stops their pipelines cleanly and hands them over: each stays deploying with a "
-                    "resume request for its phase, which the next engine to lead runs (another console or "
-                    "`deployer-console engine`). The lease is released at once.")
+        them, each = ("them", "each") if n > 1 else ("it", "it")
+        body.append(f"\nQuitting stops {them} cleanly and hands {them} over: {each} stays deploying with a resume "
+                    f"request for its phase, which the next engine to lead runs (another console or "
+                    f"`deployer-console engine`). The lease is released at once.")
         self.push_screen(self.confirm_dialog.ask(f"Quit and hand over {n} deployment{'s' if n > 1 else ''}?", body,
                                                  yes="Hand over and quit"),
                          lambda ok: ok and self._stop_and_exit())
