@@ -6,6 +6,7 @@ import textwrap
 import threading
 from collections import deque
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -132,11 +133,18 @@ class LogsScreen(Screen):
         yield FollowLog(id="logs", max_lines=20000)
         yield Footer()
 
-    def _head(self) -> str:
+    def _head(self) -> Text:
+        """The follow state first (a narrow terminal cuts the end of the line), then whose log this is."""
         c = self.container
         log = self.query_one(FollowLog) if self.is_mounted else None
-        return (f"logs of {c['name']} ({c['id']}) on {c['host']} · {c['state']} · "
-                f"{log.state() if log is not None else 'following'}")
+        following = log is None or log.following
+        head = Text(log.state() if log is not None else "following", style="bold" if following else "bold yellow")
+        head.append(f" · {c['name']} ({c['id']}) on {c['host']} · {c['state']}")
+        return head
+
+    def _set_state(self, state: str) -> None:
+        self.container = {**self.container, "state": state}
+        self.query_one("#logs-head", Static).update(self._head())
 
     def on_mount(self) -> None:
         log = self.query_one(FollowLog)
@@ -182,6 +190,7 @@ class LogsScreen(Screen):
                         return
                     if waiting:
                         self._say("— the container runs again: following —\n")
+                        self.app.call_from_thread(self._set_state, "running")
                         waiting = False
                     got = True
                     self.app.call_from_thread(self._write, chunk.decode(errors="replace"))
@@ -189,6 +198,8 @@ class LogsScreen(Screen):
                     return
                 if got or not waiting:
                     self._say("\n— log stream ended (container stopped); waiting for it to run again —\n")
+                    if not self.closed.is_set():
+                        self.app.call_from_thread(self._set_state, "stopped")
                     waiting = True
                 tail = 0           # after a restart only what is new
                 self.closed.wait(RETRY_S)
