@@ -79,7 +79,7 @@ def main(out: Path, only=()) -> None:
             if is_live:
                 engine.status = showcase_status
                 engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()
-            app = DeployerConsole(engine, host_runtime=False)
+            app = DeployerConsole(engine, host_runtime=False, prewarm=False)   # nothing pushed behind a shot
             app.title = "deployer-console"
             asyncio.run(_shot(app, out, name, keys, wait, size))
         finally:
