@@ -3,19 +3,29 @@
 To change the schema: bump LATEST and add a function `_to_N(migrator)` below; it runs once, in order, inside a
 write transaction, and the version in Meta moves with it.
 """
+from peewee import CharField, DoubleField, IntegerField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+from playhouse.migrate import migrate as run_migrations
 
 from storage.models import MODELS, Meta
 
-LATEST = 1
+LATEST = 3
 
 
 def _migrator(store):
     return SqliteMigrator(store.db) if store.is_sqlite else PostgresqlMigrator(store.db)
 
 
+def _rollback_owner(store, m) -> None:
+    """A rollback has an owner and a heartbeat like a deployment, so one whose process died can be recovered."""
+    run_migrations(m.add_column("rollback", "owner", CharField(null=True)),
+                   m.add_column("rollback", "owner_machine", CharField(null=True)),
+                   m.add_column("rollback", "owner_pid", IntegerField(null=True)),
+                   m.add_column("rollback", "heartbeat_at", DoubleField(null=True)))
+
+
 STEPS: dict[int, callable] = {
-    # 2: lambda store, m: migrate(m.add_column("deployment", "x", CharField(null=True))),
+    3: _rollback_owner,
 }
 
 
@@ -41,8 +51,8 @@ def migrate(store) -> int:
             store.db.create_tables(MODELS, safe=True)
             import uuid
             Meta.insert(key="store_id", value=uuid.uuid4().hex[:12]).on_conflict_ignore().execute()
-            version = 1
-        for step in range(version + 1, LATEST + 1):
+            version = LATEST  # create_tables made the latest schema: no step runs after it
+        for step in sorted(s for s in STEPS if version < s <= LATEST):
             STEPS[step](store, _migrator(store))
             version = step
         Meta.insert(key="schema_version", value=str(version)).on_conflict(

@@ -129,6 +129,10 @@ class Rollback(Base):
     state = CharField(default="active", index=True)  # active | completed | failed
     actor = CharField(null=True)
     error = TextField(null=True)
+    owner = CharField(null=True)           # "<machine>:<pid>:<thread>" of the process running it, as for deployments
+    owner_machine = CharField(null=True)
+    owner_pid = IntegerField(null=True)
+    heartbeat_at = DoubleField(null=True)  # an active rollback without a fresh heartbeat is recovered by reconcile
     started_at = DoubleField(default=now)
     finished_at = DoubleField(null=True)
 
