@@ -415,6 +415,8 @@ def _reconcile_text(result: dict) -> str:
              for o in result["orphans"]]
     rows += [["drift", d["deployment_id"], d["service"], d["host"], d["problem"], d["action"], d.get("result", "")]
              for d in result["drift"]]
+    rows += [["rollback", r["deployment_id"], r["service"], r["host"], f"rollback {r['rollback_id']}: {r['reason']}",
+              r["action"], r.get("result", "")] for r in result.get("rollbacks", [])]
     if rows:
         lines.append(fmt.table(rows, ["KIND", "DEPLOYMENT", "SERVICE", "HOST", "WHAT", "ACTION", "RESULT"]))
     lines += [f"error: {e}" for e in result["errors"]]

@@ -13,6 +13,8 @@ import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+from peewee import fn
+
 from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine.archive import Archive, DoesNotFit
@@ -38,6 +40,18 @@ def active_rollback_ids() -> set[str]:
 
 def has_active_rollback(deployment_id: str) -> bool:
     return deployment_id in active_rollback_ids()
+
+
+def _skip_noted(deployment_id: str, message: str) -> bool:
+    """Whether the skip event was already written during the rollback(s) now involving the deployment."""
+    since = (Rollback.select(fn.MIN(Rollback.started_at)).where(
+        (Rollback.state == "active") & ((Rollback.from_deployment == deployment_id) |
+                                        (Rollback.to_deployment == deployment_id))).scalar())
+    if since is None:
+        return False
+    return DeploymentEvent.select().where((DeploymentEvent.deployment == deployment_id) &
+                                          (DeploymentEvent.kind == "cleanup") & (DeploymentEvent.message == message) &
+                                          (DeploymentEvent.time >= since)).exists()
 
 
 class CleanupFailed(Exception):
@@ -156,11 +170,12 @@ class Cleaner:
         store_id = self.engine.store_id
         why = self.keep_reason(task, dep, active_rollback_ids())
         if why == "rollback":
+            message = f"Skipping cleanup for deployment {dep.id} - active rollback in progress"
             with self.engine.store.write():
                 CleanupTask.update(state="pending", due_at=now() + ROLLBACK_RECHECK_S, updated_at=now()).where(
                     CleanupTask.id == task.id).execute()
-                D.event(dep.id, f"Skipping cleanup for deployment {dep.id} - active rollback in progress",
-                        kind="cleanup", host=dep.host)
+                if not _skip_noted(dep.id, message):  # once per rollback, not every re-check
+                    D.event(dep.id, message, kind="cleanup", host=dep.host)
             return "skipped"
         if why == "active":
             self._finish(task, "done", f"Cleanup of deployment {dep.id} dropped: it is {dep.status} again", dep=dep)

@@ -13,6 +13,9 @@ Diff (and the decisions, each in one place here):
   cleanup task). A zombie whose host did not answer waits for it.
 - deadlines: a live `deploying` row whose current phase started longer ago than its phase deadline is a wedged
   pipeline: `failed`, with a reason naming the phase.
+- rollbacks: an `active` rollback whose owner is gone (same proofs as a zombie, on the rollback's own heartbeat) is
+  finished when its target runs and answers its health check, undone otherwise (rollback.recover), with an event
+  saying which; until then its deployments are left out of the orphan and drift checks.
 - orphans: containers/volumes carrying our labels whose deployment is unknown, `failed` or `cancelled` with no open
   cleanup task, older than `orphan_grace`. A known deployment gets a cleanup task (reason `orphan`; the Cleaner
   archives and removes as usual); an unknown id has no row to hang a task on, so the pass re-checks the labels,
@@ -37,6 +40,7 @@ from datetime import datetime
 
 from console.engine import deployments as D
 from console.engine import labels as L
+from console.engine import rollback as rollbacks_
 from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
@@ -184,6 +188,7 @@ class Pass:
                     docker_calls=self.counter.calls, errors=self.errors)
         plan["counts"] = {"orphans": len(plan["orphans"]), "drift": len(plan["drift"]),
                           "zombies": len(plan["zombies"]), "deadlines": len(plan["deadlines"]),
+                          "rollbacks": len(plan["rollbacks"]),
                           "hosts_down": sum(1 for e in plan["hosts"].values() if e), "in_grace": plan["in_grace"],
                           "docker_calls": self.counter.calls, "errors": len(self.errors)}
         return plan
@@ -199,6 +204,7 @@ class Pass:
         # a cleanup being run right now may be backing up a volume: its helper container is in use
         cleaning = {r.deployment_id for r in tasks if r.state == "running" and r.updated_at >= t - STALE_RUNNING_S}
         rollbacks = active_rollback_ids()
+        stuck_rollbacks = rollbacks_.orphaned(float(s.zombie_after))
         errors, containers, volumes = observe_hosts(self.engine, float(s.host_timeout), self.counter)
         seen_ids = {c.deployment_id for cs in containers.values() for c in cs if c.deployment_id}
         seen_ids |= {(v.get("Labels") or {}).get(L.DEPLOYMENT) for vs in volumes.values() for v in vs}
@@ -266,6 +272,7 @@ class Pass:
                 if found and not found.get("problem"):
                     orphans.append(found)
         return {"orphans": orphans, "drift": drift, "zombies": zombies, "deadlines": deadlines,
+                "rollbacks": stuck_rollbacks,
                 "hosts": errors, "in_grace": in_grace, "_deps": deps, "_errors": errors}
 
     def _orphan(self, host, kind, dep_id, obj_id, name, age, dep, open_tasks, rollbacks, running=False):
@@ -340,6 +347,7 @@ class Pass:
     def act(self, plan: dict) -> None:
         self._record_hosts(plan["_errors"])
         steps = [(self._act_zombie, plan["zombies"]), (self._act_deadline, plan["deadlines"]),
+                 (self._act_rollback, plan["rollbacks"]),
                  (self._act_drift, plan["drift"]), (self._act_orphan, plan["orphans"])]
         for fn, items in steps:
             for item in items:
@@ -421,6 +429,9 @@ class Pass:
         except Exception as e:  # noqa: BLE001 - the link is repaired by hand or by the next deployment; say so
             D.event(dep_id, f"Reconcile could not restore the previous release of {dep.service.name}: "
                             f"{one_line(e)}", kind="reconcile", level="warning")
+
+    def _act_rollback(self, item: dict) -> str:
+        return rollbacks_.recover(self.engine, item["rollback_id"])
 
     def _act_drift(self, item: dict) -> str:
         dep_id = item["deployment_id"]

@@ -3,14 +3,27 @@
 Rolling a service back points `current` at the previous successful release, starts and routes its container,
 health-checks it, then makes it the service's success (the one it replaces becomes superseded and is stopped). A
 failed rollback is recorded and reported, and the service keeps whatever was serving: current, route and container
-of the deployment it started from are put back.
+of the deployment it started from are put back. Ctrl-C and SIGTERM (the CLI turns it into KeyboardInterrupt) undo it
+the same way before the process ends.
+
+A rollback has an owner (machine:pid:thread) and a heartbeat like a deployment. One whose process died (SIGKILL, a
+crash) is recovered by reconcile (`orphaned` + `recover`): finished when the target's container runs and answers
+its health check, undone otherwise, with an event saying which; store, `current`, route and container then agree.
 """
+import logging
+import os
+import threading
+import time
+
 from console.engine import deployments as D
-from console.engine.errors import DeployerError, InputError
+from console.engine.errors import DeployerError, ForeignContainer, InputError
+from console.engine.lease import pid_gone
 from console.engine.paths import atomic_symlink, link_target
 from console.engine.pipeline import container_name, wait_healthy
 from storage.clock import now
 from storage.models import Deployment, Rollback, Service
+
+log = logging.getLogger(__name__)
 
 
 class RollbackFailed(DeployerError):
@@ -40,65 +53,260 @@ def pick_target(svc: Service, to: str | None, paths) -> tuple[Deployment | None,
     return serving, target
 
 
+def new_owner() -> dict:
+    return {"owner": f"{D.MACHINE}:{os.getpid()}:{threading.get_ident() % 100000}", "owner_machine": D.MACHINE,
+            "owner_pid": os.getpid(), "heartbeat_at": now()}
+
+
+class Heartbeat:
+    """Keeps the rollback's heartbeat fresh while its owner lives, so reconcile never recovers a live rollback."""
+
+    def __init__(self, store, rollback_id: int, owner: str, interval: float):
+        self.store, self.rollback_id, self.owner, self.interval = store, rollback_id, owner, interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"rollback-{rollback_id}", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self):
+        while not self._done.wait(self.interval):
+            try:
+                with self.store.write():
+                    Rollback.update(heartbeat_at=now()).where(
+                        (Rollback.id == self.rollback_id) & (Rollback.owner == self.owner) &
+                        (Rollback.state == "active")).execute()
+            except Exception:  # a store hiccup must not kill the heartbeat; the next round retries
+                log.exception("heartbeat of rollback %s", self.rollback_id)
+
+
+def _fault_point(target_id: str) -> None:
+    """Test hook: DEPLOYER_FAULT_PAUSE=ROLLBACK:SECONDS pauses a rollback after its route is written, before the
+    health check, so a fault test can kill the process there."""
+    name, _, seconds = os.environ.get("DEPLOYER_FAULT_PAUSE", "").partition(":")
+    if name == "ROLLBACK" and seconds:
+        D.event(target_id, f"fault pause in ROLLBACK ({seconds} s)", kind="rollback", level="debug")
+        time.sleep(float(seconds))
+
+
+def _container(gw, name: str, store_id: str, deployment_id: str):
+    """The deployment's container (ownership checked, see Gateway.find_ours), or None when it is gone; one that is
+    not ours is an error naming it, and it is never touched."""
+    try:
+        return gw.find_ours(name, store_id, deployment_id)
+    except ForeignContainer as e:
+        raise RollbackFailed(str(e)) from e
+
+
 def rollback(engine, service_name: str, to: str | None = None, actor_name: str | None = None) -> Rollback:
     svc = engine.service(service_name)
     serving, target = pick_target(svc, to, engine.paths)
+    owner = new_owner()
     with engine.store.write():
         if Rollback.select().where((Rollback.service == svc.id) & (Rollback.state == "active")).exists():
             raise InputError(f"a rollback of {svc.name} is already in progress")
-        rb = Rollback.create(service=svc, from_deployment=serving, to_deployment=target, actor=actor_name)
+        rb = Rollback.create(service=svc, from_deployment=serving, to_deployment=target, actor=actor_name, **owner)
         D.event(target.id, f"Rollback of {svc.name} from {serving.id if serving else '-'} to {target.id} started "
                            f"by {actor_name}", kind="rollback", actor_name=actor_name, host=target.host)
-    current = engine.paths.current(svc.name)
-    before = link_target(current)
+    beat = Heartbeat(engine.store, rb.id, owner["owner"], float(engine.settings.heartbeat_interval)).start()
+    try:
+        return _run(engine, rb, svc, serving, target, actor_name)
+    finally:
+        beat.close()
+
+
+def _run(engine, rb: Rollback, svc: Service, serving, target: Deployment, actor_name) -> Rollback:
+    before = link_target(engine.paths.current(svc.name))
+    previous_before = link_target(engine.paths.previous(svc.name))
     gw = engine.hosts.gateway(target.host)
     name = container_name(svc.name, target.id)
     started_here, info = False, None
     try:
-        info = gw.find_ours(name, engine.store_id, target.id)
+        info = _container(gw, name, engine.store_id, target.id)
         if info is None:
             raise RollbackFailed(f"the container {name} of {target.id} is gone; deploy again instead")
         engine.paths.ensure(engine.paths.service(svc.name))
-        atomic_symlink(current, f"../../releases/{target.id}")
+        atomic_symlink(engine.paths.current(svc.name), f"../../releases/{target.id}")
         if before and before != target.id:
             atomic_symlink(engine.paths.previous(svc.name), f"../../releases/{before}")
         if not info.running:
             gw.start(info)
             started_here = True
         engine.pipeline.write_route(svc, target.id, gw)
+        _fault_point(target.id)
         detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.health_timeout)
-    except Exception as e:  # any failure: record it, put back what was serving
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        _restore(engine, svc, serving, before, gw, info if started_here else None)
-        with engine.store.write():
-            Rollback.update(state="failed", error=reason, finished_at=now()).where(Rollback.id == rb.id).execute()
-            D.event(target.id, f"Rollback of {svc.name} to {target.id} failed: {reason}; "
-                               f"{svc.name} keeps {serving.id if serving else 'nothing'} serving",
-                    kind="rollback", level="error", actor_name=actor_name, host=target.host)
+    except BaseException as e:  # any failure, Ctrl-C and SIGTERM too: record it, put back what was serving
+        interrupted = not isinstance(e, Exception)
+        reason = ("interrupted (Ctrl-C or SIGTERM)" if interrupted else
+                  str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _undo(engine, rb, svc, serving, target, before, previous_before, stop_target=started_here)
+        _end(engine, rb, "failed", error=reason, level="error", actor_name=actor_name, host=target.host,
+             message=f"Rollback of {svc.name} to {target.id} failed: {reason}; "
+                     f"{svc.name} keeps {serving.id if serving else 'nothing'} serving")
+        if interrupted:
+            raise
         raise RollbackFailed(f"rollback of {svc.name} to {target.id} failed: {reason}") from e
-    with engine.store.write():
-        D.move(engine.store, target.id, "success", message=f"Deployment {target.id} serving again after rollback "
-                                                         f"({detail})", actor_name=actor_name)
-        if serving is not None:
-            D.move(engine.store, serving.id, "superseded", actor_name=actor_name,
-                   message=f"Deployment {serving.id} superseded by rollback to {target.id}")
-        Rollback.update(state="completed", finished_at=now()).where(Rollback.id == rb.id).execute()
-        D.event(target.id, f"Rollback of {svc.name} to {target.id} completed", kind="rollback",
-                actor_name=actor_name, host=target.host)
-    if serving is not None:
-        engine.pipeline.stop_service_container(svc, serving.id, serving.host)
+    if not _complete(engine, rb, svc, serving, target, detail, actor_name,
+                     message=f"Rollback of {svc.name} to {target.id} completed"):
+        raise RollbackFailed(f"rollback of {svc.name} to {target.id} was ended by another process "
+                             f"(its heartbeat was lost); see its events")
     return Rollback.get_by_id(rb.id)
 
 
-def _restore(engine, svc, serving, before, gw, started):
-    current = engine.paths.current(svc.name)
+def _complete(engine, rb: Rollback, svc: Service, serving, target: Deployment, detail: str, actor_name,
+              message: str) -> bool:
+    """The target becomes the service's success, the one it replaces superseded and stopped. False when the row is
+    no longer this owner's active rollback (reconcile recovered it meanwhile): nothing is changed then."""
+    with engine.store.write():
+        if not _still_mine(rb):
+            return False
+        D.move(engine.store, target.id, "success", message=f"Deployment {target.id} serving again after rollback "
+                                                           f"({detail})", actor_name=actor_name)
+        if serving is not None and Deployment.get_by_id(serving.id).status in ("success", "degraded"):
+            D.move(engine.store, serving.id, "superseded", actor_name=actor_name,
+                   message=f"Deployment {serving.id} superseded by rollback to {target.id}")
+        Rollback.update(state="completed", finished_at=now(), heartbeat_at=None).where(Rollback.id == rb.id).execute()
+        D.event(target.id, message, kind="rollback", actor_name=actor_name, host=target.host)
+    if serving is not None:
+        engine.pipeline.stop_service_container(svc, serving.id, serving.host)
+    return True
+
+
+def _still_mine(rb: Rollback) -> bool:
+    return Rollback.select().where((Rollback.id == rb.id) & (Rollback.state == "active") &
+                                   (Rollback.owner == rb.owner)).exists()
+
+
+def _end(engine, rb: Rollback, state: str, error: str, message: str, level: str, actor_name=None, host=None) -> None:
+    with engine.store.write():
+        if not _still_mine(rb):
+            return
+        Rollback.update(state=state, error=error, finished_at=now(), heartbeat_at=None).where(
+            Rollback.id == rb.id).execute()
+        D.event(rb.to_deployment_id, message, kind="rollback", level=level, actor_name=actor_name, host=host)
+
+
+def _undo(engine, rb, svc, serving, target, before, previous_before, stop_target: bool) -> None:
+    """Put back what served before the rollback: current, previous, route, and the target's container stopped."""
+    current, previous = engine.paths.current(svc.name), engine.paths.previous(svc.name)
     try:
-        if before:
+        if before and engine.paths.release(before).exists():
             atomic_symlink(current, f"../../releases/{before}")
+        elif link_target(current) == target.id:
+            current.unlink(missing_ok=True)
+        if previous_before and previous_before != link_target(previous) and \
+                engine.paths.release(previous_before).exists():
+            atomic_symlink(previous, f"../../releases/{previous_before}")
         if serving is not None:
             engine.pipeline.write_route(svc, serving.id, engine.hosts.gateway(serving.host))
-        if started is not None:
-            gw.stop(started)
+        elif before is None:
+            engine.paths.route(svc.name).unlink(missing_ok=True)
+        if stop_target:
+            gw = engine.hosts.gateway(target.host)
+            info = _container(gw, container_name(svc.name, target.id), engine.store_id, target.id)
+            if info is not None and info.running:
+                gw.stop(info)
     except Exception as e:  # restoring is best effort; the event says what is left to fix
-        D.event(serving.id if serving else None, f"Restoring {svc.name} after a failed rollback: {e}",
+        D.event(serving.id if serving else target.id, f"Restoring {svc.name} after rollback {rb.id}: {e}",
                 kind="rollback", level="error")
+
+
+# ---- recovery of a rollback whose process is gone (reconcile)
+def owner_gone(rb: Rollback, zombie_after: float, at: float | None = None) -> str | None:
+    """Why an active rollback's owner is gone (the same proofs as a zombie deployment), or None while it lives."""
+    at = now() if at is None else at
+    if rb.state != "active":
+        return None
+    if rb.heartbeat_at is None:
+        return "no heartbeat ever"
+    if at - rb.heartbeat_at > zombie_after:
+        return f"no heartbeat for {at - rb.heartbeat_at:.0f} s"
+    if pid_gone(rb.owner_machine, rb.owner_pid):
+        return f"owner pid {rb.owner_pid} is gone on {rb.owner_machine}"
+    return None
+
+
+def orphaned(zombie_after: float) -> list[dict]:
+    """Active rollbacks whose owner is gone (one query, and one per rollback found)."""
+    t = now()
+    out = []
+    for rb in (Rollback.select(Rollback, Service.name).join(Service)
+               .where(Rollback.state == "active").order_by(Rollback.id)):
+        why = owner_gone(rb, zombie_after, t)
+        if why:
+            out.append({"rollback_id": rb.id, "service": rb.service.name, "from": rb.from_deployment_id,
+                        "deployment_id": rb.to_deployment_id, "host": rb.to_deployment.host, "owner": rb.owner,
+                        "reason": why,
+                        "action": "finish if the target answers its health check, else undo"})
+    return out
+
+
+def recover(engine, rollback_id: int) -> str:
+    """Finish or undo a rollback whose owner is gone. The pass first takes the row over (compare-and-set on its
+    owner), so two passes never both act; a pass that dies half-way leaves a row the next pass takes over again."""
+    settings = engine.settings
+    with engine.store.write():
+        rb = Rollback.get_or_none(Rollback.id == rollback_id)
+        if rb is None or owner_gone(rb, float(settings.zombie_after)) is None:
+            return "no longer orphaned"
+        why = owner_gone(rb, float(settings.zombie_after))
+        mine = new_owner()
+        if Rollback.update(**mine).where((Rollback.id == rb.id) & (Rollback.state == "active") &
+                                         (Rollback.owner == rb.owner)).execute() != 1:
+            return "taken over elsewhere"
+    rb = Rollback.get_by_id(rollback_id)
+    svc, target, serving = rb.service, rb.to_deployment, rb.from_deployment
+    beat = Heartbeat(engine.store, rb.id, rb.owner, float(settings.heartbeat_interval)).start()
+    try:
+        gw = engine.hosts.gateway(target.host)
+        name = container_name(svc.name, target.id)
+        healthy, detail = _answers(engine, gw, name, target.id, svc)
+        gone = f"its process is gone ({why})"
+        if healthy:
+            engine.paths.ensure(engine.paths.service(svc.name))
+            current = engine.paths.current(svc.name)
+            if link_target(current) != target.id:
+                atomic_symlink(current, f"../../releases/{target.id}")
+            if serving is not None and link_target(engine.paths.previous(svc.name)) != serving.id and \
+                    engine.paths.release(serving.id).exists():
+                atomic_symlink(engine.paths.previous(svc.name), f"../../releases/{serving.id}")
+            engine.pipeline.write_route(svc, target.id, gw)
+            _complete(engine, rb, svc, serving, target, detail, None,
+                      message=f"Reconcile: rollback of {svc.name} to {target.id} finished: {gone}, and "
+                              f"{target.id} answers its health check ({detail})")
+            return "finished"
+        # undone: what served before comes back; the target keeps its stopped container as a rollback target
+        before = serving.id if serving is not None else None
+        _undo(engine, rb, svc, serving, target, before, target.id, stop_target=True)
+        _end(engine, rb, "failed", error=f"interrupted: {gone}; undone by reconcile", level="warning",
+             host=target.host, message=f"Reconcile: rollback of {svc.name} to {target.id} undone: {gone}, and "
+                                       f"{target.id} does not answer its health check ({detail}); {svc.name} keeps "
+                                       f"{before or 'nothing'} serving")
+        return "undone"
+    finally:
+        beat.close()
+
+
+def _answers(engine, gw, name: str, deployment_id: str, svc: Service) -> tuple[bool, str]:
+    """One look (no waiting): does the target's container run and answer its health check?"""
+    try:
+        info = _container(gw, name, engine.store_id, deployment_id)
+    except RollbackFailed as e:
+        return False, str(e)
+    if info is None:
+        return False, f"container {name} is gone"
+    if not info.running:
+        return False, f"container {name} is {info.state}"
+    details = gw.inspect(info.id) or {}
+    health = ((details.get("State") or {}).get("Health") or {}).get("Status")
+    if health == "healthy":
+        return True, "container reports healthy"
+    if health is not None:
+        return False, f"container reports {health}"
+    ok, last = gw.http_check(info, svc.port, svc.health_path)
+    return (True, f"HTTP {svc.health_path} answered 2xx/3xx") if ok else (False, last)
