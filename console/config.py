@@ -23,6 +23,7 @@ class Settings:
     # cleanup and retention
     cleanup_delay: float = 0.0
     keep_failed: int = 0
+    keep_releases: int = 5          # superseded releases kept per service as rollback targets; older ones are cleaned
     cleanup_backoff_max: float = 60.0
     archive_max_mb: float = 1024.0
     archive_max_age_days: float = 30.0
@@ -110,6 +111,10 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
     for name in POSITIVE:
         if not getattr(settings, name) > 0:
             raise InputError(f"invalid setting {name}={getattr(settings, name)!r}: must be greater than 0")
+    if isinstance(settings.keep_releases, bool) or not isinstance(settings.keep_releases, int) or \
+            settings.keep_releases < 1:
+        raise InputError(f"invalid keep_releases {settings.keep_releases!r}: a whole number of at least 1 (the "
+                         f"previous release is the default rollback target)")
     return settings
 
 

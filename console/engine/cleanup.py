@@ -1,4 +1,5 @@
-"""Cleanup of failed and cancelled deployments: plan and apply, rollback-aware, with retention and an archive.
+"""Cleanup of failed and cancelled deployments, and of superseded releases beyond `keep_releases`: plan and apply,
+rollback-aware, with retention and an archive.
 
 Tasks come from the outbox (CleanupTask rows written with the status move). A run claims due tasks with a
 compare-and-set, so two processes never run the same task, and runs them in a thread pool. Per task: skip and
@@ -8,6 +9,11 @@ the deployment's own volumes, remove its image once unused and its release direc
 the task with capped exponential backoff; whatever was not yet archived is not removed. A volume whose backup does not
 fit the archive (archive.py) is kept and its task waits; a backup helper left by a run that died mid-backup is removed
 first; a stopping runtime (`should_stop`) abandons a backup in progress and the task goes back to the queue.
+
+Superseded deployments keep their stopped container, image and release as rollback targets, the newest
+`keep_releases` per service only: older ones get a task (reason `superseded`) when a success or a rollback supersedes
+one and from the retention job. Never one that serves, that `current`/`previous` points at, or that an active
+rollback involves.
 """
 import logging
 import shutil
@@ -52,6 +58,46 @@ def _skip_noted(deployment_id: str, message: str) -> bool:
     return DeploymentEvent.select().where((DeploymentEvent.deployment == deployment_id) &
                                           (DeploymentEvent.kind == "cleanup") & (DeploymentEvent.message == message) &
                                           (DeploymentEvent.time >= since)).exists()
+
+
+def linked_releases(paths, service_name: str) -> set[str]:
+    """The deployments the service's current and previous links point at: never cleaned while they do."""
+    return {t for t in (link_target(paths.current(service_name)), link_target(paths.previous(service_name))) if t}
+
+
+def releases_beyond_keep(paths, svc: Service, keep: int) -> list[Deployment]:
+    """Superseded deployments of the service past the newest `keep` (by creation), minus the ones a link points at
+    or an active rollback involves, and minus those already cleaned since they were superseded (a task created
+    after the deployment's last status move) or with a cleanup task open."""
+    superseded = list(Deployment.select().where((Deployment.service == svc.id) &
+                                                (Deployment.status == "superseded"))
+                      .order_by(Deployment.created_at.desc(), Deployment.id.desc()))
+    older = superseded[keep:]
+    if not older:
+        return []
+    protected = linked_releases(paths, svc.name) | active_rollback_ids()
+    tasks: dict[str, list[CleanupTask]] = {}
+    for t in CleanupTask.select().where(CleanupTask.deployment.in_([d.id for d in older])):
+        tasks.setdefault(t.deployment_id, []).append(t)
+    return [d for d in older if d.id not in protected and not any(
+        t.state in ("pending", "running", "kept") or t.created_at >= d.updated_at for t in tasks.get(d.id, []))]
+
+
+def queue_release_retention(engine, svc: Service) -> int:
+    """Superseded releases beyond `keep_releases` get a cleanup task (reason `superseded`): the Cleaner archives
+    their logs and removes container, image and release directory with events, as for a failed deployment."""
+    keep = int(engine.settings.keep_releases)
+    try:
+        with engine.store.write():
+            beyond = releases_beyond_keep(engine.paths, svc, keep)
+            for dep in beyond:
+                D.enqueue_cleanup(dep.id, "superseded")
+                D.event(dep.id, f"Deployment {dep.id} is older than the newest {keep} superseded release(s) of "
+                                f"{svc.name}; its cleanup is queued", kind="cleanup", host=dep.host)
+    except Exception as e:  # the hourly retention job tries again; a deploy or rollback never fails on it
+        log.warning("release retention of %s: %s", svc.name, e)
+        return 0
+    return len(beyond)
 
 
 class CleanupFailed(Exception):
@@ -152,6 +198,8 @@ class Cleaner:
             return "rollback"
         if dep.status in ("deploying", "queued", "success", "degraded"):
             return "active"
+        if dep.status == "superseded" and dep.id in linked_releases(self.engine.paths, dep.service.name):
+            return "linked"
         if task.reason == "failed" and self.engine.settings.keep_failed > 0 and \
                 dep.id in self.kept_failed_ids(dep.service_id):
             return "retention"
@@ -179,6 +227,10 @@ class Cleaner:
             return "skipped"
         if why == "active":
             self._finish(task, "done", f"Cleanup of deployment {dep.id} dropped: it is {dep.status} again", dep=dep)
+            return "skipped"
+        if why == "linked":
+            self._finish(task, "done", f"Cleanup of deployment {dep.id} dropped: the current/previous link of "
+                                       f"{dep.service.name} points at it again (a rollback target)", dep=dep)
             return "skipped"
         gw = self.engine.hosts.gateway(dep.host)
         if why == "retention":
@@ -301,9 +353,11 @@ class Cleaner:
 
     def retention(self) -> dict:
         """The hourly job: re-arm kept deployments beyond keep-last-N; prune the archive by age and size."""
-        rearmed = sum(self._rearm_older_failed(s.id) for s in Service.select(Service.id))
+        services = list(Service.select())
+        rearmed = sum(self._rearm_older_failed(s.id) for s in services)
+        releases = sum(queue_release_retention(self.engine, s) for s in services)
         pruned = self.prune_archive()
-        return {"rearmed": rearmed, "archives_pruned": pruned}
+        return {"rearmed": rearmed, "releases_queued": releases, "archives_pruned": pruned}
 
     def prune_archive(self) -> int:
         """Archive retention (archive.py decides): one event per file removed. Returns how many."""
@@ -348,6 +402,7 @@ class Cleaner:
             if task.state == "kept" and why is None:
                 why = None
             action = {"rollback": "skip (active rollback)", "active": "drop (deployment active again)",
+                      "linked": "drop (current/previous link points at it)",
                       "retention": "keep (stopped, for inspection)"}.get(why)
             if action is None:
                 action = "remove" if task.due_at <= t else f"remove in {task.due_at - t:.0f} s"

@@ -451,6 +451,9 @@ class Pipeline:
                 D.move(self.ctx.store, old.id, "superseded", message=f"Deployment {old.id} superseded by {dep.id}")
         for old in older:
             self.stop_service_container(svc, old.id, old.host)
+        if older:
+            from console.engine.cleanup import queue_release_retention  # cleanup imports this module
+            queue_release_retention(self.ctx, svc)
         return "success"
 
     def stop_service_container(self, svc: Service, deployment_id: str, host: str) -> None:

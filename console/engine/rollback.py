@@ -16,6 +16,7 @@ import threading
 import time
 
 from console.engine import deployments as D
+from console.engine.cleanup import queue_release_retention
 from console.engine.errors import DeployerError, ForeignContainer, InputError
 from console.engine.lease import pid_gone
 from console.engine.paths import atomic_symlink, link_target
@@ -174,6 +175,7 @@ def _complete(engine, rb: Rollback, svc: Service, serving, target: Deployment, d
         D.event(target.id, message, kind="rollback", actor_name=actor_name, host=target.host)
     if serving is not None:
         engine.pipeline.stop_service_container(svc, serving.id, serving.host)
+    queue_release_retention(engine, svc)
     return True
 
 
