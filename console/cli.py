@@ -401,7 +401,8 @@ def engine_cmd(ctx, log_level):
 def _reconcile_text(result: dict) -> str:
     lines = [(f"reconcile{' (dry run)' if result['dry_run'] else ''}: {len(result['zombies'])} zombie(s), "
               f"{len(result['deadlines'])} overrun phase(s), {len(result['orphans'])} orphan(s) "
-              f"(+{result['in_grace']} within the grace period), {len(result['drift'])} drift; "
+              f"(+{result['in_grace']} within the grace period), {len(result['drift'])} drift, "
+              f"{len(result.get('rollbacks', []))} interrupted rollback(s); "
               f"{result['docker_calls']} Docker call(s) in {result['duration_ms']:.0f} ms")]
     for name, error in sorted(result["hosts"].items()):
         lines.append(f"host {name}: {'reachable' if error is None else 'UNREACHABLE: ' + error}")
