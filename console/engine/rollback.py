@@ -109,8 +109,11 @@ def rollback(engine, service_name: str, to: str | None = None, actor_name: str |
     serving, target = pick_target(svc, to, engine.paths)
     owner = new_owner()
     with engine.store.write():
-        if Rollback.select().where((Rollback.service == svc.id) & (Rollback.state == "active")).exists():
-            raise InputError(f"a rollback of {svc.name} is already in progress")
+        running = Rollback.get_or_none((Rollback.service == svc.id) & (Rollback.state == "active"))
+        if running is not None:
+            gone = owner_gone(running, float(engine.settings.zombie_after))
+            raise InputError(f"a rollback of {svc.name} is already in progress" + (
+                f" (its process is gone: {gone}; `deployer-console reconcile` finishes or undoes it)" if gone else ""))
         rb = Rollback.create(service=svc, from_deployment=serving, to_deployment=target, actor=actor_name, **owner)
         D.event(target.id, f"Rollback of {svc.name} from {serving.id if serving else '-'} to {target.id} started "
                            f"by {actor_name}", kind="rollback", actor_name=actor_name, host=target.host)
