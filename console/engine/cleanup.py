@@ -352,7 +352,8 @@ class Cleaner:
         return len(rearm)
 
     def retention(self) -> dict:
-        """The hourly job: re-arm kept deployments beyond keep-last-N; prune the archive by age and size."""
+        """The hourly job: re-arm kept deployments beyond keep-last-N, queue the cleanup of superseded releases beyond
+        `keep_releases`, prune the archive by age and size."""
         services = list(Service.select())
         rearmed = sum(self._rearm_older_failed(s.id) for s in services)
         releases = sum(queue_release_retention(self.engine, s) for s in services)

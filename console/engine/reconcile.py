@@ -40,12 +40,13 @@ from datetime import datetime
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import rollback as rollbacks_
 from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError
 from console.engine.pipeline import Job, container_name
+from console.engine.rollback import orphaned as orphaned_rollbacks
+from console.engine.rollback import recover as recover_rollback
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, Host, JobRun, Service
 from storage.queries import is_stuck
@@ -204,8 +205,11 @@ class Pass:
         # a cleanup being run right now may be backing up a volume: its helper container is in use
         cleaning = {r.deployment_id for r in tasks if r.state == "running" and r.updated_at >= t - STALE_RUNNING_S}
         rollbacks = active_rollback_ids()
-        stuck_rollbacks = rollbacks_.orphaned(float(s.zombie_after))
+        stuck_rollbacks = orphaned_rollbacks(float(s.zombie_after))
         errors, containers, volumes = observe_hosts(self.engine, float(s.host_timeout), self.counter)
+        for r in stuck_rollbacks:
+            if errors.get(r["host"]):
+                r["action"] = f"wait (host {r['host']} unreachable)"
         seen_ids = {c.deployment_id for cs in containers.values() for c in cs if c.deployment_id}
         seen_ids |= {(v.get("Labels") or {}).get(L.DEPLOYMENT) for vs in volumes.values() for v in vs}
         seen_ids.discard(None)
@@ -431,7 +435,9 @@ class Pass:
                             f"{one_line(e)}", kind="reconcile", level="warning")
 
     def _act_rollback(self, item: dict) -> str:
-        return rollbacks_.recover(self.engine, item["rollback_id"])
+        if item["action"].startswith("wait"):
+            return "left alone"
+        return recover_rollback(self.engine, item["rollback_id"])
 
     def _act_drift(self, item: dict) -> str:
         dep_id = item["deployment_id"]
