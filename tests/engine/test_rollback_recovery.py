@@ -14,7 +14,7 @@ from console.engine.pipeline import container_name
 from storage import migrations
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Rollback
-from tests.conftest import make_service_dir
+from tests.conftest import make_service_dir, wait_for
 from tests.reliability import cli_env, kill, spawn, wait_for_fault_pause
 
 
@@ -151,3 +151,22 @@ def test_a_store_from_before_rollback_owners_migrates_in_place(engine, tmp_path)
     assert migrations.migrate(engine.store) == migrations.LATEST
     row = Rollback.get()
     assert row.state == "completed" and row.to_deployment_id == dep.id and row.owner is None
+
+
+def test_running_engine_recovers_a_lost_rollback_within_the_zombie_window(two_releases, docker_client):
+    """With the engine running: cleanup re-checks every couple of seconds while the rollback holds it back, but says
+    so once; the scheduled reconcile undoes the rollback once its heartbeat is older than `zombie_after`."""
+    engine, first, second = two_releases
+    engine.settings.zombie_after = 6
+    with engine.store.write():  # the owner ran on another machine, so only its heartbeat can tell
+        rb = Rollback.create(service=first.service, from_deployment=second.id, to_deployment=first.id,
+                             owner="elsewhere:1:1", owner_machine="elsewhere", owner_pid=1, heartbeat_at=now())
+        D.enqueue_cleanup(first.id, "superseded")
+    runtime = engine.start_runtime()
+    wait_for(lambda: Rollback.get_by_id(rb.id).state != "active", timeout=30, what="reconcile to recover it")
+    assert now() - rb.heartbeat_at >= 6
+    assert Rollback.get_by_id(rb.id).state == "failed"
+    assert runtime.is_leader
+    assert len(events("cleanup", f"Skipping cleanup for deployment {first.id}")) == 1
+    assert events("rollback", f"Reconcile: rollback of web to {first.id} undone")
+    assert_serving(engine, docker_client, second, first)
