@@ -88,6 +88,8 @@ def emit(ctx: Ctx, data, text: str | None = None, json_out: bool = False):
 @click.pass_context
 def cli(click_ctx, data_dir, db, docker_host, json_out, read_only):
     """deployer-console: watch and operate deployments and their containers. With no command it opens the console."""
+    if click_ctx.get_parameter_source("docker_host") == click.core.ParameterSource.ENVIRONMENT:
+        docker_host = None   # config.load reads DEPLOYER_DOCKER_HOST itself, and `host ls` says it came from there
     click_ctx.obj = Ctx(data_dir, db, docker_host, json_out, read_only)
     click_ctx.call_on_close(click_ctx.obj.close)
     if click_ctx.invoked_subcommand is None:
@@ -458,9 +460,9 @@ def status_cmd(ctx, json_out):
                                                            if v) or "-", _until(j["next_run_at"])]
                             for j in st["jobs"]], ["JOB", "LAST RUN", "OUTCOME", "COUNTS", "NEXT"]))
     lines.append(f"cleanup queue: {st['cleanup_queue']}")
-    lines.append(fmt.table([[h["name"], {True: "up", False: "DOWN", None: "?"}[h["reachable"]],
+    lines.append(fmt.table([[h["name"], {True: "up", False: "DOWN", None: "?"}[h["reachable"]], h["source"],
                              fmt.age(h["last_seen_at"]), (h["last_error"] or "")[:80]] for h in st["hosts"]],
-                           ["HOST", "STATE", "SEEN", "LAST ERROR"]))
+                           ["HOST", "STATE", "SOURCE", "SEEN", "LAST ERROR"]))
     emit(ctx, st, "\n".join(lines), json_out)
 
 
@@ -468,7 +470,8 @@ def status_cmd(ctx, json_out):
 # ---- Docker hosts
 @cli.group()
 def host():
-    """Docker hosts: the default one (`local`) and named ones ([hosts.NAME] in the config, or `host add`)."""
+    """Docker hosts: the default one (`local`), named ones from `host add` (kept in the store) and this run's own
+    ([hosts.NAME] in the config, DEPLOYER_DOCKER_HOST, --docker-host: never written to the store)."""
 
 
 @host.command("add")
@@ -500,11 +503,11 @@ def host_ls(ctx, no_probe, json_out):
     """Hosts, each probed now in parallel (at most host_timeout seconds in all)."""
     from console.engine import hosts as H
     rows = H.list_hosts(ctx.engine, probe=not no_probe)
-    emit(ctx, rows, fmt.table([[r["name"] + (" *" if r["default"] else ""), r["url"],
+    emit(ctx, rows, fmt.table([[r["name"] + (" *" if r["default"] else ""), r["url"], r["source"],
                                 {True: "up", False: "DOWN", None: "?"}[r["reachable"]],
                                 fmt.age(r["last_seen_at"]) if r["last_seen_at"] else "never",
                                 (r["last_error"] or "")[:80]] for r in rows],
-                              ["HOST", "URL", "STATE", "SEEN", "LAST ERROR"]), json_out)
+                              ["HOST", "URL", "SOURCE", "STATE", "SEEN", "LAST ERROR"]), json_out)
 
 
 @host.command("rm")

@@ -50,6 +50,8 @@ class Settings:
     poll_interval: float = 1.0
     keys: dict = field(default_factory=dict)
     hosts: dict = field(default_factory=dict)
+    # where a setting came from when it matters to the operator ("config", "env" or "flag"): `host ls` shows it
+    origins: dict = field(default_factory=dict)
 
     @property
     def db_url(self) -> str:
@@ -89,11 +91,12 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
         except (tomllib.TOMLDecodeError, OSError) as e:
             raise InputError(f"cannot read config {path}: {e}") from None
         _apply(settings, raw, str(path))
-    names = {f.name for f in dataclasses.fields(Settings)} - {"data_dir", "keys", "hosts", "phase_deadlines"}
+    names = {f.name for f in dataclasses.fields(Settings)} - {"data_dir", "keys", "hosts", "phase_deadlines", "origins"}
     for name in names:
         env = os.environ.get(ENV_PREFIX + name.upper())
         if env is not None:
             setattr(settings, name, _cast(name, env))
+            settings.origins[name] = "env"
     for phase in PHASE_DEADLINES:
         env = os.environ.get(f"{ENV_PREFIX}DEADLINE_{phase}")
         if env is not None:
@@ -102,6 +105,7 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
         settings.db = db
     if docker_host:
         settings.docker_host = docker_host
+        settings.origins["docker_host"] = "flag"
     if read_only or os.environ.get("DEPLOYER_READ_ONLY", "").lower() in ("1", "true", "yes"):
         settings.read_only = True
     for key, value in overrides.items():
@@ -134,7 +138,8 @@ def _apply(settings: Settings, raw: dict, where: str) -> None:
             settings.keys = {str(k): str(v) for k, v in value.items()}
         elif key == "phase_deadlines":
             settings.phase_deadlines.update({str(k).upper(): float(v) for k, v in value.items()})
-        elif key in known and key != "data_dir":
+        elif key in known and key not in ("data_dir", "origins"):
             setattr(settings, key, _cast(key, value))
+            settings.origins[key] = "config"
         else:
             raise InputError(f"unknown setting {key!r} in {where}")

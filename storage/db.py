@@ -160,10 +160,13 @@ class Store:
         return row.value if row else default
 
 
-def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
-    """Open (and create/migrate) the store at a file path or URL and bind the models to it."""
+def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = False) -> Store:
+    """Open (and create/migrate) the store at a file path or URL and bind the models to it. With read_only an
+    existing SQLite store is opened so that nothing can write to it (PRAGMA query_only): a read-only run leaves
+    its bytes as they were, and one that needs an upgrade is refused."""
     url = str(db)
     warnings: list[str] = []
+    guard = False
     if "://" in url and not url.startswith("sqlite"):
         try:
             # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
@@ -176,11 +179,13 @@ def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
             raise StoreError(f"cannot connect to {_redact(url)}: {reason}") from e
     else:
         path = Path(url.removeprefix("sqlite:///")).expanduser()
+        guard = read_only and path.is_file() and path.stat().st_size > 0   # a new store is created first
         warnings = _prepare_sqlite_file(path)
-        database_obj = peewee.SqliteDatabase(
-            str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
-            pragmas={"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_S * 1000, "foreign_keys": 1,
-                     "synchronous": "normal"})
+        # journal_mode=wal changes nothing in a store that is already WAL (every store this program created)
+        pragmas = {"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_S * 1000, "foreign_keys": 1,
+                   "synchronous": "normal", **({"query_only": 1} if guard else {})}
+        database_obj = peewee.SqliteDatabase(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
+                                             pragmas=pragmas)
         try:
             database_obj.connect()
             database_obj.execute_sql("PRAGMA schema_version").fetchone()
@@ -190,6 +195,10 @@ def open_store(db: str | os.PathLike, migrate: bool = True) -> Store:
         url = str(path)
     database.initialize(database_obj)
     store = Store(database_obj, url, warnings)
+    if guard and migrations.current_version(store) != migrations.LATEST:
+        store.close()
+        raise StoreError(f"the store at {url} needs an upgrade, which --read-only does not allow: run a command "
+                         f"without it once")
     if migrate:
         try:
             migrations.migrate(store)

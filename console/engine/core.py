@@ -7,12 +7,12 @@ from console.config import Settings
 from console.engine import deployments as D
 from console.engine import validate
 from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError
-from console.engine.hosts import DEFAULT, Hosts
+from console.engine.hosts import Hosts
 from console.engine.paths import Paths
 from console.engine.pipeline import Pipeline
 from storage import queries
 from storage.db import open_store, private_dir
-from storage.models import CleanupTask, Deployment, DeploymentEvent, Host, PhaseRun, Project, Service
+from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Project, Service
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +22,12 @@ class Engine:
         self.settings = settings
         dir_warning = private_dir(settings.data_dir)
         self.paths = Paths(settings.data_dir)
-        self.store = open_store(settings.db_url)
+        self.store = open_store(settings.db_url, read_only=settings.read_only)
         # modes tightened on the way in: logged, and shown by the faces (one line each)
         self.warnings = [w for w in (dir_warning, *self.store.warnings) if w]
         self.store_id = self.store.meta("store_id")
+        # this run's hosts (config, environment, flag) lie over the store's in memory: opening the store writes nothing
         self.hosts = Hosts(settings)
-        # only take the write lock when the config can change Host rows: opening a store to read it must not queue
-        # behind another process's write transaction
-        if settings.hosts or settings.docker_host is not None or not Host.select().where(Host.name == DEFAULT).exists():
-            with self.store.write():
-                self.hosts.sync_config()
         self.pipeline = Pipeline(self)
         self.runtime = None  # the scheduler, when this process hosts one
 

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 
 import docker
 import docker.tls
@@ -24,10 +25,11 @@ from storage.models import Deployment, Host, Service
 
 DEFAULT = "local"
 ACTIVE_STATUSES = ("queued", "deploying")
+OPEN_TASK_STATES = ("pending", "running")
 
 
-def _client(url: str | None, tls: dict | None, timeout: float, connect_timeout: float | None = None
-            ) -> docker.DockerClient:
+def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeout: float | None = None
+                ) -> docker.DockerClient:
     """A docker-py client whose connects (and version handshake) give up after `connect_timeout` and whose reads
     wait up to `timeout`."""
     connect_timeout = min(connect_timeout or timeout, timeout)
@@ -57,7 +59,37 @@ def _client(url: str | None, tls: dict | None, timeout: float, connect_timeout: 
     return client
 
 
+@dataclass(frozen=True)
+class HostSpec:
+    """Where one Docker host is and where that was said: `store` (`host add`), `config` ([hosts.NAME]), `env`
+    (DEPLOYER_DOCKER_HOST), `flag` (--docker-host) or `default` (DOCKER_HOST / docker-py's default socket)."""
+    name: str
+    url: str
+    source: str
+    is_default: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def _checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
+    """Validate a host's URL and TLS files; returns the TLS paths made absolute."""
+    validate.host_name(name)
+    if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
+        raise InputError(f"invalid Docker URL {url!r} for host {name}: unix://, tcp:// or ssh://")
+    for what, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if path and not os.path.isfile(os.path.expanduser(path)):
+            raise InputError(f"{what} {path} of host {name} is not a file")
+    if bool(tls_cert) != bool(tls_key):
+        raise InputError(f"host {name}: tls_cert and tls_key go together")
+    return tuple(os.path.abspath(os.path.expanduser(p)) if p else None for p in (tls_ca, tls_cert, tls_key))
+
+
 class Hosts:
+    """The hosts of this run: Host rows (`host add`) with this run's settings laid over them. Hosts from the config
+    file, DEPLOYER_DOCKER_HOST or --docker-host apply to the runs that have them and are never written to the store;
+    neither is their reachability, which this object keeps in memory."""
+
     def __init__(self, settings, timeout: float = 60.0):
         self.settings = settings
         self.timeout = timeout
@@ -67,64 +99,77 @@ class Hosts:
         # connect timeout); probes bypass this, and the first success clears it
         self._down_until: dict[str, tuple[float, str]] = {}
         self.breaker_s = min(5.0, float(settings.host_timeout))
+        self.overlay = self._overlay(settings)
+        self._seen: dict[str, dict] = {}   # reachability of hosts that are not Host rows: {name: state}
 
-    def sync_config(self) -> None:
-        """Make the store's Host rows match the config: the default host and every [hosts.NAME] table."""
-        rows = {h.name: h for h in Host.select()}
-        if DEFAULT not in rows:
-            Host.insert(name=DEFAULT, url=self.settings.docker_host or "", is_default=not any(
-                r.is_default for r in rows.values())).on_conflict_ignore().execute()
-        elif self.settings.docker_host is not None and rows[DEFAULT].url != self.settings.docker_host:
-            Host.update(url=self.settings.docker_host).where(Host.name == DEFAULT).execute()
-        for name, table in (self.settings.hosts or {}).items():
-            validate.host_name(name)
-            self.add(name, table.get("url", ""), tls_ca=table.get("tls_ca"), tls_cert=table.get("tls_cert"),
-                     tls_key=table.get("tls_key"), default=bool(table.get("default", False)), replace=True)
+    @staticmethod
+    def _overlay(settings) -> dict[str, HostSpec]:
+        out = {}
+        if settings.docker_host is not None:
+            out[DEFAULT] = HostSpec(DEFAULT, settings.docker_host, settings.origins.get("docker_host", "flag"))
+        for name, table in (settings.hosts or {}).items():
+            tls = _checked(name, table.get("url", ""), table.get("tls_ca"), table.get("tls_cert"),
+                           table.get("tls_key"))
+            out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *tls)
+        return out
 
-    def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False, replace=False) -> Host:
-        validate.host_name(name)
-        if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
-            raise InputError(f"invalid Docker URL {url!r} for host {name}: unix://, tcp:// or ssh://")
-        for what, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
-            if path and not os.path.isfile(os.path.expanduser(path)):
-                raise InputError(f"{what} {path} of host {name} is not a file")
-        if bool(tls_cert) != bool(tls_key):
-            raise InputError(f"host {name}: tls_cert and tls_key go together")
-        tls_ca, tls_cert, tls_key = (os.path.abspath(os.path.expanduser(p)) if p else None
-                                     for p in (tls_ca, tls_cert, tls_key))
-        existing = Host.get_or_none(Host.name == name)
-        if existing and not replace:
+    def specs(self) -> dict[str, HostSpec]:
+        """Every host of this run by name: the store's rows, this run's settings over them, and `local` (from
+        DOCKER_HOST or the default socket) when neither names it."""
+        stored = {row.name: HostSpec(row.name, row.url, "store", bool(row.is_default), row.tls_ca, row.tls_cert,
+                                     row.tls_key)
+                  for row in Host.select(Host.name, Host.url, Host.is_default, Host.tls_ca, Host.tls_cert,
+                                         Host.tls_key)}
+        out = {DEFAULT: HostSpec(DEFAULT, "", "default"), **stored, **self.overlay}
+        default = (next((n for n, s in self.overlay.items() if s.is_default), None)
+                   or next((n for n, s in stored.items() if s.is_default), None) or DEFAULT)
+        return {n: replace(s, is_default=(n == default)) for n, s in sorted(out.items())}
+
+    def spec(self, name: str) -> HostSpec:
+        spec = self.overlay.get(name) or self.specs().get(name)
+        if spec is None:
+            raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
+        return spec
+
+    def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> Host:
+        tls_ca, tls_cert, tls_key = _checked(name, url, tls_ca, tls_cert, tls_key)
+        if name in self.overlay:
+            raise InputError(f"host {name} comes from {self._where(name)}; change it there")
+        if name == DEFAULT or Host.get_or_none(Host.name == name):
             raise InputError(f"host {name} exists; remove it first or edit the config")
-        fields = dict(url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
-        if existing:
-            Host.update(**fields).where(Host.name == name).execute()
-        else:
-            Host.create(name=name, **fields)
+        Host.create(name=name, url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         if default:
             Host.update(is_default=(Host.name == name)).execute()
         with self._lock:
             self._gateways.pop(name, None)
         return Host.get(Host.name == name)
 
+    def _where(self, name: str) -> str:
+        source = self.overlay[name].source
+        return {"config": f"{self.settings.config_path} ([hosts.{name}])", "env": "DEPLOYER_DOCKER_HOST",
+                "flag": "--docker-host"}.get(source, source)
+
     def remove(self, name: str) -> None:
         """Remove a host, refusing while anything still depends on it (see `in_use`)."""
         validate.host_name(name)
         if name == DEFAULT:
             raise InputError("the local host cannot be removed")
+        if name in self.overlay:
+            raise InputError(f"host {name} is defined in {self._where(name)}; remove it there")
         row = Host.get_or_none(Host.name == name)
         if row is None:
             raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
-        if name in (self.settings.hosts or {}):
-            raise InputError(f"host {name} is defined in {self.settings.config_path} ([hosts.{name}]); remove it "
-                             f"there")
         why = self.in_use(name)
         if why:
             raise InputError(f"host {name} is in use: {why}")
-        Host.delete().where(Host.name == name).execute()
+        self._delete(row)
+
+    def _delete(self, row: Host) -> None:
+        Host.delete().where(Host.name == row.name).execute()
         if row.is_default:
             Host.update(is_default=(Host.name == DEFAULT)).execute()
         with self._lock:
-            gw = self._gateways.pop(name, None)
+            gw = self._gateways.pop(row.name, None)
         if gw is not None:
             try:
                 gw.client.close()
@@ -145,17 +190,16 @@ class Hosts:
         if active:
             reasons.append(f"{len(active)} active or serving deployment(s) ({', '.join(active[:5])})")
         tasks = (CleanupTask.select(CleanupTask.id).join(Deployment)
-                 .where((Deployment.host == name) & (CleanupTask.state.in_(["pending", "running"]))).count())
+                 .where((Deployment.host == name) & (CleanupTask.state.in_(OPEN_TASK_STATES))).count())
         if tasks:
             reasons.append(f"{tasks} cleanup task(s) not done yet")
         return "; ".join(reasons) or None
 
     def default_name(self) -> str:
-        row = Host.get_or_none(Host.is_default == True)  # noqa: E712
-        return row.name if row else DEFAULT
+        return next((n for n, s in self.specs().items() if s.is_default), DEFAULT)
 
     def names(self) -> list[str]:
-        return [h.name for h in Host.select(Host.name).order_by(Host.name)]
+        return list(self.specs())
 
     def gateway(self, name: str | None = None) -> Gateway:
         name = name or self.default_name()
@@ -163,13 +207,11 @@ class Hosts:
             gw = self._gateways.get(name)
             if gw is not None:
                 return gw
-        row = Host.get_or_none(Host.name == name)
-        if row is None:
-            raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
-        url = row.url or (self.settings.docker_host if name == DEFAULT else None)
+        row = self.spec(name)
+        url = row.url or None
         self._check_breaker(name)
         try:
-            client = _client(url, {"tls_ca": row.tls_ca, "tls_cert": row.tls_cert, "tls_key": row.tls_key},
+            client = make_client(url, {"tls_ca": row.tls_ca, "tls_cert": row.tls_cert, "tls_key": row.tls_key},
                              self.timeout, float(self.settings.host_timeout))
         except docker.errors.DockerException as e:
             self._trip(name, str(e))
@@ -203,7 +245,8 @@ class Hosts:
                                     f"{error}); retrying later")
 
     def probe(self, timeout: float | None = None) -> dict[str, str | None]:
-        """Ping every host in parallel with a per-host timeout. Returns {name: None if up else error}; records it."""
+        """Ping every host in parallel, bounded by the timeout as a whole. Returns {name: None if up else error};
+        see `record` to note it."""
         names = self.names()
         timeout = timeout or self.settings.host_timeout
         results: dict[str, str | None] = {n: f"no answer within {timeout:.0f} s" for n in names}
@@ -226,20 +269,40 @@ class Hosts:
         pool.shutdown(wait=False)
         return results
 
+    def reachability(self) -> dict[str, dict]:
+        """{name: {reachable, last_error, last_seen_at}} of every host: Host rows keep it in the store, the others
+        (and every host of a read-only run) in this object."""
+        stored = {h.name: {"reachable": h.reachable, "last_error": h.last_error, "last_seen_at": h.last_seen_at}
+                  for h in Host.select(Host.name, Host.reachable, Host.last_error, Host.last_seen_at)}
+        blank = {"reachable": None, "last_error": None, "last_seen_at": None}
+        return {n: {**(stored.get(n, blank) if s.source == "store" else blank), **self._seen.get(n, {})}
+                for n, s in self.specs().items()}
+
     def record(self, results: dict[str, str | None]) -> list[tuple[str, bool]]:
-        """Store reachability; returns the hosts whose state changed."""
-        changed = []
-        rows = {h.name: h for h in Host.select()}
+        """Note reachability (in the store for Host rows, unless read-only; in memory otherwise). Returns the hosts
+        whose state is news: (name, up) for a host that went down, or came back after being down."""
+        before = self.reachability()
+        specs = self.specs()
+        news = []
         for name, error in results.items():
-            row = rows.get(name)
-            if row is None:
+            if name not in before:
                 continue
             up = error is None
-            if row.reachable != up:
-                changed.append((name, up))
-            Host.update(reachable=up, last_error=error, **({"last_seen_at": now()} if up else {})).where(
-                Host.name == name).execute()
-        return changed
+            was = before[name]["reachable"]
+            if was != up and not (up and was is None):   # first sight of a healthy host is not news
+                news.append((name, up))
+            state = {"reachable": up, "last_error": error, **({"last_seen_at": now()} if up else {})}
+            if specs[name].source == "store" and not self.settings.read_only:
+                Host.update(**state).where(Host.name == name).execute()
+            else:
+                self._seen[name] = {**self._seen.get(name, {}), **state}
+        return news
+
+    def rows(self) -> list[dict]:
+        """Every host as `host ls`, `status` and the status bar show it."""
+        states = self.reachability()
+        return [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,
+                 "tls": bool(s.tls_ca or s.tls_cert), **states[n]} for n, s in self.specs().items()]
 
     def close(self) -> None:
         with self._lock:
@@ -252,20 +315,14 @@ class Hosts:
 
 
 # ---- operator actions (CLI `host add|ls|rm`, the console): read-only guard, one write transaction, an audit event
-def host_dict(row: Host) -> dict:
-    return {"name": row.name, "url": row.url or "(from environment)", "default": bool(row.is_default),
-            "reachable": row.reachable, "last_error": row.last_error, "last_seen_at": row.last_seen_at,
-            "tls": bool(row.tls_ca or row.tls_cert)}
-
-
 def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> dict:
     from console.engine import deployments as D
     actor = engine._mutation("host add")
     with engine.store.write():
-        row = engine.hosts.add(name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=default)
+        engine.hosts.add(name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=default)
         D.event(None, f"Docker host {name} added ({url}{', default' if default else ''}) by {actor}", kind="audit",
                 actor_name=actor, host=name)
-    return host_dict(row)
+    return next(r for r in engine.hosts.rows() if r["name"] == name)
 
 
 def remove_host(engine, name: str) -> None:
@@ -277,26 +334,22 @@ def remove_host(engine, name: str) -> None:
 
 
 def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list[dict]:
-    """Every host, probed live in parallel (each bounded by host_timeout) unless probe=False. A probe's result is
-    stored (reachable, last_error, last_seen_at) and a change is an event of kind `host`, as reconciliation does;
-    a read-only process only reports it."""
-    from console.engine import deployments as D
+    """Every host with where it comes from, probed live in parallel (each bounded by host_timeout) unless
+    probe=False. A probe's result is noted (see Hosts.record) and a change is an event of kind `host`, as
+    reconciliation does; a read-only process writes nothing."""
     if probe:
-        results = engine.hosts.probe(timeout)
-        if not engine.settings.read_only:
-            with engine.store.write():
-                before = {h.name: h.reachable for h in Host.select(Host.name, Host.reachable)}
-                for name, up in engine.hosts.record(results):
-                    if up and before.get(name) is None:
-                        continue  # first sight of a healthy host is not news
-                    D.event(None, f"Docker host {name} is reachable again" if up else
-                            f"Docker host {name} is unreachable: {results.get(name)}", kind="host",
-                            level="info" if up else "warning", host=name)
-    rows = [host_dict(h) for h in Host.select().order_by(Host.name)]
-    if probe and engine.settings.read_only:
-        for r in rows:
-            error = results.get(r["name"])
-            r["reachable"], r["last_error"] = error is None, error
-            if error is None:
-                r["last_seen_at"] = now()
-    return rows
+        note_reachability(engine, engine.hosts.probe(timeout))
+    return engine.hosts.rows()
+
+
+def note_reachability(engine, results: dict[str, str | None]) -> None:
+    """Record probe results; a host going down or coming back is an event (not in a read-only process)."""
+    from console.engine import deployments as D
+    if engine.settings.read_only:
+        engine.hosts.record(results)
+        return
+    with engine.store.write():
+        for name, up in engine.hosts.record(results):
+            D.event(None, f"Docker host {name} is reachable again" if up else
+                    f"Docker host {name} is unreachable: {results.get(name)}", kind="host",
+                    level="info" if up else "warning", host=name)

@@ -27,7 +27,7 @@ Diff (and the decisions, each in one place here):
   removed (nothing to archive: it never ran).
 - drift: a `success` deployment whose container is missing or not running → `degraded` (an event, never "fixed");
   a `degraded` one whose container runs again → back to `success`. Only judged on hosts that answered.
-- hosts: reachability recorded on the Host rows; a change is a `host` event.
+- hosts: reachability noted (Hosts.record: Host rows, or memory for this run's hosts); a change is a `host` event.
 
 Act: every act re-checks its precondition inside the write (compare-and-set through `deployments.move(expect=...)`),
 so a pass racing a pipeline, a cancel or another pass never makes a wrong move.
@@ -48,7 +48,7 @@ from console.engine.pipeline import Job, container_name
 from console.engine.rollback import orphaned as orphaned_rollbacks
 from console.engine.rollback import recover as recover_rollback
 from storage.clock import now
-from storage.models import CleanupTask, Deployment, Host, JobRun, Service
+from storage.models import CleanupTask, Deployment, JobRun, Service
 from storage.queries import is_stuck
 
 log = logging.getLogger(__name__)
@@ -366,14 +366,8 @@ class Pass:
                     self.errors.append(f"{item.get('deployment_id')}: {one_line(e)}")
 
     def _record_hosts(self, errors: dict) -> None:
-        before = {h.name: h.reachable for h in Host.select(Host.name, Host.reachable)}
-        with self.engine.store.write():
-            for name, up in self.engine.hosts.record(errors):
-                if up and before.get(name) is None:
-                    continue  # first sight of a healthy host is not news
-                D.event(None, f"Docker host {name} is reachable again" if up else
-                        f"Docker host {name} is unreachable: {errors.get(name)}", kind="host",
-                        level="info" if up else "warning", host=name)
+        from console.engine.hosts import note_reachability
+        note_reachability(self.engine, errors)
 
     def _stuck_now(self, dep_id: str, phase: str) -> Deployment | None:
         d = Deployment.get_or_none(Deployment.id == dep_id)

@@ -39,7 +39,7 @@ from console.engine.reconcile import one_line
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import BUSY_TIMEOUT_S
-from storage.models import CleanupTask, Deployment, Host, JobRun, Lease
+from storage.models import CleanupTask, Deployment, JobRun, Lease
 from storage.queries import is_stuck
 
 log = logging.getLogger(__name__)
@@ -393,8 +393,8 @@ def status(engine) -> dict:
                      "next_run_at": nxt})
     rec = next(j for j in jobs if j["name"] == "reconcile")
     queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
-    hosts = [{"name": h.name, "url": h.url, "reachable": h.reachable, "last_error": h.last_error,
-              "last_seen_at": h.last_seen_at, "is_default": h.is_default} for h in Host.select().order_by(Host.name)]
+    hosts = [{k: h[k] for k in ("name", "url", "source", "reachable", "last_error", "last_seen_at")}
+             | {"is_default": h["default"]} for h in engine.hosts.rows()]
     return {"leader": leader, "role": role, "me": rt.holder if rt is not None else None, "jobs": jobs,
             "cleanup_queue": queue, "hosts": hosts, "read_only": bool(engine.settings.read_only),
             "last_reconcile_at": last_reconcile.finished_at if last_reconcile else None,

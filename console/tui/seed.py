@@ -74,6 +74,8 @@ def seed(store, extra: int = 0, at: float = FROZEN_AT) -> list[str]:
     """Insert the showcase deployments (and `extra` old finished ones) into an open store. Returns the showcase ids,
     newest first."""
     with store.write():
+        # the showcase's default host is a Host row seen up (a run's own default host is only held in memory)
+        Host.insert(name="local", url="", is_default=True).on_conflict_ignore().execute()
         Host.update(reachable=True, last_seen_at=at - 3, last_error=None).execute()
         svc = _service_ids()
         deps, phases, events, tasks = [], [], [], []

@@ -212,14 +212,14 @@ def test_host_ls_add_rm_from_the_cli(engine, h2, tmp_path):
     assert engine.hosts.default_name() == "local"   # the default goes back to local
     proc = cli(engine, "host", "rm", "h2")
     assert proc.returncode == 0, proc.stderr
-    assert [h.name for h in Host.select()] == ["local"]
+    assert engine.hosts.names() == ["local"] and Host.select().count() == 0   # local is this run's, not a row
     audit = [e.message for e in DeploymentEvent.select().where(DeploymentEvent.kind == "audit")]
     assert any("h3 added" in m for m in audit) and any("h2 removed" in m for m in audit)
     proc = cli(engine, "--read-only", "host", "add", "h4", h2.URL)
     assert proc.returncode != 0 and "read-only" in proc.stderr
 
 
-def test_config_hosts_are_synced_and_cannot_be_removed_from_the_cli(engine, h2, tmp_path):
+def test_config_hosts_apply_to_their_runs_and_cannot_be_removed_from_the_cli(engine, h2, tmp_path):
     from console.engine.core import Engine
     from tests.conftest import make_settings
     (engine.settings.data_dir / "config.toml").write_text(
@@ -229,6 +229,9 @@ def test_config_hosts_are_synced_and_cannot_be_removed_from_the_cli(engine, h2, 
     try:
         assert set(other.hosts.names()) == {"local", "h2", "far"}
         assert other.hosts.default_name() == "h2"
+        assert {n: s.source for n, s in other.hosts.specs().items()} == {"local": "default", "h2": "config",
+                                                                        "far": "config"}
+        assert Host.get_or_none(Host.name == "far") is None   # the config is not copied into the store
         with pytest.raises(InputError, match="config"):
             H.remove_host(other, "far")
     finally:

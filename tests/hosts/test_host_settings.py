@@ -1,0 +1,98 @@
+"""Issue 10, items 7-9 on the real engine: one run's hosts stay in that run (--docker-host, DEPLOYER_DOCKER_HOST,
+[hosts] never reach the store, and --read-only leaves the store's bytes as they were); a dead host can be
+decommissioned (`host rm --force`); commands that need an engine exit 3 when it does not answer, and `status`
+probes instead of repeating what was stored.
+
+A dead engine is a unix socket path nothing listens on; a wedged one is a socket that accepts and never answers."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage.models import Host
+from tests.conftest import make_service_dir
+
+CLI = [str(Path(sys.executable).with_name("deployer-console"))]
+
+
+def cli(engine, *args, timeout=90, **env_extra):
+    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), **env_extra)
+    for name in ("DEPLOYER_READ_ONLY", "DEPLOYER_DOCKER_HOST", "DEPLOYER_CONFIG"):
+        if name not in env_extra:
+            env.pop(name, None)
+    if engine.settings.db:
+        env["DEPLOYER_DB"] = engine.settings.db
+    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc, code):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def dead(tmp_path):
+    """The URL of a Docker engine that is not there: a socket path nothing listens on."""
+    return f"unix://{tmp_path / 'none.sock'}"
+
+
+def store_bytes(engine) -> str:
+    """sha256 of the store file and its WAL, after a checkpoint that empties the WAL: any write shows."""
+    engine.store.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = Path(engine.store.url)
+    digest = hashlib.sha256(path.read_bytes())
+    wal = Path(f"{path}-wal")
+    digest.update(wal.read_bytes() if wal.exists() else b"")
+    return digest.hexdigest()
+
+
+def hosts_of(proc) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return {r["name"]: r for r in json.loads(proc.stdout)}
+
+
+@pytest.mark.sqlite_only  # the store file's bytes
+def test_read_only_run_with_a_dead_docker_host_leaves_the_store_bytes_unchanged(engine, dead):
+    assert cli(engine, "host", "ls").returncode == 0
+    before = store_bytes(engine)
+    for args in (["status"], ["host", "ls"], ["ls"], ["containers"], ["reconcile", "--dry-run"]):
+        proc = cli(engine, "--read-only", "--docker-host", dead, *args)
+        assert proc.returncode in (0, 3), (args, proc.stderr)
+        assert store_bytes(engine) == before, f"--read-only {' '.join(args)} changed the store"
+    proc = cli(engine, "--read-only", "status", DEPLOYER_DOCKER_HOST=dead)
+    assert proc.returncode == 0, proc.stderr
+    assert store_bytes(engine) == before
+
+
+def test_a_runs_docker_host_and_config_hosts_stay_in_that_run(engine, dead, tmp_path):
+    # neither the flag nor the environment is written to the store, read-only or not
+    for extra in ([], ["--read-only"]):
+        local = hosts_of(cli(engine, *extra, "--docker-host", dead, "host", "ls", "--json"))["local"]
+        assert local["reachable"] is False and local["source"] == "flag", local
+    rows = hosts_of(cli(engine, "host", "ls", "--json", DEPLOYER_DOCKER_HOST=dead))
+    assert rows["local"]["source"] == "env" and rows["local"]["reachable"] is False
+    assert rows["local"]["url"] == dead
+    assert Host.select().count() == 0, [h.url for h in Host.select()]
+    # later commands talk to the default engine again
+    rows = hosts_of(cli(engine, "host", "ls", "--json"))
+    assert rows["local"]["reachable"] is True and rows["local"]["source"] == "default", rows["local"]
+    src = make_service_dir(tmp_path / "src")
+    assert cli(engine, "service", "add", "web", "--source", str(src)).returncode == 0
+    proc = cli(engine, "deploy", "web", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["host"] == "local", proc.stderr
+    # [hosts] of the config file apply to the runs that read it; `host add` hosts live in the store
+    config = tmp_path / "other.toml"
+    config.write_text(f'[hosts.far]\nurl = "{dead}"\n')
+    assert cli(engine, "host", "add", "kept", dead).returncode == 0
+    rows = hosts_of(cli(engine, "host", "ls", "--json", "--no-probe", DEPLOYER_CONFIG=str(config)))
+    assert {n: r["source"] for n, r in rows.items()} == {"local": "default", "far": "config", "kept": "store"}
+    assert [h.name for h in Host.select()] == ["kept"]
+    rows = hosts_of(cli(engine, "host", "ls", "--json", "--no-probe"))
+    assert set(rows) == {"local", "kept"}
+    one_error_line(cli(engine, "host", "rm", "far", DEPLOYER_CONFIG=str(config)), 2)
