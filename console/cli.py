@@ -512,12 +512,15 @@ def host_ls(ctx, no_probe, json_out):
 
 @host.command("rm")
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Decommission a dead host: end its deployments, abandon its cleanups.")
 @_json_flag
 @click.pass_obj
-def host_rm(ctx, name, json_out):
-    """Remove host NAME; refused while services are pinned to it or deployments or cleanups still need it."""
+def host_rm(ctx, name, force, json_out):
+    """Remove host NAME; refused while services are pinned to it or deployments or cleanups still need it. With
+    --force its deployments end and its open cleanup tasks are abandoned (what they would remove may remain on
+    that engine; each task's events say what)."""
     from console.engine import hosts as H
-    H.remove_host(ctx.engine, name)
+    H.remove_host(ctx.engine, name, force=force)
     emit(ctx, {"removed": name}, f"host {name} removed", json_out)
 
 

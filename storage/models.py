@@ -112,7 +112,7 @@ class CleanupTask(Base):
     id = AutoField()
     deployment = ForeignKeyField(Deployment, backref="cleanup_tasks", on_delete="CASCADE")
     reason = CharField()                   # failed | cancelled | orphan | retention | superseded
-    state = CharField(default="pending", index=True)  # pending | running | done | kept
+    state = CharField(default="pending", index=True)  # pending | running | done | kept | abandoned (host gone)
     due_at = DoubleField(default=now, index=True)
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)

@@ -149,8 +149,11 @@ class Hosts:
         return {"config": f"{self.settings.config_path} ([hosts.{name}])", "env": "DEPLOYER_DOCKER_HOST",
                 "flag": "--docker-host"}.get(source, source)
 
-    def remove(self, name: str) -> None:
-        """Remove a host, refusing while anything still depends on it (see `in_use`)."""
+    def remove(self, name: str, force: bool = False, actor_name: str | None = None, store=None) -> None:
+        """Remove a host, refusing while anything still depends on it (see `in_use`). With force (a dead host being
+        decommissioned) only pinned services still refuse it: its deployments end (see `_let_go`) and its open
+        cleanup tasks are abandoned, each with an event naming what may be left on that engine. Call inside a write
+        transaction."""
         validate.host_name(name)
         if name == DEFAULT:
             raise InputError("the local host cannot be removed")
@@ -159,10 +162,40 @@ class Hosts:
         row = Host.get_or_none(Host.name == name)
         if row is None:
             raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
-        why = self.in_use(name)
-        if why:
-            raise InputError(f"host {name} is in use: {why}")
+        if force:
+            pinned = [s.name for s in Service.select(Service.name).where(Service.host == name).order_by(Service.name)]
+            if pinned:
+                raise InputError(f"host {name} is in use: service(s) {', '.join(pinned)} pinned to it (service add "
+                                 f"NAME --replace --host ...)")
+            self._let_go(row, actor_name, store)
+        else:
+            why = self.in_use(name)
+            if why:
+                raise InputError(f"host {name} is in use: {why}")
         self._delete(row)
+
+    def _let_go(self, row: Host, actor_name: str | None, store) -> None:
+        """Decommission: every deployment still queued, deploying or serving on the host ends (queued ones are
+        cancelled, the others failed), and every open cleanup task there is `abandoned` (terminal)."""
+        from console.engine import deployments as D
+        from storage.models import CleanupTask
+        why = f"host {row.name} removed by {actor_name}"
+        for dep in list(Deployment.select(Deployment.id, Deployment.status).where(
+                (Deployment.host == row.name) & Deployment.status.in_(ACTIVE_STATUSES + ("success", "degraded")))):
+            if dep.status == "success":
+                D.move(store, dep.id, "degraded", actor_name=actor_name, message=f"Deployment {dep.id} degraded: {why}")
+            D.move(store, dep.id, "cancelled" if dep.status == "queued" else "failed", actor_name=actor_name,
+                   error=why, message=f"Deployment {dep.id} {'cancelled' if dep.status == 'queued' else 'failed'}: "
+                                      f"{why}")
+        t = now()
+        tasks = (CleanupTask.select(CleanupTask.id, CleanupTask.deployment).join(Deployment)
+                 .where((Deployment.host == row.name) & CleanupTask.state.in_(OPEN_TASK_STATES + ("kept",))))
+        for task in list(tasks):
+            CleanupTask.update(state="abandoned", finished_at=t, updated_at=t, last_error=why).where(
+                CleanupTask.id == task.id).execute()
+            D.event(task.deployment_id, f"Cleanup of deployment {task.deployment_id} abandoned ({why}): its "
+                    f"containers, volumes and images may remain on engine {row.url}", kind="cleanup",
+                    level="warning", actor_name=actor_name, host=row.name)
 
     def _delete(self, row: Host) -> None:
         Host.delete().where(Host.name == row.name).execute()
@@ -192,7 +225,7 @@ class Hosts:
         tasks = (CleanupTask.select(CleanupTask.id).join(Deployment)
                  .where((Deployment.host == name) & (CleanupTask.state.in_(OPEN_TASK_STATES))).count())
         if tasks:
-            reasons.append(f"{tasks} cleanup task(s) not done yet")
+            reasons.append(f"{tasks} cleanup task(s) not done yet (host rm {name} --force abandons them)")
         return "; ".join(reasons) or None
 
     def default_name(self) -> str:
@@ -325,12 +358,13 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
     return next(r for r in engine.hosts.rows() if r["name"] == name)
 
 
-def remove_host(engine, name: str) -> None:
+def remove_host(engine, name: str, force: bool = False) -> None:
     from console.engine import deployments as D
     actor = engine._mutation("host rm")
     with engine.store.write():
-        engine.hosts.remove(name)
-        D.event(None, f"Docker host {name} removed by {actor}", kind="audit", actor_name=actor, host=name)
+        engine.hosts.remove(name, force=force, actor_name=actor, store=engine.store)
+        D.event(None, f"Docker host {name} removed{' (forced)' if force else ''} by {actor}", kind="audit",
+                actor_name=actor, host=name)
 
 
 def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list[dict]:

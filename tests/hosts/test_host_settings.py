@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from storage.models import Host
+from console.engine import hosts as H
+from storage.models import CleanupTask, Deployment, DeploymentEvent, Host
 from tests.conftest import make_service_dir
 
 CLI = [str(Path(sys.executable).with_name("deployer-console"))]
+BAD = 'FROM deployer/base:busybox\nCMD ["httpd", "-f", "-p", "8080", "-h", "/nonexistent"]\n'
 
 
 def cli(engine, *args, timeout=90, **env_extra):
@@ -96,3 +98,36 @@ def test_a_runs_docker_host_and_config_hosts_stay_in_that_run(engine, dead, tmp_
     rows = hosts_of(cli(engine, "host", "ls", "--json", "--no-probe"))
     assert set(rows) == {"local", "kept"}
     one_error_line(cli(engine, "host", "rm", "far", DEPLOYER_CONFIG=str(config)), 2)
+
+
+def test_host_rm_force_abandons_the_open_cleanups_of_a_dead_host_and_removes_it(engine, dead, tmp_path):
+    engine.settings.host_timeout = 2.0
+    H.add_host(engine, "gone", dead)
+    src = make_service_dir(tmp_path / "bad", dockerfile=BAD)
+    engine.add_service("bad", str(src), host="gone")
+    failed = engine.deploy("bad")
+    assert failed.status == "failed" and "unreachable" in (failed.error or ""), failed.error
+    queued = engine.create_deployment("bad")
+    task = CleanupTask.get(CleanupTask.deployment == failed.id)
+    assert task.state in ("pending", "running")
+    proc = cli(engine, "host", "rm", "gone")
+    assert "in use" in one_error_line(proc, 2)
+    proc = cli(engine, "host", "rm", "gone", "--force")
+    assert "pinned" in one_error_line(proc, 2)   # a service pinned to it must be moved first
+    engine.add_service("bad", str(src), replace=True)
+
+    proc = cli(engine, "host", "rm", "gone", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert Host.get_or_none(Host.name == "gone") is None and "gone" not in engine.hosts.names()
+    assert Deployment.get_by_id(queued.id).status == "cancelled"
+    for dep_id in (failed.id, queued.id):
+        tasks = list(CleanupTask.select().where(CleanupTask.deployment == dep_id))
+        assert tasks and all(t.state == "abandoned" and t.finished_at for t in tasks), [t.state for t in tasks]
+        events = [e.message for e in DeploymentEvent.select().where(
+            (DeploymentEvent.deployment == dep_id) & (DeploymentEvent.kind == "cleanup"))]
+        assert any("abandoned" in m and dead in m and "may remain" in m for m in events), events
+    # abandoned is terminal: a cleanup run does not pick them up again
+    proc = cli(engine, "cleanup", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["plan"] == []
+    assert {t.state for t in CleanupTask.select()} == {"abandoned"}

@@ -9,7 +9,7 @@ from console.tui.widgets.keyed_table import KeyedTable
 
 STATUS_STYLE = {"deploying": "bold yellow", "queued": "cyan", "success": "green", "failed": "red",
                 "degraded": "bold red", "cancelled": "magenta", "superseded": "dim"}
-CLEANUP_STYLE = {"pending": "yellow", "running": "bold yellow", "done": "dim", "kept": "cyan"}
+CLEANUP_STYLE = {"pending": "yellow", "running": "bold yellow", "done": "dim", "kept": "cyan", "abandoned": "red"}
 WIDE = 120
 NARROW_WIDTHS = {"service": 10, "phase": 10, "host": 7}
 
