@@ -11,7 +11,7 @@ import click
 import peewee
 
 from console import config, fmt
-from console.engine.errors import DeployerError, InputError
+from console.engine.errors import DeployerError, EngineUnavailable, InputError
 from console.engine.validate import PHASES, STATUSES
 from storage.db import StoreError
 
@@ -165,7 +165,7 @@ def deploy(ctx, service_name, detach, json_out):
         emit(ctx, _public(row), f"deployment {dep.id} queued", json_out)
         return
     actor_name = engine._mutation("deploy")
-    dep = engine.create_deployment(service_name, actor_name=actor_name)
+    dep = engine.create_deployment(service_name, actor_name=actor_name, check_engine=True)
     started = time.monotonic()
     result = {}
 
@@ -283,8 +283,9 @@ def containers(ctx, show_all, host, json_out):
     """Managed containers, with orphans (what the next reconcile pass removes) and foreign look-alikes marked."""
     unreachable: dict = {}
     rows = ctx.engine.containers(all=show_all, host=host, unreachable=unreachable)
-    for name, error in unreachable.items():
-        click.echo(f"warning: host {name} is down, its containers are not listed: {error}", err=True)
+    if unreachable and len(unreachable) == len(ctx.engine.hosts.names()):
+        raise EngineUnavailable("no Docker host answers: " + "; ".join(f"{n}: {e}" for n, e in unreachable.items()))
+    _warn_down(unreachable, "its containers are not listed")
     keys = ["id", "name", "deployment_id", "service", "state", "host"]
     emit(ctx, [{k: r[k] for k in keys} | {"health": r["health"], "orphan": r["orphan"], "foreign": r["foreign"],
                                           "in_grace": r["in_grace"]} for r in rows],
@@ -293,21 +294,31 @@ def containers(ctx, show_all, host, json_out):
                    ["ID", "NAME", "DEPLOYMENT", "SERVICE", "STATE", "HEALTH", "HOST", ""]), json_out)
 
 
+def _warn_down(unreachable: dict, what: str) -> None:
+    for name, error in sorted(unreachable.items()):
+        click.echo(f"warning: host {name} is down, {what}: {error}", err=True)
+
+
 @cli.command("base-image")
 @click.pass_obj
 def base_image(ctx):
     """Build deployer/base:busybox from the host's static busybox when missing."""
     import docker
+    import requests
 
     from console.engine.docker_gateway import Gateway
-    url = ctx.options["docker_host"]
+    from console.engine.hosts import make_client
+    settings = ctx.settings
+    url, wait = settings.docker_host, float(settings.host_timeout)
     try:
-        client = docker.DockerClient(base_url=url, timeout=300) if url else docker.from_env(timeout=300)
+        # connects, the version handshake and the first answer are bounded by host_timeout (an engine that accepts
+        # and never answers); the build itself may take longer
+        client = make_client(url, None, 300.0, wait)
+        client.api._raise_for_status(client.api._get(client.api._url("/_ping"), timeout=wait))
         built = Gateway("local", client).ensure_base_image()
-    except docker.errors.DockerException as e:
-        from console.engine.errors import EngineUnavailable
-        raise EngineUnavailable(f"no Docker engine answers ({str(e).splitlines()[0]}); run scripts/docker-engine") \
-            from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        raise EngineUnavailable(f"no Docker engine answers at {url or 'DOCKER_HOST / the default socket'} within "
+                                f"{wait:g} s ({str(e).splitlines()[0]}); run scripts/docker-engine") from None
     except FileNotFoundError:
         raise InputError("/bin/busybox is missing; install busybox-static") from None
     click.echo("deployer/base:busybox built" if built else "deployer/base:busybox present")
@@ -337,6 +348,7 @@ def cleanup(ctx, dry_run, json_out):
                        r["action"], ",".join(r["containers"]) or "-", ",".join(r["volumes"]) or "-"] for r in rows],
                      ["DEPLOYMENT", "SERVICE", "STATUS", "HOST", "TASK", "ATTEMPTS", "ACTION", "CONTAINERS",
                       "VOLUMES"])
+    _warn_down(result.get("unreachable") or {}, "its cleanup tasks wait")
     if not dry_run:
         c = result["counts"]
         text = (f"cleanup: {c['done']} done, {c['kept']} kept, {c['skipped']} skipped, {c['retried']} to retry\n"
@@ -433,7 +445,11 @@ def _reconcile_text(result: dict) -> str:
 def reconcile_cmd(ctx, dry_run, json_out):
     """One reconciliation pass now (zombies, overrun phases, orphans, drift), or its plan."""
     result = ctx.engine.reconcile(dry_run=dry_run)
+    down = {n: e for n, e in result["hosts"].items() if e is not None}
+    if down and len(down) == len(result["hosts"]):
+        raise EngineUnavailable("no Docker host answers: " + "; ".join(f"{n}: {e}" for n, e in sorted(down.items())))
     emit(ctx, result, _reconcile_text(result), json_out)
+    _warn_down(down, "it was not reconciled")
 
 
 def _until(t):
@@ -448,7 +464,7 @@ def _until(t):
 @click.pass_obj
 def status_cmd(ctx, json_out):
     """The engine: who holds the lease, each job's last run, the cleanup queue, each Docker host."""
-    st = ctx.engine.status()
+    st = ctx.engine.status(probe=True)
     leader = st["leader"]
     lines = [f"leader: {leader['holder']} (host {leader['host']}, pid {leader['pid']}, lease expires "
              f"{_until(leader['expires_at'])})" if leader else "leader: none (no engine holds the lease: queued "

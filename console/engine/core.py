@@ -91,9 +91,15 @@ class Engine:
         return svc
 
     # ---- deployments
-    def create_deployment(self, service_name: str, actor_name: str | None = None) -> Deployment:
+    def create_deployment(self, service_name: str, actor_name: str | None = None, check_engine: bool = False
+                          ) -> Deployment:
+        """Queue a deployment on the service's host. With check_engine the host is asked first (bounded by
+        host_timeout): an engine that does not answer raises EngineUnavailable and nothing is recorded."""
         svc = self.service(service_name)
         host = svc.host or self.hosts.default_name()
+        if check_engine:
+            self.hosts.spec(host)   # an unknown host is bad input (exit 2), not an outage
+            self.hosts.require([host])
         with self.store.write():
             dep = Deployment.create(id=uuid.uuid4().hex[:12], service=svc, status="queued", host=host,
                                     actor=actor_name)
@@ -220,11 +226,15 @@ class Engine:
         if dry_run:
             return {"dry_run": True, "plan": cleaner.plan()}
         actor = self._mutation("cleanup")
+        # the hosts the open tasks need: none answering is an outage (exit 3), some down is a warning
+        needed = {d.host for d in Deployment.select(Deployment.host).join(CleanupTask).where(
+            CleanupTask.state.in_(["pending", "running"]))}
+        down = self.hosts.require(needed)
         counts = cleaner.run_due()
         with self.store.write():
             D.event(None, f"Cleanup run by {actor}: {counts['done']} done, {counts['kept']} kept, "
                           f"{counts['skipped']} skipped, {counts['retried']} to retry", kind="audit", actor_name=actor)
-        return {"dry_run": False, "counts": counts, "plan": cleaner.plan()}
+        return {"dry_run": False, "counts": counts, "plan": cleaner.plan(), "unreachable": down}
 
     # ---- containers
     def containers(self, all: bool = False, host: str | None = None, unreachable: dict | None = None) -> list[dict]:
@@ -300,10 +310,11 @@ class Engine:
         if self.runtime is not None:
             self.runtime.stop()
 
-    def status(self) -> dict:
-        """Leader, this process's role, each job's last run, cleanup queue, hosts (see scheduler.status)."""
+    def status(self, probe: bool = False) -> dict:
+        """Leader, this process's role, each job's last run, cleanup queue, hosts (probed now with probe; see
+        scheduler.status)."""
         from console.engine.scheduler import status
-        return status(self)
+        return status(self, probe=probe)
 
     def reconcile(self, dry_run: bool = False) -> dict:
         """One observe → diff → act pass now, or (dry_run) its plan without touching anything."""

@@ -277,10 +277,10 @@ class Hosts:
             raise EngineUnavailable(f"Docker host {name} unreachable (failed under {self.breaker_s:.0f} s ago: "
                                     f"{error}); retrying later")
 
-    def probe(self, timeout: float | None = None) -> dict[str, str | None]:
-        """Ping every host in parallel, bounded by the timeout as a whole. Returns {name: None if up else error};
-        see `record` to note it."""
-        names = self.names()
+    def probe(self, timeout: float | None = None, names=None) -> dict[str, str | None]:
+        """Ping every host (or `names`) in parallel, bounded by the timeout as a whole. Returns {name: None if up
+        else error}; see `record` to note it."""
+        names = self.names() if names is None else list(names)
         timeout = timeout or self.settings.host_timeout
         results: dict[str, str | None] = {n: f"no answer within {timeout:.0f} s" for n in names}
 
@@ -301,6 +301,20 @@ class Hosts:
         wait(futures, timeout=timeout)
         pool.shutdown(wait=False)
         return results
+
+    def require(self, names, timeout: float | None = None) -> dict[str, str]:
+        """Probe the hosts a command needs. Raises EngineUnavailable (one line naming them) when none of them
+        answers; returns {name: error} of those that are down (empty when all answer)."""
+        names = sorted(set(names))
+        if not names:
+            return {}
+        down = {n: e for n, e in self.probe(timeout, names).items() if e is not None}
+        if down and len(down) == len(names):
+            specs = self.specs()
+            detail = "; ".join(f"{n} ({specs[n].url or 'from environment'}): {e}" if n in specs else f"{n}: {e}"
+                               for n, e in down.items())
+            raise EngineUnavailable(f"Docker host{'s' if len(down) > 1 else ''} not answering: {detail}")
+        return down
 
     def reachability(self) -> dict[str, dict]:
         """{name: {reachable, last_error, last_seen_at}} of every host: Host rows keep it in the store, the others

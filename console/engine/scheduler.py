@@ -365,9 +365,10 @@ def prune_job_runs(store, keep_s: float = JOBRUN_KEEP_S, idle_keep_s: float = ID
         ).execute()
 
 
-def status(engine) -> dict:
+def status(engine, probe: bool = False) -> dict:
     """The lease, each job's last run, the cleanup queue and each engine's reachability: what `status` prints and
-    the console's status bar shows. Reads only; works the same in a leader, a follower and a plain CLI process."""
+    the console's status bar shows. Works the same in a leader, a follower and a plain CLI process. With probe,
+    every host is asked now (in parallel, bounded by host_timeout) instead of showing what was last noted."""
     from peewee import fn
     rt = engine.runtime
     t = now()
@@ -393,6 +394,9 @@ def status(engine) -> dict:
                      "next_run_at": nxt})
     rec = next(j for j in jobs if j["name"] == "reconcile")
     queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
+    if probe:
+        from console.engine.hosts import note_reachability
+        note_reachability(engine, engine.hosts.probe())
     hosts = [{k: h[k] for k in ("name", "url", "source", "reachable", "last_error", "last_seen_at")}
              | {"is_default": h["default"]} for h in engine.hosts.rows()]
     return {"leader": leader, "role": role, "me": rt.holder if rt is not None else None, "jobs": jobs,

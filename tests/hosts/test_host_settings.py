@@ -7,12 +7,15 @@ A dead engine is a unix socket path nothing listens on; a wedged one is a socket
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from console.engine import deployments as D
 from console.engine import hosts as H
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Host
 from tests.conftest import make_service_dir
@@ -42,6 +45,17 @@ def one_error_line(proc, code):
 def dead(tmp_path):
     """The URL of a Docker engine that is not there: a socket path nothing listens on."""
     return f"unix://{tmp_path / 'none.sock'}"
+
+
+@pytest.fixture
+def silent(tmp_path):
+    """A unix socket that accepts connections and never answers: a wedged engine."""
+    path = tmp_path / "silent.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(50)
+    yield f"unix://{path}"
+    srv.close()
 
 
 def store_bytes(engine) -> str:
@@ -131,3 +145,57 @@ def test_host_rm_force_abandons_the_open_cleanups_of_a_dead_host_and_removes_it(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["plan"] == []
     assert {t.state for t in CleanupTask.select()} == {"abandoned"}
+
+
+def test_commands_that_need_an_engine_exit_3_when_it_does_not_answer(engine, dead, tmp_path):
+    src = make_service_dir(tmp_path / "src")
+    engine.add_service("web", str(src))
+    flag = ["--docker-host", dead]
+    t0 = time.monotonic()
+    line = one_error_line(cli(engine, *flag, "deploy", "web", DEPLOYER_HOST_TIMEOUT="2"), 3)
+    assert "local" in line and time.monotonic() - t0 < 15
+    assert Deployment.select().count() == 0 and CleanupTask.select().count() == 0   # nothing recorded
+    for args in (["containers"], ["containers", "--all"], ["reconcile"], ["reconcile", "--dry-run"]):
+        line = one_error_line(cli(engine, *flag, *args), 3)
+        assert "local" in line, (args, line)
+    # cleanup needs the engine of its open tasks
+    dep = engine.create_deployment("web")
+    D.move(engine.store, dep.id, "failed", error="made to fail")
+    line = one_error_line(cli(engine, *flag, "cleanup"), 3)
+    assert "local" in line
+    task = CleanupTask.get(CleanupTask.deployment == dep.id)
+    assert task.state == "pending" and task.attempts == 0
+    # one host down of two: the answer of the other, and a warning naming the dead one
+    H.add_host(engine, "gone", dead)
+    proc = cli(engine, "containers", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [] and "gone" in proc.stderr and "warning" in proc.stderr
+    proc = cli(engine, "reconcile")
+    assert proc.returncode == 0 and "gone" in proc.stderr, proc.stderr
+    proc = cli(engine, "cleanup")
+    assert proc.returncode == 0, proc.stderr
+    assert CleanupTask.get(CleanupTask.deployment == dep.id).state == "done"
+
+
+def test_status_probes_the_hosts_instead_of_repeating_the_store(engine, dead):
+    H.add_host(engine, "gone", dead)
+    Host.update(reachable=True, last_error=None).execute()   # what an earlier pass stored
+    t0 = time.monotonic()
+    proc = cli(engine, "status", "--json", DEPLOYER_HOST_TIMEOUT="2")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 15
+    hosts = {h["name"]: h for h in json.loads(proc.stdout)["hosts"]}
+    assert hosts["gone"]["reachable"] is False and hosts["gone"]["last_error"]
+    assert hosts["local"]["reachable"] is True
+    proc = cli(engine, "--docker-host", dead, "status")
+    assert proc.returncode == 0, proc.stderr
+    local = next(line for line in proc.stdout.splitlines() if line.startswith("local "))
+    assert "DOWN" in local, proc.stdout
+
+
+def test_base_image_against_an_engine_that_never_answers_gives_up_within_host_timeout(engine, silent):
+    t0 = time.monotonic()
+    proc = cli(engine, "--docker-host", silent, "base-image", DEPLOYER_HOST_TIMEOUT="2", timeout=60)
+    took = time.monotonic() - t0
+    one_error_line(proc, 3)
+    assert took < 2 + 5, took   # the timeout plus the CLI's start-up
