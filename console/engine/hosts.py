@@ -101,6 +101,7 @@ class Hosts:
         self.breaker_s = min(5.0, float(settings.host_timeout))
         self.overlay = self._overlay(settings)
         self._seen: dict[str, dict] = {}   # reachability of hosts that are not Host rows: {name: state}
+        self._checked_at: dict[str, float] = {}   # when this process last noted a host's reachability (monotonic)
 
     @staticmethod
     def _overlay(settings) -> dict[str, HostSpec]:
@@ -156,7 +157,13 @@ class Hosts:
         transaction."""
         validate.host_name(name)
         if name == DEFAULT:
-            raise InputError("the local host cannot be removed")
+            row = Host.get_or_none(Host.name == DEFAULT)
+            if row is None:
+                raise InputError("the local host cannot be removed (it is DOCKER_HOST or the default socket)")
+            # a stored `local` (older versions wrote the run's --docker-host there) gives way to DOCKER_HOST or
+            # the default socket again; the name stays, so nothing that uses it is orphaned
+            self._delete(row)
+            return
         if name in self.overlay:
             raise InputError(f"host {name} is defined in {self._where(name)}; remove it there")
         row = Host.get_or_none(Host.name == name)
@@ -343,7 +350,15 @@ class Hosts:
                 Host.update(**state).where(Host.name == name).execute()
             else:
                 self._seen[name] = {**self._seen.get(name, {}), **state}
+            self._checked_at[name] = time.monotonic()
         return news
+
+    def stale(self, max_age: float) -> list[str]:
+        """The hosts whose reachability only this process can know (not Host rows, which the leader's
+        reconciliation keeps) and that it has not checked within max_age seconds."""
+        t = time.monotonic()
+        return [n for n, s in self.specs().items()
+                if s.source != "store" and t - self._checked_at.get(n, float("-inf")) > max_age]
 
     def rows(self) -> list[dict]:
         """Every host as `host ls`, `status` and the status bar show it."""

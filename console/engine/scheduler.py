@@ -394,9 +394,12 @@ def status(engine, probe: bool = False) -> dict:
                      "next_run_at": nxt})
     rec = next(j for j in jobs if j["name"] == "reconcile")
     queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
-    if probe:
+    # hosts that are this run's own (config, environment, default socket) are known to no other process: checked
+    # here when this process has not done so within a reconcile interval
+    names = None if probe else engine.hosts.stale(float(engine.settings.reconcile_interval))
+    if probe or names:
         from console.engine.hosts import note_reachability
-        note_reachability(engine, engine.hosts.probe())
+        note_reachability(engine, engine.hosts.probe(names=names))
     hosts = [{k: h[k] for k in ("name", "url", "source", "reachable", "last_error", "last_seen_at")}
              | {"is_default": h["default"]} for h in engine.hosts.rows()]
     return {"leader": leader, "role": role, "me": rt.holder if rt is not None else None, "jobs": jobs,

@@ -199,3 +199,29 @@ def test_base_image_against_an_engine_that_never_answers_gives_up_within_host_ti
     took = time.monotonic() - t0
     one_error_line(proc, 3)
     assert took < 2 + 5, took   # the timeout plus the CLI's start-up
+
+
+def test_a_local_row_an_older_version_wrote_can_be_removed_and_the_default_socket_is_used_again(engine, dead):
+    Host.insert(name="local", url=dead, is_default=True).execute()   # what `--docker-host dead` wrote before
+    rows = hosts_of(cli(engine, "host", "ls", "--json"))
+    assert rows["local"]["source"] == "store" and rows["local"]["reachable"] is False
+    proc = cli(engine, "host", "rm", "local")
+    assert proc.returncode == 0, proc.stderr
+    rows = hosts_of(cli(engine, "host", "ls", "--json"))
+    assert rows["local"]["source"] == "default" and rows["local"]["reachable"] is True and rows["local"]["default"]
+    assert "local" in one_error_line(cli(engine, "host", "rm", "local"), 2)   # the default itself cannot go
+
+
+def test_the_status_bar_checks_the_hosts_only_this_run_knows(engine, dead):
+    from console.config import load
+    from console.engine.core import Engine
+    st = {h["name"]: h for h in engine.status()["hosts"]}
+    assert st["local"]["reachable"] is True and st["local"]["source"] == "default"
+    other = Engine(load(data_dir=str(engine.settings.data_dir), docker_host=dead,
+                        **({"db": engine.settings.db} if engine.settings.db else {})))
+    try:
+        st = {h["name"]: h for h in other.status()["hosts"]}
+        assert st["local"]["reachable"] is False and st["local"]["source"] == "flag"
+    finally:
+        other.hosts.close()
+    assert Host.select().count() == 0
