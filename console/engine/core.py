@@ -150,9 +150,7 @@ class Engine:
         for host, status, n in (Deployment.select(Deployment.host, Deployment.status, fn.COUNT(Deployment.id))
                                 .group_by(Deployment.host, Deployment.status).tuples()):
             counts.setdefault(host, {})[status] = n
-        return [{"name": h.name, "url": h.url, "default": h.is_default, "reachable": h.reachable,
-                 "last_error": h.last_error, "last_seen_at": h.last_seen_at, "deployments": counts.get(h.name, {})}
-                for h in Host.select().order_by(Host.name)]
+        return [{**row, "deployments": counts.get(row["name"], {})} for row in self.hosts.rows()]
 
     def show(self, deployment_id: str, events: bool = True, event_limit: int = 500) -> dict:
         dep = self.get(deployment_id)
