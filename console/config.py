@@ -12,6 +12,10 @@ from console.engine.errors import InputError
 
 PHASE_DEADLINES = {"PULLING_SOURCE": 300, "BUILDING": 900, "COPYING_FILES": 300, "CREATING_SYMLINKS": 300,
                    "UPDATING_ROUTES": 300, "HEALTH_CHECK": 300}
+# what `[notify] events` chooses among (all by default); notify.py sends them
+NOTIFY_EVENTS = ("deployment-failed", "cleanup-failing", "cleanup-abandoned", "host-down", "host-back", "drift",
+                 "rollback-failed", "zombie-resumed", "zombie-failed")
+METRICS_LISTEN = "127.0.0.1:9464"
 
 
 @dataclass
@@ -46,6 +50,13 @@ class Settings:
     lease_duration: float = 15.0
     lease_renew_deadline: float = 10.0
     lease_retry: float = 2.0
+    # [metrics]: Prometheus text format on HOST:PORT ("" = off)
+    metrics_listen: str = METRICS_LISTEN
+    # [notify]: apprise URLs, the events sent, the window in which a repeat is folded into the first
+    notify_urls: list = field(default_factory=list)
+    notify_events: list = field(default_factory=lambda: list(NOTIFY_EVENTS))
+    notify_fold_seconds: float = 300.0
+    notify_cleanup_failing_after: int = 3     # a cleanup is "failing" from this many failed attempts on
     # console
     poll_interval: float = 1.0
     keys: dict = field(default_factory=dict)
@@ -71,8 +82,13 @@ _CASTS = {float: float, int: int, bool: lambda v: str(v).lower() in ("1", "true"
 def _cast(name: str, value):
     f = {f.name: f for f in dataclasses.fields(Settings)}[name]
     # f.type is the class itself (float) or, for unions, a string ('str | None'): accept both
-    kind = {"float": float, "int": int, "bool": bool, "str": str, "str | None": str}.get(
+    kind = {"float": float, "int": int, "bool": bool, "str": str, "str | None": str, "list": list}.get(
         getattr(f.type, "__name__", str(f.type)), None)
+    if kind is list:  # a TOML array, or an environment string of items separated by commas or spaces
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise InputError(f"invalid setting {name}={value!r}: expected a list of strings")
+        return list(items)
     if kind is None:
         return value
     try:
@@ -119,16 +135,34 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
             settings.keep_releases < 1:
         raise InputError(f"invalid keep_releases {settings.keep_releases!r}: a whole number of at least 1 (the "
                          f"previous release is the default rollback target)")
+    listen_address(settings.metrics_listen)
+    unknown = sorted(set(settings.notify_events) - set(NOTIFY_EVENTS))
+    if unknown:
+        raise InputError(f"invalid [notify] events {', '.join(unknown)}: choose among {', '.join(NOTIFY_EVENTS)}")
+    if settings.notify_fold_seconds < 0 or settings.notify_cleanup_failing_after < 1:
+        raise InputError("invalid [notify] settings: fold_seconds must be 0 or more, cleanup_failing_after 1 or more")
     return settings
+
+
+def listen_address(listen: str) -> tuple[str, int] | None:
+    """`[metrics] listen` as (host, port), None when it is "" (metrics off); anything but HOST:PORT is refused."""
+    if listen == "":
+        return None
+    host, sep, port = str(listen).rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:9464
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"invalid [metrics] listen {listen!r}: HOST:PORT (e.g. {METRICS_LISTEN}), or \"\" for off")
+    return host, int(port)
 
 
 def _apply(settings: Settings, raw: dict, where: str) -> None:
     known = {f.name for f in dataclasses.fields(Settings)}
-    sections = {"cleanup": "", "retention": "", "pipeline": "", "scheduler": "", "console": "", "store": ""}
+    sections = {"cleanup": "", "retention": "", "pipeline": "", "scheduler": "", "console": "", "store": "",
+                "metrics": "metrics_", "notify": "notify_"}   # [metrics] listen is the setting metrics_listen
     flat = {}
     for key, value in raw.items():
         if key in sections and isinstance(value, dict):
-            flat.update(value)
+            flat.update({sections[key] + k: v for k, v in value.items()})
         else:
             flat[key] = value
     for key, value in flat.items():
