@@ -15,6 +15,9 @@ from storage.clock import freeze
 from tests import pgstore
 
 CI = os.environ.get("CI", "").lower() == "true"
+# engines started by tests serve no metrics unless a test asks for them (on a free port): parallel tests must not
+# race for the default 127.0.0.1:9464
+os.environ.setdefault("DEPLOYER_METRICS_LISTEN", "")
 
 HTTPD_DOCKERFILE = """\
 FROM deployer/base:busybox

@@ -23,6 +23,7 @@ from peewee import fn
 
 from console.engine import deployments as D
 from console.engine import labels as L
+from console.engine import metrics
 from console.engine.archive import Archive, DoesNotFit
 from console.engine.errors import Cancelled, EngineUnavailable
 from console.engine.paths import link_target
@@ -141,6 +142,7 @@ class Cleaner:
             for outcome in pool.map(self._run_one, tasks):
                 if outcome:
                     counts[outcome] += 1
+                    metrics.cleanup_outcome(outcome)
         return counts
 
     def _run_one(self, task_id: int) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import docker
 import docker.tls
 
-from console.engine import validate
+from console.engine import metrics, validate
 from console.engine.docker_gateway import Gateway
 from console.engine.errors import EngineUnavailable, InputError
 from storage.clock import now
@@ -255,6 +255,7 @@ class Hosts:
                              self.timeout, float(self.settings.host_timeout))
         except docker.errors.DockerException as e:
             self._trip(name, str(e))
+            metrics.docker_error(name)
             raise EngineUnavailable(f"Docker host {name} ({url or 'from environment'}) unreachable: {e}") from e
         gw = Gateway(name, client)
         gw._raw_call = raw = gw._call
@@ -265,6 +266,7 @@ class Hosts:
                 result = raw(what, fn, *args, **kwargs)
             except EngineUnavailable as e:
                 self._trip(name, str(e))
+                metrics.docker_error(name)
                 raise
             self._down_until.pop(name, None)
             return result

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from console.engine import deployments as D
 from console.engine import labels as L
+from console.engine import metrics
 from console.engine.errors import Cancelled, DeployerError, InputError
 from console.engine.paths import atomic_symlink, atomic_write, link_target
 from console.engine.validate import PHASES
@@ -252,11 +253,13 @@ class Pipeline:
         try:
             detail = getattr(self, "_" + phase.lower())(job)
         except BaseException as e:
+            metrics.observe_phase(phase, time.monotonic() - started)
             outcome = "cancelled" if isinstance(e, (Stop, Cancelled)) else "failed"
             with self.ctx.store.write():
                 PhaseRun.update(finished_at=now(), outcome=outcome, detail=str(e)[:500]).where(
                     PhaseRun.id == run.id).execute()
             raise
+        metrics.observe_phase(phase, time.monotonic() - started)
         with self.ctx.store.write():
             PhaseRun.update(finished_at=now(), outcome="skipped" if detail and detail.startswith("already")
                             else "done", detail=detail).where(PhaseRun.id == run.id).execute()

@@ -40,6 +40,7 @@ from datetime import datetime
 
 from console.engine import deployments as D
 from console.engine import labels as L
+from console.engine import metrics
 from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
@@ -183,6 +184,8 @@ class Pass:
                 self.act(plan)
         finally:
             self.counter.detach()
+        if not self.dry_run:
+            metrics.observe_reconcile(time.monotonic() - t0, plan)
         plan.pop("_deps", None)
         plan.pop("_errors", None)
         plan.update(dry_run=self.dry_run, started_at=started, duration_ms=round((time.monotonic() - t0) * 1000, 1),

@@ -30,11 +30,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from console.config import listen_address
 from console.engine import deployments as D
 from console.engine import reconcile
 from console.engine.cleanup import Cleaner
 from console.engine.errors import InputError
 from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
+from console.engine.metrics import MetricsServer
 from console.engine.reconcile import one_line
 from console.engine.validate import PHASES
 from storage.clock import now
@@ -81,6 +83,9 @@ class Runtime:
                           "reconcile": float(s.reconcile_interval), "retention": float(s.retention_interval)}
         self._functions = {"dispatch": self.dispatch, "cleanup": self.cleanup, "reconcile": self.reconcile,
                            "retention": self.retention}
+        # every runtime serves its own view (deployer_leader says whether it is the lease holder), from a thread of
+        # its own, off the jobs' path
+        self.metrics = MetricsServer(engine.store, lambda: self.is_leader)
 
     # ---- lifecycle
     def start(self) -> "Runtime":
@@ -88,6 +93,7 @@ class Runtime:
             self.scheduler.add_job(self._job, "interval", seconds=self.intervals[name], args=(name,), id=name,
                                    name=name)
         self.scheduler.start(paused=True)
+        self.metrics.start(listen_address(self.settings.metrics_listen))
         if self.run_jobs:
             self._elect()  # the first attempt right away, so status is right from the start
             self._lease_thread = threading.Thread(target=self._lease_loop, name="lease", daemon=True)
@@ -119,8 +125,11 @@ class Runtime:
             self.scheduler.shutdown(wait=False)
         except SchedulerNotRunningError:
             pass
+        metrics_closing = self.metrics.stop()
         with short_busy_timeout(self.engine.store, deadline):
             self._stop_with_budget(deadline)
+        if metrics_closing is not None:
+            metrics_closing.join(max(0.0, deadline - time.monotonic()))
         log.info("runtime %s stopped in %.2f s", self.holder, budget - (deadline - time.monotonic()))
 
     def _stop_with_budget(self, deadline: float) -> None:

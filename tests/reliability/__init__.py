@@ -14,7 +14,8 @@ CLI = Path(sys.executable).with_name("deployer-console")
 # the short intervals the subprocesses run with (config.load reads DEPLOYER_<SETTING>)
 FAST = {"heartbeat_interval": 0.5, "health_timeout": 20, "reconcile_interval": 1, "dispatch_interval": 0.5,
         "cleanup_interval": 0.5, "cleanup_backoff_max": 2, "lease_duration": 6, "lease_renew_deadline": 4,
-        "lease_retry": 0.5, "zombie_after": 5, "orphan_grace": 120}
+        "lease_retry": 0.5, "zombie_after": 5, "orphan_grace": 120,
+        "metrics_listen": ""}   # engines of parallel tests must not race for the default metrics port
 
 
 def cli_env(settings, fault: str | None = None, **overrides) -> dict:
