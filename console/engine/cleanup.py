@@ -23,7 +23,7 @@ from peewee import fn
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import metrics
+from console.engine import metrics, notify
 from console.engine.archive import Archive, DoesNotFit
 from console.engine.errors import Cancelled, EngineUnavailable
 from console.engine.paths import link_target
@@ -184,6 +184,7 @@ class Cleaner:
                                updated_at=now()).where(CleanupTask.id == task.id).execute()
             D.event(dep.id, f"Cleanup of deployment {dep.id} failed (attempt {attempts}): {message}; "
                             f"retrying in {delay:.0f} s", kind="cleanup", level="warning", host=dep.host)
+        notify.cleanup_failed(dep.id, attempts, message)
 
     def _finish(self, task: CleanupTask, state: str, message: str, level: str = "info", dep=None) -> None:
         with self.engine.store.write():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import docker
 import docker.tls
 
-from console.engine import metrics, validate
+from console.engine import metrics, notify, validate
 from console.engine.docker_gateway import Gateway
 from console.engine.errors import EngineUnavailable, InputError
 from storage.clock import now
@@ -415,6 +415,7 @@ def note_reachability(engine, results: dict[str, str | None]) -> None:
         return
     with engine.store.write():
         for name, up in engine.hosts.record(results):
+            notify.host_changed(name, up, results.get(name))
             D.event(None, f"Docker host {name} is reachable again" if up else
                     f"Docker host {name} is unreachable: {results.get(name)}", kind="host",
                     level="info" if up else "warning", host=name)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import metrics
+from console.engine import metrics, notify
 from console.engine.errors import Cancelled, DeployerError, InputError
 from console.engine.paths import atomic_symlink, atomic_write, link_target
 from console.engine.validate import PHASES
@@ -500,6 +500,7 @@ class Pipeline:
                    cleanup_delay=self.ctx.settings.cleanup_delay)
         except InputError:
             return Deployment.get_by_id(job.deployment.id).status
+        notify.deployment_failed(job.deployment.id, job.service.name, job.deployment.host, reason)
         return "failed"
 
     def _stopped(self, job: Job, stop: Stop, current_before: str | None) -> str:

@@ -40,7 +40,7 @@ from datetime import datetime
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import metrics
+from console.engine import metrics, notify
 from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
@@ -385,12 +385,17 @@ class Pass:
         if action.startswith("fail"):
             reason = (f"{phase}: pipeline gone ({z['reason']}); zombie_policy=fail" if "policy" in action else
                       f"{phase}: pipeline gone ({z['reason']}); gave up after {z['attempts']} resume attempts")
-            return self._fail(dep_id, reason, check=lambda: self._stuck_now(dep_id, phase) is not None)
+            result = self._fail(dep_id, reason, check=lambda: self._stuck_now(dep_id, phase) is not None)
+            if result == "failed":
+                notify.zombie(dep_id, z["service"], "failed", z["reason"])
+            return result
         # resume: in this process when it runs jobs, else as a request for the engine that holds the lease
         if self.runtime is not None and self.runtime.may_act():
             ok = self.runtime.start_pipeline(dep_id, from_phase=phase, resume=True,
                                              verify=lambda d: self._stuck_now(d.id, phase) is not None,
                                              note=f"zombie: {z['reason']}")
+            if ok:
+                notify.zombie(dep_id, z["service"], "resumed", z["reason"])
             return "resumed" if ok else "not resumed now (no free worker or no longer stuck)"
         with self.engine.store.write():
             if self._stuck_now(dep_id, phase) is None:
@@ -444,6 +449,7 @@ class Pass:
                        message=f"Drift: {item['problem']} (deployment {dep_id} is success); marked degraded")
             except InputError:
                 return "no longer success"
+            notify.drift(dep_id, item["service"], item["problem"])
             return "degraded"
         if item["action"] == "mark success":
             try:

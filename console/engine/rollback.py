@@ -16,6 +16,7 @@ import threading
 import time
 
 from console.engine import deployments as D
+from console.engine import notify
 from console.engine.cleanup import queue_release_retention
 from console.engine.errors import DeployerError, ForeignContainer, InputError
 from console.engine.lease import pid_gone
@@ -152,6 +153,7 @@ def _run(engine, rb: Rollback, svc: Service, serving, target: Deployment, actor_
         _end(engine, rb, "failed", error=reason, level="error", actor_name=actor_name, host=target.host,
              message=f"Rollback of {svc.name} to {target.id} failed: {reason}; "
                      f"{svc.name} keeps {serving.id if serving else 'nothing'} serving")
+        notify.rollback_failed(svc.name, target.id, reason)
         if interrupted:
             raise
         raise RollbackFailed(f"rollback of {svc.name} to {target.id} failed: {reason}") from e

@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from console.config import listen_address
 from console.engine import deployments as D
-from console.engine import reconcile
+from console.engine import notify, reconcile
 from console.engine.cleanup import Cleaner
 from console.engine.errors import InputError
 from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
@@ -83,9 +83,10 @@ class Runtime:
                           "reconcile": float(s.reconcile_interval), "retention": float(s.retention_interval)}
         self._functions = {"dispatch": self.dispatch, "cleanup": self.cleanup, "reconcile": self.reconcile,
                            "retention": self.retention}
-        # every runtime serves its own view (deployer_leader says whether it is the lease holder), from a thread of
-        # its own, off the jobs' path
+        # every runtime serves its own view (deployer_leader says whether it is the lease holder) and sends its own
+        # notifications; both run in threads of their own, off the jobs' path
         self.metrics = MetricsServer(engine.store, lambda: self.is_leader)
+        self.notifier = notify.Notifier(engine.store, self.settings)
 
     # ---- lifecycle
     def start(self) -> "Runtime":
@@ -94,6 +95,7 @@ class Runtime:
                                    name=name)
         self.scheduler.start(paused=True)
         self.metrics.start(listen_address(self.settings.metrics_listen))
+        notify.install(self.notifier.start())
         if self.run_jobs:
             self._elect()  # the first attempt right away, so status is right from the start
             self._lease_thread = threading.Thread(target=self._lease_loop, name="lease", daemon=True)
@@ -128,6 +130,8 @@ class Runtime:
         metrics_closing = self.metrics.stop()
         with short_busy_timeout(self.engine.store, deadline):
             self._stop_with_budget(deadline)
+        notify.uninstall(self.notifier)
+        self.notifier.stop(max(0.0, min(0.5, deadline - time.monotonic())))
         if metrics_closing is not None:
             metrics_closing.join(max(0.0, deadline - time.monotonic()))
         log.info("runtime %s stopped in %.2f s", self.holder, budget - (deadline - time.monotonic()))
