@@ -89,6 +89,8 @@ class Notifier:
                 return False
             folded = self._folded.pop(ident, 0)
             self._last[ident] = t
+            if len(self._last) > QUEUE_MAX:  # forget what is past its window (a long-running engine)
+                self._last = {k: v for k, v in self._last.items() if t - v < self.fold_s or k in self._folded}
         if folded:
             message.body += f"\n({folded} more like it in the last {self.fold_s:.0f} s were folded)"
         try:
