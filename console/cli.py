@@ -175,8 +175,10 @@ def deploy(ctx, service_name, detach, json_out):
 
     def run():
         try:
+            from console.engine import notify
             from console.engine.deployments import actor
-            engine.pipeline.run(dep.id, actor_name=actor(), on_phase=on_phase)
+            with notify.foreground(engine.store, engine.settings):  # a failure is notified before we exit
+                engine.pipeline.run(dep.id, actor_name=actor(), on_phase=on_phase)
         except BaseException as e:  # reported by the main thread
             result["error"] = e
 

@@ -5,7 +5,7 @@ import uuid
 
 from console.config import Settings
 from console.engine import deployments as D
-from console.engine import validate
+from console.engine import notify, validate
 from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
@@ -112,7 +112,8 @@ class Engine:
         if on_created:
             on_created(dep)
         if not detach:
-            self.pipeline.run(dep.id, actor_name=actor, on_phase=on_phase)
+            with notify.foreground(self.store, self.settings):
+                self.pipeline.run(dep.id, actor_name=actor, on_phase=on_phase)
         return Deployment.get_by_id(dep.id)
 
     def get(self, deployment_id: str) -> Deployment:
@@ -198,7 +199,8 @@ class Engine:
                 D.event(dep.id, f"Resume of {dep.id} from {phase or dep.phase} requested by {actor}", kind="audit",
                         actor_name=actor)
             return Deployment.get_by_id(dep.id)
-        self.pipeline.run(dep.id, from_phase=phase, actor_name=actor, resume=True, on_phase=on_phase)
+        with notify.foreground(self.store, self.settings):
+            self.pipeline.run(dep.id, from_phase=phase, actor_name=actor, resume=True, on_phase=on_phase)
         return Deployment.get_by_id(dep.id)
 
     # ---- rollback and cleanup
@@ -206,7 +208,8 @@ class Engine:
         """Roll the service back to its previous successful release (or `to`); raises RollbackFailed on failure."""
         from console.engine.rollback import rollback
         actor = self._mutation("rollback")
-        return rollback(self, service_name, to, actor)
+        with notify.foreground(self.store, self.settings):
+            return rollback(self, service_name, to, actor)
 
     def rollbacks(self, service_name: str | None = None) -> list[dict]:
         from storage.models import Rollback

@@ -8,6 +8,7 @@ event, same deployment or host) within `fold_seconds` of the last one sent is fo
 the window says how many were folded. A send that fails is recorded as an event of kind `notify` (the URL with its
 secrets masked, and why). Without a running notifier (a CLI process, no urls) every call is a no-op.
 """
+import contextlib
 import logging
 import queue
 import threading
@@ -18,7 +19,7 @@ from console.config import NOTIFY_EVENTS
 
 log = logging.getLogger(__name__)
 QUEUE_MAX = 1000
-SEND_TIMEOUT_S = 10.0
+FOREGROUND_FLUSH_S = 10.0   # how long a foreground CLI action waits at most for its notifications to go out
 
 
 @dataclass
@@ -74,6 +75,16 @@ class Notifier:
             except queue.Full:
                 pass
             self._thread.join(timeout)
+
+    def drain(self, timeout: float) -> None:
+        """Send what is queued, waiting at most `timeout`, then stop."""
+        if self._thread is not None:
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                pass
+            self._thread.join(timeout)
+        self._stopping.set()
 
     # ---- queueing (the caller's thread: no I/O)
     def send(self, message: Message) -> bool:
@@ -160,6 +171,22 @@ def uninstall(notifier: Notifier) -> None:
     global _active
     if _active is notifier:
         _active = None
+
+
+@contextlib.contextmanager
+def foreground(store, settings, flush_s: float = FOREGROUND_FLUSH_S):
+    """An operator action run in the foreground of a process that hosts no runtime (a CLI `deploy`, `resume`,
+    `rollback`) sends its notifications too: before the action returns, waiting at most `flush_s` for them."""
+    if _active is not None or not settings.notify_urls:
+        yield
+        return
+    notifier = Notifier(store, settings).start()
+    install(notifier)
+    try:
+        yield
+    finally:
+        uninstall(notifier)
+        notifier.drain(flush_s)
 
 
 def _send(message: Message) -> None:

@@ -83,6 +83,17 @@ def test_a_failed_deployment_sends_one_json_message_naming_service_id_and_error(
     assert message["type"] == "failure"
 
 
+def test_a_foreground_cli_deploy_that_fails_is_notified_before_the_command_exits(engine, receiver, tmp_path):
+    from tests.reliability import cli_env, run_cli
+    engine.add_service("broken", str(make_service_dir(tmp_path / "broken", extra="RUN false")), port=8080)
+    proc = run_cli(["deploy", "broken"], cli_env(engine.settings, notify_urls=receiver.url,
+                                                 notify_events="deployment-failed,host-down"))
+    assert proc.returncode == 1, proc.stderr
+    dep = Deployment.get(Deployment.status == "failed")
+    assert len(receiver.messages) == 1  # sent before `deploy` returned
+    assert dep.id in receiver.messages[0]["message"] and dep.error in receiver.messages[0]["message"]
+
+
 def test_a_slow_or_dead_receiver_never_delays_the_engine_and_a_failed_send_is_an_event(engine):
     slow = Receiver(delay=3.0)  # slow, but inside apprise's read timeout: it does take the messages
     dead_port = free_port()
