@@ -203,6 +203,8 @@ class Hosts:
             D.event(task.deployment_id, f"Cleanup of deployment {task.deployment_id} abandoned ({why}): its "
                     f"containers, volumes and images may remain on engine {row.url}", kind="cleanup",
                     level="warning", actor_name=actor_name, host=row.name)
+            metrics.cleanup_outcome("abandoned")
+            notify.cleanup_abandoned(task.deployment_id, f"{why}; resources may remain on engine {row.url}")
 
     def _delete(self, row: Host) -> None:
         Host.delete().where(Host.name == row.name).execute()
