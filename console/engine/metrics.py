@@ -73,15 +73,16 @@ def docker_error(host: str) -> None:
 class StoreCollector:
     """The gauges, read from the store when Prometheus scrapes: one grouped query per series."""
 
-    def __init__(self, store, is_leader):
+    def __init__(self, store, is_leader, reachability):
         self.store = store
         self.is_leader = is_leader
+        self.reachability = reachability   # {host: {"reachable": bool | None, ...}} of this run's hosts
 
     def collect(self):
         from peewee import fn
 
         from storage.clock import now
-        from storage.models import CleanupTask, Deployment, Host, Service
+        from storage.models import CleanupTask, Deployment, Service
         deployments = GaugeMetricFamily("deployer_deployments", "Deployments in the store by status, service and host.",
                                         labels=["status", "service", "host"])
         depth = GaugeMetricFamily("deployer_cleanup_queue_depth", "Cleanup tasks pending or running.")
@@ -103,7 +104,8 @@ class StoreCollector:
                           .where((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)).tuples().get())
             depth.add_metric([], n_open)
             oldest.add_metric([], max(0.0, t - first_due) if first_due is not None else 0.0)
-            for name, reachable in Host.select(Host.name, Host.reachable).tuples():
+            for name, seen in sorted(self.reachability().items()):
+                reachable = seen.get("reachable")
                 if reachable is not None:  # never checked yet: no value rather than a guess
                     host_up.add_metric([name], 1 if reachable else 0)
         leader.add_metric([], 1 if self.is_leader() else 0)
@@ -120,10 +122,10 @@ class _JobSeries:
 class MetricsServer:
     """The HTTP endpoint of one engine. A listen address already in use is one warning, never a dead engine."""
 
-    def __init__(self, store, is_leader):
+    def __init__(self, store, is_leader, reachability):
         self.registry = CollectorRegistry()
         self.registry.register(_JobSeries())
-        self.registry.register(StoreCollector(store, is_leader))
+        self.registry.register(StoreCollector(store, is_leader, reachability))
         self._server = None
         self._thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None

@@ -85,7 +85,7 @@ class Runtime:
                            "retention": self.retention}
         # every runtime serves its own view (deployer_leader says whether it is the lease holder) and sends its own
         # notifications; both run in threads of their own, off the jobs' path
-        self.metrics = MetricsServer(engine.store, lambda: self.is_leader)
+        self.metrics = MetricsServer(engine.store, lambda: self.is_leader, engine.hosts.reachability)
         self.notifier = notify.Notifier(engine.store, self.settings)
 
     # ---- lifecycle
