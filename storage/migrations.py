@@ -7,9 +7,9 @@ from peewee import CharField, DoubleField, IntegerField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as run_migrations
 
-from storage.models import MODELS, Meta
+from storage.models import MODELS, JSONField, Meta
 
-LATEST = 3
+LATEST = 7
 
 
 def _migrator(store):
@@ -26,6 +26,8 @@ def _rollback_owner(store, m) -> None:
 
 STEPS: dict[int, callable] = {
     3: _rollback_owner,
+    # 7: an event's structured detail (an audit record's action, target and outcome); older rows keep NULL
+    7: lambda store, m: run_migrations(m.add_column("deployment_event", "detail", JSONField(null=True))),
 }
 
 
@@ -51,8 +53,8 @@ def migrate(store) -> int:
             store.db.create_tables(MODELS, safe=True)
             import uuid
             Meta.insert(key="store_id", value=uuid.uuid4().hex[:12]).on_conflict_ignore().execute()
-            version = LATEST  # create_tables made the latest schema: no step runs after it
-        for step in sorted(s for s in STEPS if version < s <= LATEST):
+            version = LATEST  # the tables are created from today's models: no step to run
+        for step in sorted(n for n in STEPS if version < n <= LATEST):  # numbers may skip (branches merged)
             STEPS[step](store, _migrator(store))
             version = step
         Meta.insert(key="schema_version", value=str(version)).on_conflict(

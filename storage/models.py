@@ -105,6 +105,7 @@ class DeploymentEvent(Base):
     message = TextField()
     actor = CharField(null=True)
     host = CharField(null=True)
+    detail = JSONField(null=True)          # an audit record: {"action", "target", "outcome"[, "error"]}
 
 
 class CleanupTask(Base):

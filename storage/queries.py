@@ -16,7 +16,7 @@ def cleanup_dict(t: CleanupTask) -> dict:
 
 def event_dict(e) -> dict:
     return {"id": e.id, "deployment_id": e.deployment_id, "time": e.time, "level": e.level, "kind": e.kind,
-            "message": e.message, "actor": e.actor, "host": e.host}
+            "message": e.message, "actor": e.actor, "host": e.host, "detail": e.detail}
 
 
 MATCH_FIELDS = {"id": Deployment.id, "service": Service.name, "status": Deployment.status, "host": Deployment.host,

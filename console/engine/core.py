@@ -1,5 +1,6 @@
 """The Engine: one facade over the store, the hosts and the pipeline that both faces (CLI and TUI) call. Every
 operator action goes through here, so the read-only switch, validation and the audit trail are in one place."""
+import contextlib
 import logging
 import uuid
 
@@ -11,10 +12,71 @@ from console.engine.hosts import Hosts
 from console.engine.paths import Paths
 from console.engine.pipeline import Pipeline
 from storage import queries
-from storage.db import open_store, private_dir
+from storage.db import StoreError, open_store, private_dir
 from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Project, Service
 
 log = logging.getLogger(__name__)
+
+
+class OperatorAction:
+    """An operator action in progress: who, what, on which target; the audit record is written from this."""
+
+    def __init__(self, action: str, target: str, actor: str):
+        self.action, self.target, self.actor = action, target, actor
+        self.deployment_id: str | None = None
+        self.host: str | None = None
+        self.recorded = False
+
+    def ok(self, message: str | None = None) -> None:
+        """Record success inside the caller's write transaction, so the record commits with the change."""
+        D.audit(self.action, self.target, "ok", self.actor, message, self.deployment_id, self.host)
+        self.recorded = True
+
+
+class EventFollower:
+    """Polls the events stored after the last id it saw: one indexed query on the id, then the matching rows.
+
+    On PostgreSQL an id is taken when a row is inserted, not when it commits, so a lower id can become visible after
+    a higher one: ids skipped over are asked for again for GAP_WAIT_S (a rolled-back insert leaves a gap forever)."""
+    GAP_WAIT_S = 10.0
+    MAX_GAPS = 1000
+    BATCH = 500
+
+    def __init__(self, query, after_id: int, as_row):
+        self.query, self.last_id, self.as_row = query, after_id, as_row
+        self._gaps: dict[int, float] = {}
+
+    def poll(self) -> list[dict]:
+        import time
+        t = time.monotonic()
+        self._gaps = {i: seen for i, seen in self._gaps.items() if t - seen < self.GAP_WAIT_S}
+        cond = DeploymentEvent.id > self.last_id
+        if self._gaps:
+            cond |= DeploymentEvent.id.in_(list(self._gaps))
+        ids = [i for (i,) in DeploymentEvent.select(DeploymentEvent.id).where(cond)
+               .order_by(DeploymentEvent.id).limit(self.BATCH).tuples()]
+        if not ids:
+            return []
+        for i in ids:
+            self._gaps.pop(i, None)
+        if ids[-1] > self.last_id:
+            seen = set(ids)
+            missing = [i for i in range(self.last_id + 1, ids[-1]) if i not in seen][-self.MAX_GAPS:]
+            self._gaps.update((i, t) for i in missing)
+            self.last_id = ids[-1]
+        rows = self.query.where(DeploymentEvent.id.in_(ids)).order_by(DeploymentEvent.id)
+        return [self.as_row(e) for e in rows.objects()]
+
+
+def audit_row(event: dict) -> dict:
+    """An audit event as `audit` shows it. Records from before structured audit (no detail) keep their message."""
+    detail = event.get("detail") or {}
+    actor = event.get("actor") or ""
+    user, _, address = actor.rpartition("@") if "@" in actor else (actor, "", "")
+    return {"id": event["id"], "time": event["time"], "actor": actor or None, "user": user or None,
+            "address": address or None, "action": detail.get("action"), "target": detail.get("target"),
+            "outcome": detail.get("outcome"), "error": detail.get("error"), "deployment_id": event["deployment_id"],
+            "host": event["host"], "message": event["message"]}
 
 
 class Engine:
@@ -42,11 +104,51 @@ class Engine:
             raise ReadOnlyError(f"read-only mode: {what} refused")
         return D.actor()
 
+    @contextlib.contextmanager
+    def operator_action(self, action: str, target: str, deployment_id: str | None = None, host: str | None = None):
+        """Every operator action (CLI or console) runs inside this: the read-only guard, then one audit record with
+        the actor (login name and SSH client address) and the outcome: ok, refused (InputError: the engine said no)
+        or failed. A read-only refusal writes nothing: a read-only process never writes."""
+        act = OperatorAction(action, target, self._mutation(action))
+        act.deployment_id, act.host = deployment_id, host
+        try:
+            yield act
+        except InputError as e:
+            self._record(act, "refused", e)
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            self._record(act, "failed", e)
+            raise
+        if not act.recorded:
+            self._record(act, "ok")
+
+    def _record(self, act: OperatorAction, outcome: str, error: BaseException | None = None) -> None:
+        from console.engine.reconcile import one_line
+        if isinstance(error, StoreError):  # the store itself failed: a record would only wait for it again
+            log.warning("%s %s by %s failed (not audited: %s)", act.action, act.target, act.actor, one_line(error))
+            return
+        reason = None if error is None else ("interrupted" if isinstance(error, KeyboardInterrupt) else
+                                             one_line(error))
+        try:
+            dep_id = act.deployment_id
+            if dep_id is not None and not Deployment.select().where(Deployment.id == dep_id).exists():
+                dep_id = None  # a refusal names an id that does not exist: the target says it, the key cannot
+            with self.store.write():
+                D.audit(act.action, act.target, outcome, act.actor, deployment_id=dep_id, host=act.host,
+                        error=reason)
+        except Exception:  # noqa: BLE001 - the action's own error is what the operator must see
+            log.warning("audit record of %s %s (%s) not written", act.action, act.target, outcome, exc_info=True)
+
     # ---- services
     def add_service(self, name: str, source: str, port: int = 8080, health_path: str = "/", route_host=None,
                     volumes=(), shared_volumes=(), env=(), host: str | None = None, project: str = "default",
                     replace: bool = False) -> Service:
-        actor = self._mutation("service add")
+        with self.operator_action("service add", name) as act:
+            return self._add_service(act, name, source, port, health_path, route_host, volumes, shared_volumes, env,
+                                     host, project, replace)
+
+    def _add_service(self, act, name, source, port, health_path, route_host, volumes, shared_volumes, env, host,
+                     project, replace) -> Service:
         from pathlib import Path
         validate.service_name(name)
         validate.project_name(project)
@@ -76,8 +178,7 @@ class Engine:
                 Service.update(**fields).where(Service.id == existing.id).execute()
             else:
                 Service.create(name=name, **fields)
-            D.event(None, f"Service {name} {'updated' if existing else 'added'} (source {src})", kind="audit",
-                    actor_name=actor)
+            act.ok(f"Service {name} {'updated' if existing else 'added'} (source {src})")
         return Service.get(Service.name == name)
 
     def services(self) -> list[dict]:
@@ -107,13 +208,15 @@ class Engine:
         return dep
 
     def deploy(self, service_name: str, detach: bool = False, on_phase=None, on_created=None) -> Deployment:
-        actor = self._mutation("deploy")
-        dep = self.create_deployment(service_name, actor)
+        """Queue a deployment of the service (audited as `deploy`: ok when queued), and unless detach run it here."""
+        with self.operator_action("deploy", service_name) as act:
+            dep = self.create_deployment(service_name, act.actor)
+            act.deployment_id, act.host = dep.id, dep.host
         if on_created:
             on_created(dep)
         if not detach:
             with notify.foreground(self.store, self.settings):
-                self.pipeline.run(dep.id, actor_name=actor, on_phase=on_phase)
+                self.pipeline.run(dep.id, actor_name=act.actor, on_phase=on_phase)
         return Deployment.get_by_id(dep.id)
 
     def get(self, deployment_id: str) -> Deployment:
@@ -169,36 +272,44 @@ class Engine:
         return out
 
     def cancel(self, deployment_id: str) -> Deployment:
-        actor = self._mutation("cancel")
-        dep = self.get(deployment_id)
-        if dep.status not in D.ACTIVE:
-            raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
-                             f"cancelled")
-        with self.store.write():
-            D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
-                   cleanup_delay=self.settings.cleanup_delay,
-                   message=f"Deployment {dep.id} cancelled by {actor}")
-            if queries.is_stuck(dep, self.settings):  # no pipeline will ever close its phase rows
-                D.close_phases(dep.id, f"interrupted: the pipeline was gone when {actor} cancelled it")
+        with self.operator_action("cancel", deployment_id, deployment_id=deployment_id) as act:
+            actor = act.actor
+            dep = self.get(deployment_id)
+            act.deployment_id, act.target, act.host = dep.id, dep.id, dep.host
+            if dep.status not in D.ACTIVE:
+                raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
+                                 f"cancelled")
+            with self.store.write():
+                D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
+                       cleanup_delay=self.settings.cleanup_delay,
+                       message=f"Deployment {dep.id} cancelled by {actor}")
+                if queries.is_stuck(dep, self.settings):  # no pipeline will ever close its phase rows
+                    D.close_phases(dep.id, f"interrupted: the pipeline was gone when {actor} cancelled it")
+                act.ok()
         return Deployment.get_by_id(dep.id)
 
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):
         """Resume a failed or stuck deployment from a phase. With detach the request is written to the store for
         the engine that holds the lease; otherwise it runs here, in the foreground."""
-        actor = self._mutation("resume")
-        dep = self.get(deployment_id)
-        phase = validate.phase(from_phase) if from_phase is not None else None
-        if dep.status not in ("failed", "deploying"):
-            raise InputError(f"deployment {dep.id} is {dep.status}; only failed or stuck deployments can be resumed")
-        if dep.status == "deploying" and not queries.is_stuck(dep, self.settings):
-            raise InputError(f"deployment {dep.id} is deploying and its pipeline is alive; cancel it first")
-        if detach:
+        with self.operator_action("resume", deployment_id, deployment_id=deployment_id) as act:
+            actor = act.actor
+            dep = self.get(deployment_id)
+            act.deployment_id, act.target, act.host = dep.id, dep.id, dep.host
+            phase = validate.phase(from_phase) if from_phase is not None else None
+            if dep.status not in ("failed", "deploying"):
+                raise InputError(f"deployment {dep.id} is {dep.status}; only failed or stuck deployments can be "
+                                 f"resumed")
+            if dep.status == "deploying" and not queries.is_stuck(dep, self.settings):
+                raise InputError(f"deployment {dep.id} is deploying and its pipeline is alive; cancel it first")
+            if detach:
+                with self.store.write():
+                    Deployment.update(resume_from=phase or dep.phase or "PULLING_SOURCE").where(
+                        Deployment.id == dep.id).execute()
+                    act.ok(f"Resume of {dep.id} from {phase or dep.phase} requested by {actor}")
+                return Deployment.get_by_id(dep.id)
+            # audited when it starts (ok: resumed); how the run ends is the deployment's own events
             with self.store.write():
-                Deployment.update(resume_from=phase or dep.phase or "PULLING_SOURCE").where(
-                    Deployment.id == dep.id).execute()
-                D.event(dep.id, f"Resume of {dep.id} from {phase or dep.phase} requested by {actor}", kind="audit",
-                        actor_name=actor)
-            return Deployment.get_by_id(dep.id)
+                act.ok(f"Resume of {dep.id} from {phase or dep.phase} started by {actor}")
         with notify.foreground(self.store, self.settings):
             self.pipeline.run(dep.id, from_phase=phase, actor_name=actor, resume=True, on_phase=on_phase)
         return Deployment.get_by_id(dep.id)
@@ -207,9 +318,9 @@ class Engine:
     def rollback(self, service_name: str, to: str | None = None):
         """Roll the service back to its previous successful release (or `to`); raises RollbackFailed on failure."""
         from console.engine.rollback import rollback
-        actor = self._mutation("rollback")
-        with notify.foreground(self.store, self.settings):
-            return rollback(self, service_name, to, actor)
+        with self.operator_action("rollback", service_name + (f" to {to}" if to else "")) as act, \
+                notify.foreground(self.store, self.settings):
+            return rollback(self, service_name, to, act.actor)
 
     def rollbacks(self, service_name: str | None = None) -> list[dict]:
         from storage.models import Rollback
@@ -226,15 +337,15 @@ class Engine:
         cleaner = Cleaner(self)
         if dry_run:
             return {"dry_run": True, "plan": cleaner.plan()}
-        actor = self._mutation("cleanup")
-        # the hosts the open tasks need: none answering is an outage (exit 3), some down is a warning
-        needed = {d.host for d in Deployment.select(Deployment.host).join(CleanupTask).where(
-            CleanupTask.state.in_(["pending", "running"]))}
-        down = self.hosts.require(needed)
-        counts = cleaner.run_due()
-        with self.store.write():
-            D.event(None, f"Cleanup run by {actor}: {counts['done']} done, {counts['kept']} kept, "
-                          f"{counts['skipped']} skipped, {counts['retried']} to retry", kind="audit", actor_name=actor)
+        with self.operator_action("cleanup", "due cleanup tasks") as act:
+            # the hosts the open tasks need: none answering is an outage (exit 3), some down is a warning
+            needed = {d.host for d in Deployment.select(Deployment.host).join(CleanupTask).where(
+                CleanupTask.state.in_(["pending", "running"]))}
+            down = self.hosts.require(needed)
+            counts = cleaner.run_due()
+            with self.store.write():
+                act.ok(f"Cleanup run by {act.actor}: {counts['done']} done, {counts['kept']} kept, "
+                       f"{counts['skipped']} skipped, {counts['retried']} to retry")
         return {"dry_run": False, "counts": counts, "plan": cleaner.plan(), "unreachable": down}
 
     # ---- containers
@@ -276,6 +387,48 @@ class Engine:
         else:
             rows = list(q.order_by(DeploymentEvent.id).limit(limit))
         return [queries.event_dict(e) for e in rows]
+
+    def _event_query(self, kinds=None, deployment_id: str | None = None, service: str | None = None,
+                     since: float | None = None):
+        from peewee import JOIN
+        q = (DeploymentEvent.select(DeploymentEvent, Service.name.alias("service_name"))
+             .join(Deployment, JOIN.LEFT_OUTER).join(Service, JOIN.LEFT_OUTER))
+        if kinds:
+            q = q.where(DeploymentEvent.kind.in_([validate.event_kind(k) for k in kinds]))
+        if deployment_id:
+            q = q.where(DeploymentEvent.deployment == self.get(deployment_id).id)
+        if service is not None:
+            q = q.where(Service.name == self.service(service).name)
+        if since is not None:
+            q = q.where(DeploymentEvent.time >= since)
+        return q
+
+    @staticmethod
+    def _event_row(e) -> dict:
+        return queries.event_dict(e) | {"service": getattr(e, "service_name", None)}
+
+    def events_since(self, since: float | None = None, kinds=None, deployment_id: str | None = None,
+                     service: str | None = None, limit: int | None = 100) -> list[dict]:
+        """The newest `limit` events (at or after `since`, epoch seconds) matching the filters, oldest first."""
+        q = self._event_query(kinds, deployment_id, service, since).order_by(DeploymentEvent.id.desc())
+        if limit:
+            q = q.limit(limit)
+        return [self._event_row(e) for e in reversed(list(q.objects()))]
+
+    def follow_events(self, after_id: int | None = None, kinds=None, deployment_id: str | None = None,
+                      service: str | None = None) -> "EventFollower":
+        """A follower whose poll() returns the events stored since the last poll (from now, or after `after_id`)."""
+        query = self._event_query(kinds, deployment_id, service)  # validated now: a bad filter fails at once
+        if after_id is None:
+            from peewee import fn
+            after_id = DeploymentEvent.select(fn.MAX(DeploymentEvent.id)).scalar() or 0
+        return EventFollower(query, after_id, self._event_row)
+
+    def audit(self, since: float | None = None, limit: int | None = 500) -> list[dict]:
+        """Who did what: the audit records (newest `limit`, oldest first), each with the actor split into the login
+        name and the SSH client address it came from, the action, its target and the outcome."""
+        rows = self.events_since(since=since, kinds=["audit"], limit=limit)
+        return [audit_row(r) for r in rows]
 
     def container_logs(self, container_id: str, host: str | None = None, follow: bool = False, tail: int = 200):
         """Bytes of a managed container's log, or (follow=True) a generator of chunks. Only our containers."""
@@ -319,10 +472,11 @@ class Engine:
 
     def reconcile(self, dry_run: bool = False) -> dict:
         """One observe → diff → act pass now, or (dry_run) its plan without touching anything."""
-        actor = None if dry_run else self._mutation("reconcile")
         from console.engine import reconcile
-        result = reconcile.manual(self, dry_run=dry_run)
-        if actor is not None:
+        if dry_run:
+            return reconcile.manual(self, dry_run=True)
+        with self.operator_action("reconcile", "every host") as act:
+            result = reconcile.manual(self, dry_run=False)
             with self.store.write():
-                D.event(None, f"Reconciliation pass run by {actor}", kind="audit", actor_name=actor)
+                act.ok(f"Reconciliation pass run by {act.actor}")
         return result

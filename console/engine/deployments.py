@@ -3,6 +3,7 @@
 A move to `failed` or `cancelled` writes the cleanup task (the outbox row) in the same transaction, so the move never
 waits for Docker and the cleanup can never be lost.
 """
+import json
 import os
 import pwd
 import socket
@@ -54,10 +55,31 @@ def _sql(template: str) -> str:
 
 
 def event(deployment_id: str | None, message: str, kind: str = "deployment", level: str = "info",
-          actor_name: str | None = None, host: str | None = None) -> None:
+          actor_name: str | None = None, host: str | None = None, detail: dict | None = None) -> None:
+    if detail is None:
+        Deployment._meta.database.execute_sql(
+            _sql("INSERT INTO deployment_event (deployment_id, time, level, kind, message, actor, host) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)"), (deployment_id, now(), level, kind, message, actor_name, host))
+        return
     Deployment._meta.database.execute_sql(
-        _sql("INSERT INTO deployment_event (deployment_id, time, level, kind, message, actor, host) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?)"), (deployment_id, now(), level, kind, message, actor_name, host))
+        _sql("INSERT INTO deployment_event (deployment_id, time, level, kind, message, actor, host, detail) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+        (deployment_id, now(), level, kind, message, actor_name, host, json.dumps(detail, sort_keys=True)))
+
+
+AUDIT_OUTCOMES = ("ok", "refused", "failed")
+
+
+def audit(action: str, target: str, outcome: str, actor_name: str, message: str | None = None,
+          deployment_id: str | None = None, host: str | None = None, error: str | None = None) -> None:
+    """One operator action as an audit record: an event of kind `audit` whose detail says action, target and
+    outcome (ok, refused: the engine said no, failed: it was tried and did not work). Call inside a write."""
+    target = target[:200]  # a refused target is the operator's input, whatever its length
+    detail = {"action": action, "target": target, "outcome": outcome} | ({"error": error} if error else {})
+    if message is None:
+        message = f"{action} {target}: {outcome}" + (f" ({error})" if error else "")
+    level = {"ok": "info", "refused": "warning"}.get(outcome, "error")
+    event(deployment_id, message, kind="audit", level=level, actor_name=actor_name, host=host, detail=detail)
 
 
 def resolve(store, prefix: str) -> Deployment:

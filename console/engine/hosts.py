@@ -382,22 +382,16 @@ class Hosts:
 
 # ---- operator actions (CLI `host add|ls|rm`, the console): read-only guard, one write transaction, an audit event
 def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> dict:
-    from console.engine import deployments as D
-    actor = engine._mutation("host add")
-    with engine.store.write():
+    with engine.operator_action("host add", name, host=name) as act, engine.store.write():
         engine.hosts.add(name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=default)
-        D.event(None, f"Docker host {name} added ({url}{', default' if default else ''}) by {actor}", kind="audit",
-                actor_name=actor, host=name)
+        act.ok(f"Docker host {name} added ({url}{', default' if default else ''}) by {act.actor}")
     return next(r for r in engine.hosts.rows() if r["name"] == name)
 
 
 def remove_host(engine, name: str, force: bool = False) -> None:
-    from console.engine import deployments as D
-    actor = engine._mutation("host rm")
-    with engine.store.write():
-        engine.hosts.remove(name, force=force, actor_name=actor, store=engine.store)
-        D.event(None, f"Docker host {name} removed{' (forced)' if force else ''} by {actor}", kind="audit",
-                actor_name=actor, host=name)
+    with engine.operator_action("host rm", name, host=name) as act, engine.store.write():
+        engine.hosts.remove(name, force=force, actor_name=act.actor, store=engine.store)
+        act.ok(f"Docker host {name} removed{' (forced)' if force else ''} by {act.actor}")
 
 
 def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list[dict]:
