@@ -164,8 +164,8 @@ def deploy(ctx, service_name, detach, json_out):
         row = engine.show(dep.id, events=False)
         emit(ctx, _public(row), f"deployment {dep.id} queued", json_out)
         return
-    actor_name = engine._mutation("deploy")
-    dep = engine.create_deployment(service_name, actor_name=actor_name, check_engine=True)
+    # queued (and audited) once its engine answers (exit 3 and nothing recorded otherwise); this process runs it
+    dep = engine.deploy(service_name, detach=True, check_engine=True)
     started = time.monotonic()
     result = {}
 
@@ -377,6 +377,77 @@ def demo(ctx, no_console):
     demo_mod.start(engine, run_pipelines=not hosted)
     from console.tui.app import run_console
     run_console(engine.settings, engine=engine)
+
+
+# ---- the operator's toolbox: events, audit, doctor (issue 13)
+def _iso(t: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _since(value):
+    if value is None:
+        return None
+    from console.engine.validate import since
+    from storage.clock import now
+    return since(value, now())
+
+
+def _event_line(e: dict, as_json: bool) -> str:
+    if as_json:  # one object per line, for log shippers
+        return jsonlib.dumps(e | {"at": _iso(e["time"])}, sort_keys=True, default=str)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+    return (f"{when} {e['level'].upper():<7} {e['kind']:<10} {e['deployment_id'] or '-':<12} "
+            f"{e['service'] or '-':<12} {e['message']}" + (f"  [{e['actor']}]" if e["actor"] else ""))
+
+
+@cli.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing events as they are stored, until Ctrl-C.")
+@click.option("--since", "since", metavar="AGE|TIME", help="Only events since 30s, 10m, 2h, 1d ago or an ISO time.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="deployment, build, cleanup, reconcile, rollback, audit, host (repeatable).")
+@click.option("--deployment", "deployment_id", metavar="ID", help="Only this deployment's events.")
+@click.option("--service", "service_name", metavar="SERVICE", help="Only the events of this service's deployments.")
+@click.option("--limit", default=100, show_default=True, help="At most this many past events (0: all).")
+@_json_flag
+@click.pass_obj
+def events(ctx, follow, since, kinds, deployment_id, service_name, limit, json_out):
+    """The event stream: one line per event, newest last; --json prints JSON lines; --follow waits for more."""
+    engine = ctx.engine
+    as_json = ctx.json or json_out
+    filters = dict(kinds=kinds or None, deployment_id=deployment_id, service=service_name)
+    rows = engine.events_since(since=_since(since), limit=limit or None, **filters)
+    try:
+        for e in rows:
+            click.echo(_event_line(e, as_json))
+        if not follow:
+            return
+        follower = engine.follow_events(after_id=rows[-1]["id"] if rows else None, **filters)
+        while True:
+            for e in follower.poll():
+                click.echo(_event_line(e, as_json))  # click.echo flushes: a pipe sees each line at once
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # Ctrl-C is how a follow ends: quietly, exit 0
+        return
+    except BrokenPipeError:  # `events | head`: the reader is gone
+        sys.stderr.close()
+        return
+
+
+@cli.command()
+@click.option("--since", "since", metavar="AGE|TIME", help="Only actions since 30s, 10m, 2h, 1d ago or an ISO time.")
+@click.option("--limit", default=500, show_default=True, help="At most this many records (0: all).")
+@_json_flag
+@click.pass_obj
+def audit(ctx, since, limit, json_out):
+    """Who did what: every operator action (CLI and console) with the actor and SSH client address, the action,
+    its target, the time and the outcome (ok, refused, failed), oldest first."""
+    rows = ctx.engine.audit(since=_since(since), limit=limit or None)
+    emit(ctx, [r | {"at": _iso(r["time"])} for r in rows],
+         fmt.table([[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])), r["user"] or "-",
+                     r["address"] or "-", r["action"] or "-", r["target"] or r["deployment_id"] or "-",
+                     r["outcome"] or "-", (r["error"] or ("" if r["action"] else r["message"]))[:70]] for r in rows],
+                   ["TIME", "ACTOR", "FROM", "ACTION", "TARGET", "OUTCOME", "DETAIL"]), json_out)
 
 
 # ---- the runtime: engine, reconcile, status (issue 4)

@@ -207,10 +207,13 @@ class Engine:
             D.event(dep.id, f"Deployment {dep.id} of {svc.name} queued on {host}", actor_name=actor_name, host=host)
         return dep
 
-    def deploy(self, service_name: str, detach: bool = False, on_phase=None, on_created=None) -> Deployment:
-        """Queue a deployment of the service (audited as `deploy`: ok when queued), and unless detach run it here."""
+    def deploy(self, service_name: str, detach: bool = False, on_phase=None, on_created=None,
+               check_engine: bool = False) -> Deployment:
+        """Queue a deployment of the service (audited as `deploy`: ok when queued), and unless detach run it here.
+        With check_engine its host is probed first: an engine that does not answer is EngineUnavailable and nothing
+        is recorded."""
         with self.operator_action("deploy", service_name) as act:
-            dep = self.create_deployment(service_name, act.actor)
+            dep = self.create_deployment(service_name, act.actor, check_engine=check_engine)
             act.deployment_id, act.host = dep.id, dep.host
         if on_created:
             on_created(dep)

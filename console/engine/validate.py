@@ -126,3 +126,29 @@ def is_secret(key: str) -> bool:
 def mask_env(env: dict) -> dict:
     """Env as an operator may see it: every value masked (values can hold secrets whatever the key is called)."""
     return {k: "***" for k in env}
+
+
+EVENT_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
+SINCE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def event_kind(value) -> str:
+    return _check("event kind", value, EVENT_KIND_RE, "e.g. deployment, build, cleanup, reconcile, rollback, audit, "
+                                                      "host")
+
+
+def since(value: str, at: float) -> float:
+    """`--since`: an age (30s, 10m, 2h, 1d) before `at`, or an ISO 8601 time (local time unless it says its zone);
+    returns epoch seconds."""
+    import datetime
+    text = str(value).strip()
+    m = SINCE_RE.fullmatch(text)
+    if m:
+        return at - float(m.group(1)) * SINCE_UNITS[m.group(2)]
+    try:
+        t = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"invalid --since {value!r}: an age like 30s, 10m, 2h, 1d or a time like "
+                         f"2026-05-01T12:00") from None
+    return t.timestamp()  # a naive time is local time, as the operator's clock shows it
