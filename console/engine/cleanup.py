@@ -185,6 +185,7 @@ class Cleaner:
             D.event(dep.id, f"Cleanup of deployment {dep.id} failed (attempt {attempts}): {message}; "
                             f"retrying in {delay:.0f} s", kind="cleanup", level="warning", host=dep.host)
         notify.cleanup_failed(dep.id, attempts, message)
+        log.warning("cleanup of %s failed (attempt %d): %s; retrying in %.0f s", dep.id, attempts, message, delay)
 
     def _finish(self, task: CleanupTask, state: str, message: str, level: str = "info", dep=None) -> None:
         with self.engine.store.write():
@@ -193,6 +194,7 @@ class Cleaner:
                                attempts=task.attempts + (1 if state == "done" else 0)).where(
                 CleanupTask.id == task.id).execute()
             D.event(task.deployment_id, message, kind="cleanup", level=level, host=dep.host if dep else None)
+        log.info("cleanup of %s %s: %s", task.deployment_id, state, message)
 
     # ---- one task
     def keep_reason(self, task: CleanupTask, dep: Deployment, rollbacks: set[str] | None = None) -> str | None:

@@ -163,14 +163,14 @@ class Runtime:
                 return
             if leader and not self._was_leader:
                 self._was_leader = True
-                log.info("runtime %s is the leader: running jobs", self.holder)
+                log.info("lease taken by %s: leader, running jobs", self.holder)
                 at = datetime.now(UTC)
                 for name in JOBS:  # reconcile (and the rest) at once on taking the lease
                     self.scheduler.modify_job(name, next_run_time=at)
                 self.scheduler.resume()
             elif not leader and self._was_leader:
                 self._was_leader = False
-                log.warning("runtime %s lost the lease: jobs paused (%s)", self.holder,
+                log.warning("lease lost by %s: jobs paused (%s)", self.holder,
                             self.lease.last_error or "another holder")
                 self.scheduler.pause()
 
@@ -210,6 +210,11 @@ class Runtime:
             with self._jobs_cv:
                 self._in_flight.pop(name, None)
                 self._jobs_cv.notify_all()
+        # one line per run that did something (idle runs, every second, only at debug)
+        log.log(logging.WARNING if outcome == "error" else logging.INFO if counts or outcome != "ok" else logging.DEBUG,
+                "job %s %s in %.2f s: %s%s", name, outcome, now() - started,
+                " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing to do",
+                f" ({error})" if error else "")
 
     def _close_open_runs(self) -> None:
         """No job run of this holder stays half-written: what did not end in time is closed as interrupted."""
@@ -256,7 +261,11 @@ class Runtime:
 
     def _run_pipeline(self, dep, phase) -> str | None:
         try:
-            return self.engine.pipeline.run_claimed(dep, phase)
+            status = self.engine.pipeline.run_claimed(dep, phase)
+            error = Deployment.select(Deployment.error).where(Deployment.id == dep.id).scalar()
+            log.log(logging.WARNING if status == "failed" else logging.INFO, "deployment %s (run from %s): %s%s",
+                    dep.id, phase, status, f": {error}" if error and status == "failed" else "")
+            return status
         except Exception:
             log.exception("pipeline of %s", dep.id)
             return None
