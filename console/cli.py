@@ -49,14 +49,14 @@ def log_to_file(data_dir) -> None:
     import os
     from pathlib import Path
     root = logging.getLogger()
-    if any(getattr(h, "_deployer", False) for h in root.handlers):
+    if any(getattr(h, "_deployer", None) == "file" for h in root.handlers):
         return
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path / "deployer.log", os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     os.close(fd)
     handler = logging.FileHandler(path / "deployer.log")
-    handler._deployer = True
+    handler._deployer = "file"
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -65,6 +65,40 @@ def log_to_file(data_dir) -> None:
     for h in list(root.handlers):
         if not getattr(h, "_deployer", False):
             root.removeHandler(h)
+
+
+# journald reads a "<N>" prefix on a line as its priority (SyslogLevelPrefix=, on by default) and strips it
+SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class OneLineFormatter(logging.Formatter):
+    """`LEVEL logger: message`, one line: journald adds the time; a traceback stays in the data dir's log."""
+
+    def __init__(self, journald: bool):
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.exc_info, plain.exc_text, plain.stack_info = None, None, None
+        line = " ".join(super().format(plain).split("\n"))
+        if record.exc_info:
+            line += " (traceback in deployer.log)"
+        return f"<{SYSLOG_PRIORITY.get(record.levelname, 6)}>{line}" if self.journald else line
+
+
+def log_to_stderr(level: str) -> None:
+    """The headless engine's log for systemd: one line per notable thing on stderr, at `level` and above."""
+    import os
+    root = logging.getLogger()
+    if any(getattr(h, "_deployer", None) == "stderr" for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._deployer = "stderr"
+    handler.setLevel(getattr(logging, level.upper()))
+    # JOURNAL_STREAM is set by systemd when stderr is connected to the journal
+    handler.setFormatter(OneLineFormatter(journald=bool(os.environ.get("JOURNAL_STREAM"))))
+    root.addHandler(handler)
 
 
 def _json_flag(f):
@@ -459,6 +493,7 @@ def engine_cmd(ctx, log_level):
     """Run the engine headless in the foreground (for systemd): the lease, dispatch, cleanup, reconcile, retention.
     SIGTERM or Ctrl-C stops it within 5 s."""
     import os
+    log_to_stderr(log_level)
     logging.getLogger().setLevel(getattr(logging, log_level.upper()))
     logging.getLogger("console").setLevel(getattr(logging, log_level.upper()))
     stop = threading.Event()
@@ -466,6 +501,7 @@ def engine_cmd(ctx, log_level):
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     engine = ctx.engine
+    logging.getLogger().setLevel(getattr(logging, log_level.upper()))  # opening the log file set its own level
     runtime = engine.start_runtime(run_jobs=True)
     log.info("engine %s started (store %s, %s)", runtime.holder, engine.store_id,
              "read-only: following only" if engine.settings.read_only else
@@ -613,36 +649,45 @@ def host_rm(ctx, name, force, json_out):
     emit(ctx, {"removed": name}, f"host {name} removed", json_out)
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json anywhere before a `--` (also when click could not parse the rest)."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
+def fail(message: str, code: int, as_json: bool) -> None:
+    """The one-line error and its exit code; with --json, a JSON object on stderr instead of the line."""
+    if as_json:
+        click.echo(jsonlib.dumps({"error": message, "code": code}), err=True)
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 def main():
     logging.basicConfig(level=logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM ends the process like Ctrl-C does, so cleanups in `finally` blocks run
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    as_json = _wants_json(sys.argv[1:])
     try:
         cli.main(standalone_mode=False, prog_name="deployer-console")
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        fail("aborted", 130, as_json)
     except click.exceptions.NoArgsIsHelpError as e:  # `deployer-console service`: the group's help, as asked
         click.echo(e.ctx.get_help() if e.ctx else e.format_message())
         sys.exit(0)
     except click.ClickException as e:
         lines = e.format_message().strip().splitlines()
-        click.echo(f"error: {lines[0] if lines else type(e).__name__}", err=True)
-        sys.exit(2)
+        fail(lines[0] if lines else type(e).__name__, 2, as_json)
     except (DeployerError, StoreError) as e:
-        click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
-        sys.exit(getattr(e, "exit_code", 1))
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__, getattr(e, "exit_code", 1), as_json)
     except peewee.DatabaseError as e:  # a store damaged past what opening it checks, or locked past the timeout
         log.debug("store error", exc_info=True)
-        click.echo(f"error: the store cannot be used: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                   err=True)
-        sys.exit(1)
+        fail(f"the store cannot be used: {str(e).splitlines()[0] if str(e) else type(e).__name__}", 1, as_json)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # the operator gets one line; the traceback goes to the log
         log.debug("unexpected error", exc_info=True)
-        click.echo(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", err=True)
-        sys.exit(1)
+        fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 1, as_json)
 
 
 if __name__ == "__main__":
