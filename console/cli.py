@@ -484,6 +484,25 @@ def audit(ctx, since, limit, json_out):
                    ["TIME", "ACTOR", "FROM", "ACTION", "TARGET", "OUTCOME", "DETAIL"]), json_out)
 
 
+@cli.command()
+@_json_flag
+@click.pass_obj
+def doctor(ctx, json_out):
+    """What to run first: each Docker engine (API version, base image), the data dir and store modes, the store's
+    schema, the lease holder, free disk for the archive, the config, the metrics port. One line each, OK / WARN /
+    FAIL with the fix; exit 1 on any FAIL."""
+    from console.engine import doctor as doctor_mod
+    checks = doctor_mod.run(ctx.options)
+    bad = doctor_mod.failed(checks)
+    lines = [f"{c['level']:<4}  {c['name']:<18} {c['detail']}" + (f"\n      fix: {c['fix']}" if c["fix"] else "")
+             for c in checks]
+    lines.append("FAIL: fix the lines marked FAIL above" if bad else "all checks passed" +
+                 (" (see the warnings)" if any(c["level"] == "WARN" for c in checks) else ""))
+    emit(ctx, {"ok": not bad, "checks": checks}, "\n".join(lines), json_out)
+    if bad:
+        sys.exit(1)
+
+
 # ---- the runtime: engine, reconcile, status (issue 4)
 @cli.command("engine")
 @click.option("--log-level", default="info", show_default=True,

@@ -123,6 +123,10 @@ class Gateway:
     def ping(self) -> bool:
         return bool(self._call("pinging", self.api.ping))
 
+    def version(self) -> dict:
+        """The engine's `docker version` answer (Version, ApiVersion, Os, Arch...)."""
+        return self._call("asking the version", self.api.version)
+
     # ---- images
     def image_exists(self, ref: str) -> bool:
         try:

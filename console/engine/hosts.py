@@ -85,6 +85,11 @@ def _checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> t
     return tuple(os.path.abspath(os.path.expanduser(p)) if p else None for p in (tls_ca, tls_cert, tls_key))
 
 
+def open_client(url: str | None, tls: dict | None, timeout: float) -> docker.DockerClient:
+    """A client outside the cache, connecting and reading within `timeout` (the doctor's one-off checks)."""
+    return make_client(url, tls, timeout, timeout)
+
+
 class Hosts:
     """The hosts of this run: Host rows (`host add`) with this run's settings laid over them. Hosts from the config
     file, DEPLOYER_DOCKER_HOST or --docker-host apply to the runs that have them and are never written to the store;
