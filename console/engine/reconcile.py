@@ -363,9 +363,10 @@ class Pass:
                     continue
                 try:
                     item["result"] = fn(item)
-                    log.info("reconcile: %s %s: %s%s", fn.__name__.removeprefix("_act_"),
-                             item.get("deployment_id") or item.get("name"), item["action"],
-                             f" ({item['result']})" if item["result"] else "")
+                    log.log(logging.DEBUG if item["result"] == "left alone" else logging.INFO,
+                            "reconcile: %s %s: %s%s", fn.__name__.removeprefix("_act_"),
+                            item.get("deployment_id") or item.get("name"), item["action"],
+                            f" ({item['result']})" if item["result"] else "")
                 except Exception as e:  # noqa: BLE001 - one failed act does not stop the others; the next pass retries
                     log.warning("reconcile: %s of %s failed: %s", fn.__name__, item.get("deployment_id"), e)
                     item["result"] = f"error: {one_line(e)}"
