@@ -463,8 +463,9 @@ def events(ctx, follow, since, kinds, deployment_id, service_name, limit, json_o
             time.sleep(0.5)
     except KeyboardInterrupt:  # Ctrl-C is how a follow ends: quietly, exit 0
         return
-    except BrokenPipeError:  # `events | head`: the reader is gone
-        sys.stderr.close()
+    except BrokenPipeError:  # `events | head`: the reader is gone; nothing more to flush at exit (Python's docs)
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
 
 

@@ -299,3 +299,20 @@ def test_with_json_an_error_is_a_json_object_on_stderr_with_the_exit_code(cli, e
         assert result.stdout == ""
     plain = cli("cancel", "abcd")  # without --json: the usual one line
     assert plain.returncode == 2 and plain.stderr == "error: unknown deployment abcd\n"
+
+
+def test_shell_completion_is_clicks(engine):
+    env = cli_env(engine, _DEPLOYER_CONSOLE_COMPLETE="bash_source")
+    script = subprocess.run(CLI, env=env, capture_output=True, text=True, timeout=60).stdout
+    assert "_deployer_console_completion()" in script and "complete " in script
+    env.update(_DEPLOYER_CONSOLE_COMPLETE="bash_complete", COMP_WORDS="deployer-console ev", COMP_CWORD="1")
+    assert subprocess.run(CLI, env=env, capture_output=True, text=True, timeout=60).stdout.split() == ["plain,events"]
+
+
+def test_events_into_a_closed_pipe_end_quietly(engine):
+    with engine.store.write():
+        for i in range(300):
+            D.event(None, f"event {i} " + "x" * 200, kind="host")
+    result = subprocess.run(" ".join(CLI) + " events --limit 0 | head -1", shell=True, env=cli_env(engine),
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("20") and result.stderr == ""
