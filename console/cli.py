@@ -367,7 +367,7 @@ def base_image(ctx):
 @click.pass_obj
 def rollback(ctx, service_name, to, json_out):
     """Roll SERVICE back to its previous successful release; health-checked, recorded, cleanup-safe."""
-    rb = ctx.engine.rollback(service_name, to or None)
+    rb = ctx.engine.rollback(service_name, to)
     row = ctx.engine.rollbacks(service_name)[0]
     emit(ctx, row, f"rollback of {service_name} to {rb.to_deployment_id} {rb.state}", json_out)
 

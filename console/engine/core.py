@@ -26,6 +26,9 @@ class OperatorAction:
         self.deployment_id: str | None = None
         self.host: str | None = None
         self.recorded = False
+        # set once the request is well-formed and names something that exists: only then is a refusal recorded
+        # (bad input - a malformed or unknown name or id - leaves the store untouched, whoever typed it)
+        self.known = False
 
     def ok(self, message: str | None = None) -> None:
         """Record success inside the caller's write transaction, so the record commits with the change."""
@@ -108,13 +111,15 @@ class Engine:
     def operator_action(self, action: str, target: str, deployment_id: str | None = None, host: str | None = None):
         """Every operator action (CLI or console) runs inside this: the read-only guard, then one audit record with
         the actor (login name and SSH client address) and the outcome: ok, refused (InputError: the engine said no)
-        or failed. A read-only refusal writes nothing: a read-only process never writes."""
+        or failed. A read-only refusal writes nothing: a read-only process never writes; nor does a refusal of bad
+        input (see OperatorAction.known)."""
         act = OperatorAction(action, target, self._mutation(action))
         act.deployment_id, act.host = deployment_id, host
         try:
             yield act
         except InputError as e:
-            self._record(act, "refused", e)
+            if act.known:
+                self._record(act, "refused", e)
             raise
         except (Exception, KeyboardInterrupt) as e:
             self._record(act, "failed", e)
@@ -167,6 +172,7 @@ class Engine:
             validate.host_name(host)
             if host not in self.hosts.names():
                 raise InputError(f"unknown host {host!r}; add it with `host add`")
+        act.known = True
         with self.store.write():
             proj, _ = Project.get_or_create(name=project)
             fields = dict(project=proj, source=str(src.resolve()), port=port, health_path=health_path,
@@ -278,7 +284,7 @@ class Engine:
         with self.operator_action("cancel", deployment_id, deployment_id=deployment_id) as act:
             actor = act.actor
             dep = self.get(deployment_id)
-            act.deployment_id, act.target, act.host = dep.id, dep.id, dep.host
+            act.deployment_id, act.target, act.host, act.known = dep.id, dep.id, dep.host, True
             if dep.status not in D.ACTIVE:
                 raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
                                  f"cancelled")
@@ -299,6 +305,7 @@ class Engine:
             dep = self.get(deployment_id)
             act.deployment_id, act.target, act.host = dep.id, dep.id, dep.host
             phase = validate.phase(from_phase) if from_phase is not None else None
+            act.known = True
             if dep.status not in ("failed", "deploying"):
                 raise InputError(f"deployment {dep.id} is {dep.status}; only failed or stuck deployments can be "
                                  f"resumed")
@@ -323,6 +330,10 @@ class Engine:
         from console.engine.rollback import rollback
         with self.operator_action("rollback", service_name + (f" to {to}" if to else "")) as act, \
                 notify.foreground(self.store, self.settings):
+            self.service(service_name)
+            if to is not None:  # `--to ''` is bad input, not "the previous release"
+                self.get(to)
+            act.known = True
             return rollback(self, service_name, to, act.actor)
 
     def rollbacks(self, service_name: str | None = None) -> list[dict]:
@@ -341,6 +352,7 @@ class Engine:
         if dry_run:
             return {"dry_run": True, "plan": cleaner.plan()}
         with self.operator_action("cleanup", "due cleanup tasks") as act:
+            act.known = True
             # the hosts the open tasks need: none answering is an outage (exit 3), some down is a warning
             needed = {d.host for d in Deployment.select(Deployment.host).join(CleanupTask).where(
                 CleanupTask.state.in_(["pending", "running"]))}
@@ -479,6 +491,7 @@ class Engine:
         if dry_run:
             return reconcile.manual(self, dry_run=True)
         with self.operator_action("reconcile", "every host") as act:
+            act.known = True
             result = reconcile.manual(self, dry_run=False)
             with self.store.write():
                 act.ok(f"Reconciliation pass run by {act.actor}")

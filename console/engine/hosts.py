@@ -388,6 +388,7 @@ class Hosts:
 # ---- operator actions (CLI `host add|ls|rm`, the console): read-only guard, one write transaction, an audit event
 def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> dict:
     with engine.operator_action("host add", name, host=name) as act, engine.store.write():
+        act.known = bool(validate.host_name(name))
         engine.hosts.add(name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=default)
         act.ok(f"Docker host {name} added ({url}{', default' if default else ''}) by {act.actor}")
     return next(r for r in engine.hosts.rows() if r["name"] == name)
@@ -395,6 +396,7 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
 
 def remove_host(engine, name: str, force: bool = False) -> None:
     with engine.operator_action("host rm", name, host=name) as act, engine.store.write():
+        act.known = validate.host_name(name) in engine.hosts.specs()
         engine.hosts.remove(name, force=force, actor_name=act.actor, store=engine.store)
         act.ok(f"Docker host {name} removed{' (forced)' if force else ''} by {act.actor}")
 
