@@ -316,3 +316,29 @@ def test_events_into_a_closed_pipe_end_quietly(engine):
     result = subprocess.run(" ".join(CLI) + " events --limit 0 | head -1", shell=True, env=cli_env(engine),
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith("20") and result.stderr == ""
+
+
+def test_a_store_from_before_structured_audit_migrates_in_place_and_its_audit_rows_stay_listed(tmp_path):
+    from console.engine.core import Engine
+    from storage import migrations
+    from storage.db import open_store
+    from storage.models import DeploymentEvent, Meta
+    from tests.conftest import make_settings
+    settings = make_settings(tmp_path / "old")
+    store = open_store(settings.db_url)
+    D.event(None, "Docker host h3 added (tcp://h3:2376) by dave", kind="audit", actor_name="dave@192.0.2.4")
+    D.event(None, "Engine x acquired the lease", kind="reconcile")
+    store.db.execute_sql("ALTER TABLE deployment_event DROP COLUMN detail")  # the schema before step 7
+    Meta.update(value="1").where(Meta.key == "schema_version").execute()
+    store.close()
+
+    engine = Engine(settings)
+    try:
+        assert migrations.current_version(engine.store) == migrations.LATEST
+        assert [(e.message, e.detail) for e in DeploymentEvent.select().order_by(DeploymentEvent.id)] == [
+            ("Docker host h3 added (tcp://h3:2376) by dave", None), ("Engine x acquired the lease", None)]
+        [old] = engine.audit()
+        assert (old["user"], old["address"], old["action"], old["message"]) == (
+            "dave", "192.0.2.4", None, "Docker host h3 added (tcp://h3:2376) by dave")
+    finally:
+        engine.close()
