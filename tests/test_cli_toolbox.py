@@ -342,3 +342,30 @@ def test_a_store_from_before_structured_audit_migrates_in_place_and_its_audit_ro
             "dave", "192.0.2.4", None, "Docker host h3 added (tcp://h3:2376) by dave")
     finally:
         engine.close()
+
+
+def test_a_traceback_stays_in_the_log_file_while_stderr_gets_one_line():
+    import io
+    import logging
+
+    from console.cli import OneLineFormatter
+    stderr, journal, file = io.StringIO(), io.StringIO(), io.StringIO()
+    log = logging.getLogger("tests.toolbox.oneline")
+    handlers = [logging.StreamHandler(stderr), logging.StreamHandler(journal), logging.StreamHandler(file)]
+    handlers[0].setFormatter(OneLineFormatter(journald=False))
+    handlers[1].setFormatter(OneLineFormatter(journald=True))
+    handlers[2].setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for h in handlers:
+        log.addHandler(h)
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("job cleanup failed\nsecond line")
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+    assert stderr.getvalue() == ("ERROR tests.toolbox.oneline: job cleanup failed second line (traceback in "
+                                 "deployer.log)\n")
+    assert journal.getvalue().startswith("<3>ERROR tests.toolbox.oneline: job cleanup failed")
+    assert "Traceback (most recent call last)" in file.getvalue() and "ValueError: boom" in file.getvalue()
