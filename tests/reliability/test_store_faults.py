@@ -2,6 +2,7 @@
 database files, and a full disk under the archive directory (a real tmpfs, mounted small and filled)."""
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -176,7 +177,12 @@ def test_a_damaged_or_foreign_db_file_gives_one_clear_line_and_stays_untouched(t
                  ["service", "add", "api", "--source", str(service_dir)]):
         result = run_cli(["--db", str(victim)] + args, env)
         assert result.returncode != 0, (args, result.stdout)
-        assert_one_clean_line(result.stderr)
+        if "--json" in args:  # with --json the one line is a JSON object (issue 13)
+            error = json.loads(result.stderr)
+            assert set(error) == {"error", "code"} and error["code"] == result.returncode, result.stderr
+            assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+        else:
+            assert_one_clean_line(result.stderr)
         assert str(victim) in result.stderr, result.stderr
         assert result.stdout == "", result.stdout
         assert sha256(victim) == before, f"{args} changed the file"
