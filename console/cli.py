@@ -174,12 +174,14 @@ def service_ls(ctx, json_out):
 def _dep_table(rows):
     return fmt.table([[r["id"], r["service"], r["status"], fmt.phase_progress(r["phase"], r["status"]), r["host"],
                        fmt.age(r["created_at"]), fmt.run_time(r), r.get("cleanup") or "-",
-                       (r["error"] or "")[:60]] for r in rows],
+                       (r["error"] or (f"waits: {r['wait_reason']}" if r.get("wait_reason") else ""))[:60]]
+                      for r in rows],
                      ["ID", "SERVICE", "STATUS", "PHASE", "HOST", "AGE", "DURATION", "CLEANUP", "ERROR"])
 
 
 def _public(row: dict) -> dict:
-    keys = ["id", "service", "status", "phase", "host", "error", "created_at", "updated_at", "finished_at"]
+    keys = ["id", "service", "status", "phase", "host", "error", "created_at", "updated_at", "finished_at",
+            "wait_reason"]
     return {k: row.get(k) for k in keys} | {k: row[k] for k in ("phases", "events", "cleanup", "attempts")
                                              if k in row}
 
@@ -263,6 +265,8 @@ def show(ctx, deployment_id, json_out):
         emit(ctx, _public(row), json_out=True)
         return
     click.echo(_dep_table([row | {"cleanup": (row["cleanup"] or {}).get("state")}]))
+    if row.get("wait_reason"):
+        click.echo(f"\nWAITING  {row['wait_reason']}")
     click.echo("\nPHASES")
     click.echo(fmt.table([[p["phase"], p["attempt"], p["outcome"] or "running", fmt.duration(p["duration"]),
                            (p["detail"] or "")[:70]] for p in row["phases"]],

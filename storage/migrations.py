@@ -3,13 +3,13 @@
 To change the schema: bump LATEST and add a function `_to_N(migrator)` below; it runs once, in order, inside a
 write transaction, and the version in Meta moves with it.
 """
-from peewee import CharField, DoubleField, IntegerField
+from peewee import CharField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as run_migrations
 
 from storage.models import MODELS, JSONField, Meta
 
-LATEST = 7
+LATEST = 4
 
 
 def _migrator(store):
@@ -25,9 +25,11 @@ def _rollback_owner(store, m) -> None:
 
 
 STEPS: dict[int, callable] = {
+    # why a queued deployment waits (another deployment of its service is deploying); NULL when it does not
+    2: lambda store, m: run_migrations(m.add_column("deployment", "wait_reason", TextField(null=True))),
     3: _rollback_owner,
-    # 7: an event's structured detail (an audit record's action, target and outcome); older rows keep NULL
-    7: lambda store, m: run_migrations(m.add_column("deployment_event", "detail", JSONField(null=True))),
+    # an event's structured detail (an audit record's action, target and outcome); older rows keep NULL
+    4: lambda store, m: run_migrations(m.add_column("deployment_event", "detail", JSONField(null=True))),
 }
 
 

@@ -78,6 +78,7 @@ class Deployment(Base):
     phase_started_at = DoubleField(null=True)
     resume_from = CharField(null=True)     # set when an operator asks for a resume the leader should run
     attempts = IntegerField(default=0)     # resume attempts so far
+    wait_reason = TextField(null=True)     # why a queued deployment is not claimed yet (its service is busy)
     actor = CharField(null=True)
     created_at = DoubleField(default=now, index=True)
     updated_at = DoubleField(default=now)

@@ -63,7 +63,8 @@ def deployment_rows(status=None, service=None, host=None, limit=None, since_id=N
         rows.append({"id": d["id"], "service": d["service_name"], "status": d["status"], "phase": d["phase"],
                      "host": d["host"], "error": d["error"], "created_at": d["created_at"],
                      "updated_at": d["updated_at"], "finished_at": d["finished_at"],
-                     "started_at": d["started_at"], "attempts": d["attempts"], "heartbeat_at": d["heartbeat_at"]})
+                     "started_at": d["started_at"], "attempts": d["attempts"], "heartbeat_at": d["heartbeat_at"],
+                     "wait_reason": d["wait_reason"]})
     if rows:
         states = cleanup_states([r["id"] for r in rows] if len(rows) < 500 else None)
         for r in rows:
@@ -84,17 +85,22 @@ def known_deployments() -> dict[str, str]:
 
 def is_stuck(dep: Deployment, settings) -> bool:
     """A deploying deployment whose pipeline is gone: no heartbeat for zombie_after, or its process is dead here."""
+    return dep.status == "deploying" and not pipeline_alive(dep, settings)
+
+
+def pipeline_alive(dep: Deployment, settings) -> bool:
+    """Whether the process that ran this deployment's pipeline may still be running it: a heartbeat younger than
+    zombie_after and, on this machine, its pid alive. A pipeline clears the heartbeat when it ends; a cancelled one
+    keeps beating until it has stopped."""
     import os
     import socket
-    if dep.status != "deploying":
-        return False
     if dep.heartbeat_at is None or now() - dep.heartbeat_at > settings.zombie_after:
-        return True
+        return False
     if dep.owner_machine == socket.gethostname() and dep.owner_pid:
         try:
             os.kill(dep.owner_pid, 0)
         except ProcessLookupError:
-            return True
-        except PermissionError:
             return False
-    return False
+        except PermissionError:
+            return True
+    return True

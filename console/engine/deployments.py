@@ -169,4 +169,4 @@ def as_dict(dep: Deployment, service_name: str | None = None) -> dict:
     return {"id": dep.id, "service": service_name or dep.service.name, "status": dep.status, "phase": dep.phase,
             "host": dep.host, "error": dep.error, "created_at": dep.created_at, "updated_at": dep.updated_at,
             "finished_at": dep.finished_at, "attempts": dep.attempts, "heartbeat_at": dep.heartbeat_at,
-            "owner": dep.owner, "image": dep.image}
+            "owner": dep.owner, "image": dep.image, "wait_reason": dep.wait_reason}

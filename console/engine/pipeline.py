@@ -23,8 +23,10 @@ from console.engine.paths import atomic_symlink, atomic_write, link_target
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
+from storage.queries import pipeline_alive
 
 log = logging.getLogger(__name__)
+WAIT_POLL_S = 1.0  # a deployment waiting for its service polls the claim this often
 
 
 def container_name(service: str, deployment_id: str) -> str:
@@ -72,6 +74,11 @@ def wait_healthy(gw, info, port: int, path: str, timeout: float, check=lambda: N
         if time.monotonic() > deadline:
             raise RuntimeError(f"health check timed out after {timeout:.0f} s ({last})")
         sleep(0.5)
+
+
+class ServiceBusy(InputError):
+    """Another deployment of the service holds it (one deployment per service at a time): this one stays `queued`,
+    its `wait_reason` says for what."""
 
 
 class Stop(Exception):
@@ -161,6 +168,8 @@ class Pipeline:
     # ---- claiming
     def claim(self, deployment_id: str, from_phase: str | None = None, actor_name: str | None = None,
               resume: bool = False) -> tuple[Deployment, str]:
+        """queued -> deploying (or a resume), in one write. Raises ServiceBusy, with the row left as it was and (for a
+        queued one) its wait_reason recorded, while another deployment of the service holds it."""
         owner = f"{D.MACHINE}:{os.getpid()}:{threading.get_ident() % 100000}"
         with self.ctx.store.write():
             dep = Deployment.get_or_none(Deployment.id == deployment_id)
@@ -177,16 +186,71 @@ class Pipeline:
                 if dep.status != "queued":
                     raise InputError(f"deployment {deployment_id} is {dep.status}, not queued")
                 phase, attempts, message = PHASES[0], dep.attempts, f"Deployment {deployment_id} started"
-            D.move(self.ctx.store, deployment_id, "deploying", message=message, actor_name=actor_name,
-                   owner=owner, owner_machine=D.MACHINE, owner_pid=os.getpid(), heartbeat_at=now(),
-                   phase=phase, phase_started_at=now(), attempts=attempts, resume_from=None, error=None)
+            busy = self._service_holder(dep, resume)
+            if busy is None:
+                D.move(self.ctx.store, deployment_id, "deploying", message=message, actor_name=actor_name,
+                       owner=owner, owner_machine=D.MACHINE, owner_pid=os.getpid(), heartbeat_at=now(),
+                       phase=phase, phase_started_at=now(), attempts=attempts, resume_from=None, error=None,
+                       wait_reason=None)
+            elif not resume and dep.wait_reason != busy:  # one event per reason, not one per poll
+                Deployment.update(wait_reason=busy, updated_at=now()).where(Deployment.id == dep.id).execute()
+                D.event(dep.id, f"Deployment {dep.id} {busy}", host=dep.host)
+        if busy is not None:  # raised after the write commits, so the recorded reason stays
+            raise ServiceBusy(f"deployment {deployment_id} {busy}")
         return Deployment.get_by_id(deployment_id), phase
+
+    def _service_holder(self, dep: Deployment, resume: bool) -> str | None:
+        """Why `dep` may not start now, or None: one deployment per service at a time. Any other `deploying`
+        deployment of the service holds it; a new one also waits for a holder whose pipeline is gone (a zombie:
+        reconcile resumes or fails it, or an operator cancels it), so an older deployment never finishes after a
+        newer one. A resume waits only for a live holder: two zombies of one service are resumed one after the
+        other. Called inside the claim's write transaction, so two claimers never both pass."""
+        others = (Deployment.select(Deployment.id, Deployment.status, Deployment.heartbeat_at,
+                                    Deployment.owner_machine, Deployment.owner_pid)
+                  .where((Deployment.service == dep.service_id) & (Deployment.id != dep.id) &
+                         (Deployment.status == "deploying")).order_by(Deployment.created_at))
+        for other in others:
+            alive = pipeline_alive(other, self.ctx.settings)
+            if alive:
+                return f"waits for deployment {other.id} of the same service to end"
+            if not resume:
+                return (f"waits for deployment {other.id} of the same service: its pipeline is gone "
+                        f"(reconcile resumes or fails it, or cancel it)")
+        return None
+
+    def claim_when_free(self, deployment_id: str, actor_name: str | None = None, on_wait=None):
+        """Claim a queued deployment, waiting (polling) while its service is busy. Returns (row, phase), or (row,
+        None) when it stopped being queued meanwhile (cancelled). `on_wait(reason)` is called when the reason
+        changes."""
+        said = None
+        while True:
+            try:
+                return self.claim(deployment_id, actor_name=actor_name)
+            except ServiceBusy as busy:
+                if on_wait and str(busy) != said:
+                    said = str(busy)
+                    on_wait(said)
+            except InputError:
+                row = Deployment.get_or_none(Deployment.id == deployment_id)
+                if said is None or row is None or row.status == "queued":
+                    raise
+                return row, None
+            time.sleep(WAIT_POLL_S)
+            row = Deployment.get_by_id(deployment_id)
+            if row.status != "queued":
+                return row, None
 
     # ---- running
     def run(self, deployment_id: str, from_phase: str | None = None, actor_name: str | None = None,
-            resume: bool = False, on_phase=None) -> str:
-        """Claim and run; returns the final status. `on_phase(index, phase)` is called as each phase starts."""
-        dep, phase = self.claim(deployment_id, from_phase, actor_name, resume)
+            resume: bool = False, on_phase=None, on_wait=None) -> str:
+        """Claim and run; returns the final status. `on_phase(index, phase)` is called as each phase starts. A new
+        deployment waits (queued) while another of its service runs (`on_wait(reason)`); a resume does not wait."""
+        if resume:
+            dep, phase = self.claim(deployment_id, from_phase, actor_name, resume)
+        else:
+            dep, phase = self.claim_when_free(deployment_id, actor_name, on_wait)
+            if phase is None:
+                return dep.status
         return self.run_claimed(dep, phase, on_phase)
 
     def run_claimed(self, dep: Deployment, phase: str, on_phase=None) -> str:
@@ -471,28 +535,29 @@ class Pipeline:
             D.event(deployment_id, f"Could not stop the container of {deployment_id}: {e}", level="warning",
                     host=host)
 
-    def _restore_previous(self, job: Job, current_before: str | None) -> None:
-        """A failed or cancelled deployment must not stay `current`: point it back at what was serving before."""
-        svc = job.service
+    def restore_previous(self, dep: Deployment, current_before: str | None = None) -> None:
+        """A failed or cancelled deployment must not stay `current`: point `current` and the route back at what was
+        serving before (`current_before` when the caller knows it, else the `previous` link)."""
+        svc = dep.service
         current = self.ctx.paths.current(svc.name)
-        if link_target(current) != job.deployment.id:
+        if link_target(current) != dep.id:
             return
-        back = current_before if current_before and current_before != job.deployment.id else \
+        back = current_before if current_before and current_before != dep.id else \
             link_target(self.ctx.paths.previous(svc.name))
-        if back and back != job.deployment.id and self.ctx.paths.release(back).exists():
+        if back and back != dep.id and self.ctx.paths.release(back).exists():
             atomic_symlink(current, f"../../releases/{back}")
             try:
                 self.write_route(svc, back, self.ctx.hosts.gateway(Deployment.get_by_id(back).host))
             except Exception as e:
-                D.event(job.deployment.id, f"Could not restore the route of {back}: {e}", level="warning")
-            D.event(job.deployment.id, f"current -> {back} restored", host=job.deployment.host)
+                D.event(dep.id, f"Could not restore the route of {back}: {e}", level="warning")
+            D.event(dep.id, f"current -> {back} restored", host=dep.host)
         else:
             current.unlink(missing_ok=True)
             self.ctx.paths.route(svc.name).unlink(missing_ok=True)
 
     def _fail(self, job: Job, reason: str, current_before: str | None) -> str:
         try:
-            self._restore_previous(job, current_before)
+            self.restore_previous(job.deployment, current_before)
         except Exception:
             log.exception("restoring previous release of %s", job.service.name)
         try:

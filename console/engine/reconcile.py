@@ -25,8 +25,10 @@ Diff (and the decisions, each in one place here):
   active rollback. A backup helper container (role `backup-helper`, left by a run that died mid-backup, holding its
   volume) is never judged as a deployment's container: older than the grace and not under a running cleanup, it is
   removed (nothing to archive: it never ran).
-- drift: a `success` deployment whose container is missing or not running → `degraded` (an event, never "fixed");
-  a `degraded` one whose container runs again → back to `success`. Only judged on hosts that answered.
+- drift: a `success` deployment whose container is missing or not running, or (between deployments of its service)
+  whose service's `current` link or route file points elsewhere → `degraded` (an event naming what disagrees, never
+  "fixed"); a `degraded` one whose container runs and is served again → back to `success`. Only judged on hosts that
+  answered.
 - hosts: reachability noted (Hosts.record: Host rows, or memory for this run's hosts); a change is a `host` event.
 
 Act: every act re-checks its precondition inside the write (compare-and-set through `deployments.move(expect=...)`),
@@ -34,6 +36,7 @@ so a pass racing a pipeline, a cancel or another pass never makes a wrong move.
 """
 import logging
 import os
+import re
 import threading
 import time
 from datetime import datetime
@@ -45,7 +48,8 @@ from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError
-from console.engine.pipeline import Job, container_name
+from console.engine.paths import link_target
+from console.engine.pipeline import container_name
 from console.engine.rollback import orphaned as orphaned_rollbacks
 from console.engine.rollback import recover as recover_rollback
 from storage.clock import now
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 JUDGED = ("deploying", "success", "degraded")
 ORPHAN_STATUSES = ("failed", "cancelled")
 OPEN_TASK_STATES = ("pending", "running", "kept")
+ROUTE_FOR = re.compile(r"^# written by deployer-console for deployment (\w+)$", re.MULTILINE)
 
 
 def one_line(e: BaseException) -> str:
@@ -147,6 +152,26 @@ def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, d
         return errors, containers, volumes
 
 
+def serving_problems(paths, service: str, deployment_id: str) -> list[str]:
+    """What disagrees with `deployment_id` serving `service`: the `current` link and the route file must point at
+    it (the route file names the deployment it was written for)."""
+    problems = []
+    current = link_target(paths.current(service))
+    if current != deployment_id:
+        problems.append(f"current points at {current or 'nothing'}, not at {deployment_id}")
+    route = paths.route(service)
+    try:
+        match = ROUTE_FOR.search(route.read_text())
+    except FileNotFoundError:
+        problems.append(f"route file routes/{route.name} is missing")
+    else:
+        target = match.group(1) if match else None
+        if target != deployment_id:
+            problems.append(f"route file routes/{route.name} points at {target or 'no deployment of ours'}, "
+                            f"not at {deployment_id}")
+    return problems
+
+
 def _volume_created(vol: dict) -> float | None:
     raw = vol.get("CreatedAt")
     if not raw:
@@ -230,6 +255,8 @@ class Pass:
             deps = {d.id: d for d in q.where(where).objects()}
 
         running_here = self.runtime.running_ids() if self.runtime is not None else set()
+        # while a deployment of a service runs, `current` and its route move: they are judged between deployments
+        busy = {d.service_id for d in deps.values() if d.status == "deploying"}
         zombies, deadlines = self._diff_deploying(deps, errors, running_here, t)
         orphans, drift, in_grace = [], [], 0
         for host, cs in containers.items():
@@ -256,14 +283,19 @@ class Pass:
                     continue
                 mine = by_dep.get(d.id, [])
                 running = any(c.running for c in mine)
-                if d.status == "success" and not running:
-                    problem = f"container {mine[0].name} is {mine[0].state}" if mine else \
-                        f"container {container_name(d.service_name, d.id)} is missing"
+                problems = [] if running else [f"container {mine[0].name} is {mine[0].state}" if mine else
+                                               f"container {container_name(d.service_name, d.id)} is missing"]
+                serving = d.service_id not in busy
+                if serving:
+                    problems += serving_problems(self.engine.paths, d.service_name, d.id)
+                if d.status == "success" and problems:
                     drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
-                                  "status": d.status, "problem": problem, "action": "mark degraded"})
-                elif d.status == "degraded" and running:
+                                  "status": d.status, "problem": "; ".join(problems), "action": "mark degraded",
+                                  "serving": serving and running})
+                elif d.status == "degraded" and not problems and serving:
                     drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
-                                  "status": d.status, "problem": f"container {mine[0].name} is running again",
+                                  "status": d.status, "problem": f"container {mine[0].name} runs and current and "
+                                                                 f"the route point at it again",
                                   "action": "mark success"})
         for host, vs in volumes.items():
             for v in vs:
@@ -435,7 +467,7 @@ class Pass:
         """A failed deployment must not stay `current`; the pipeline's own rule puts back what served before."""
         dep = Deployment.get_by_id(dep_id)
         try:
-            self.engine.pipeline._restore_previous(Job(dep, dep.service, None, None, dep.attempts), None)
+            self.engine.pipeline.restore_previous(dep)
         except Exception as e:  # noqa: BLE001 - the link is repaired by hand or by the next deployment; say so
             D.event(dep_id, f"Reconcile could not restore the previous release of {dep.service.name}: "
                             f"{one_line(e)}", kind="reconcile", level="warning")
@@ -448,11 +480,14 @@ class Pass:
     def _act_drift(self, item: dict) -> str:
         dep_id = item["deployment_id"]
         if item["action"] == "mark degraded":
-            try:
-                D.move(self.engine.store, dep_id, "degraded", expect={"success"},
-                       message=f"Drift: {item['problem']} (deployment {dep_id} is success); marked degraded")
-            except InputError:
-                return "no longer success"
+            with self.engine.store.write():
+                if item.get("serving") and not self._still_not_serving(dep_id, item["service"]):
+                    return "no longer applies"
+                try:
+                    D.move(self.engine.store, dep_id, "degraded", expect={"success"},
+                           message=f"Drift: {item['problem']} (deployment {dep_id} is success); marked degraded")
+                except InputError:
+                    return "no longer success"
             notify.drift(dep_id, item["service"], item["problem"])
             return "degraded"
         if item["action"] == "mark success":
@@ -463,6 +498,15 @@ class Pass:
                 return "no longer degraded"
             return "success"
         return "reported"
+
+    def _still_not_serving(self, dep_id: str, service: str) -> bool:
+        """Inside the write: a deployment or rollback that started since the snapshot moves `current` and the route
+        legitimately; only a disagreement that still stands between deployments is drift."""
+        dep = Deployment.get_or_none(Deployment.id == dep_id)
+        if dep is None or dep.id in active_rollback_ids() or Deployment.select().where(
+                (Deployment.service == dep.service_id) & (Deployment.status == "deploying")).exists():
+            return False
+        return bool(serving_problems(self.engine.paths, service, dep_id))
 
     def _act_orphan(self, item: dict) -> str:
         dep_id, host = item["deployment_id"], item["host"]

@@ -37,6 +37,7 @@ from console.engine.cleanup import Cleaner
 from console.engine.errors import InputError
 from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
 from console.engine.metrics import MetricsServer
+from console.engine.pipeline import ServiceBusy
 from console.engine.reconcile import one_line
 from console.engine.validate import PHASES
 from storage.clock import now
@@ -50,6 +51,7 @@ STOP_BUDGET_S = 4.5          # Engine.close() must return within 5 s
 DISPATCH_GRACE_S = 1.0       # a foreground `deploy` claims its own row within milliseconds; never race it
 JOBRUN_KEEP_S = 86400.0      # job-run records older than a day are pruned by retention (the newest per job stays)
 IDLE_KEEP_S = 3600.0         # idle runs (nothing done, counts {}) only for an hour: dispatch/cleanup run every second
+QUEUED_LOOKAHEAD = 50       # queued deployments a dispatch looks past the ones waiting for their service
 CLEANUP_BATCH = 50           # tasks per cleanup run, so one run stays short and a stop finds it between batches
 
 
@@ -248,7 +250,11 @@ class Runtime:
                     row = Deployment.get_or_none(Deployment.id == deployment_id)
                     if row is None or not verify(row):
                         return False
-                dep, phase = self.engine.pipeline.claim(deployment_id, from_phase, None, resume)
+                try:
+                    dep, phase = self.engine.pipeline.claim(deployment_id, from_phase, None, resume)
+                except ServiceBusy as e:  # inside the write, which then commits the wait reason it recorded
+                    log.info("not starting %s: %s", deployment_id, e)
+                    return False
                 if note:
                     D.event(dep.id, f"Engine {self.holder} resumes {dep.id} from {phase} ({note})",
                             kind="reconcile", level="warning", host=dep.host)
@@ -318,10 +324,13 @@ class Runtime:
                 counts["resumed"] += 1
         free = self.workers - len(self.running_ids())
         if free > 0 and self.may_act():
+            # oldest first; one whose service is busy stays queued (with its reason) and the next one is tried
             queued = (Deployment.select(Deployment.id).where(
                 (Deployment.status == "queued") & (Deployment.created_at <= now() - DISPATCH_GRACE_S))
-                .order_by(Deployment.created_at, Deployment.id).limit(free))
+                .order_by(Deployment.created_at, Deployment.id).limit(free + QUEUED_LOOKAHEAD))
             for dep in queued:
+                if len(self.running_ids()) >= self.workers or not self.may_act():
+                    break
                 if self.start_pipeline(dep.id, verify=lambda row: row.status == "queued"):
                     counts["started"] += 1
         counts["running"] = len(self.running_ids())

@@ -290,3 +290,21 @@ def test_postgres_url_errors_are_one_line_and_hide_the_password(settings, tmp_pa
 def test_unknown_scheme_is_refused(tmp_path):
     with pytest.raises((StoreError, peewee.DatabaseError, RuntimeError)):
         open_store("mysql+nope://u@h/db")
+
+
+def test_a_version_1_store_gains_the_wait_reason_column_in_place(store, settings):
+    """Schema step 2 (one deployment per service: why a queued deployment waits) keeps every row."""
+    from playhouse.migrate import migrate as run_migrations
+    with store.write():
+        dep = make_deployment(status="queued")
+        run_migrations(migrations._migrator(store).drop_column("deployment", "wait_reason"))
+        Meta.update(value="1").where(Meta.key == "schema_version").execute()
+    store.close()
+    again = open_store(settings.db_url)
+    assert again.meta("schema_version") == str(migrations.LATEST)
+    row = Deployment.get_by_id(dep.id)
+    assert row.status == "queued" and row.wait_reason is None
+    with again.write():
+        Deployment.update(wait_reason="waits").where(Deployment.id == dep.id).execute()
+    assert Deployment.get_by_id(dep.id).wait_reason == "waits"
+    again.close()
