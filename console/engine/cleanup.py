@@ -14,6 +14,9 @@ Superseded deployments keep their stopped container, image and release as rollba
 `keep_releases` per service only: older ones get a task (reason `superseded`) when a success or a rollback supersedes
 one and from the retention job. Never one that serves, that `current`/`previous` points at, or that an active
 rollback involves.
+
+A cancel only stops the pipeline; removal is this task's. It waits while the pipeline may still run (its heartbeat is
+fresh), so a container created just as the cancel landed is listed and removed with the rest, its log archived.
 """
 import logging
 import shutil
@@ -31,11 +34,14 @@ from console.engine.pipeline import container_name, image_tag
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Rollback, Service
+from storage.queries import pipeline_alive
 
 log = logging.getLogger(__name__)
 STALE_RUNNING_S = 300
 ROLLBACK_RECHECK_S = 2.0
 ARCHIVE_RECHECK_S = 600.0   # a volume whose backup does not fit waits: room comes back as retention prunes
+PIPELINE_RECHECK_S = 1.0
+WAITS_FOR_PIPELINE = "waits for its pipeline to stop"
 
 
 def active_rollback_ids() -> set[str]:
@@ -205,6 +211,8 @@ class Cleaner:
             return "active"
         if dep.status == "superseded" and dep.id in linked_releases(self.engine.paths, dep.service.name):
             return "linked"
+        if pipeline_alive(dep, self.engine.settings):
+            return "pipeline"
         if task.reason == "failed" and self.engine.settings.keep_failed > 0 and \
                 dep.id in self.kept_failed_ids(dep.service_id):
             return "retention"
@@ -236,6 +244,15 @@ class Cleaner:
         if why == "linked":
             self._finish(task, "done", f"Cleanup of deployment {dep.id} dropped: the current/previous link of "
                                        f"{dep.service.name} points at it again (a rollback target)", dep=dep)
+            return "skipped"
+        if why == "pipeline":
+            # a cancelled (or failed-by-reconcile) pipeline may still create a container: remove only once it ended
+            with self.engine.store.write():
+                CleanupTask.update(state="pending", due_at=now() + PIPELINE_RECHECK_S, updated_at=now(),
+                                   last_error=WAITS_FOR_PIPELINE).where(CleanupTask.id == task.id).execute()
+                if task.last_error != WAITS_FOR_PIPELINE:  # said once, not every pass
+                    D.event(dep.id, f"Cleanup of deployment {dep.id} {WAITS_FOR_PIPELINE} ({dep.owner})",
+                            kind="cleanup", host=dep.host)
             return "skipped"
         gw = self.engine.hosts.gateway(dep.host)
         if why == "retention":
@@ -409,6 +426,7 @@ class Cleaner:
                 why = None
             action = {"rollback": "skip (active rollback)", "active": "drop (deployment active again)",
                       "linked": "drop (current/previous link points at it)",
+                      "pipeline": "wait (its pipeline is still stopping)",
                       "retention": "keep (stopped, for inspection)"}.get(why)
             if action is None:
                 action = "remove" if task.due_at <= t else f"remove in {task.due_at - t:.0f} s"

@@ -288,13 +288,18 @@ class Engine:
             if dep.status not in D.ACTIVE:
                 raise InputError(f"deployment {dep.id} is {dep.status}; only queued or deploying deployments can be "
                                  f"cancelled")
+            # A live pipeline stops by itself and keeps its heartbeat until it has (the cleanup task waits for that);
+            # one whose process is gone leaves `current` and the route behind, so they are put back here.
+            gone = queries.is_stuck(dep, self.settings)
             with self.store.write():
                 D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
-                       cleanup_delay=self.settings.cleanup_delay,
+                       cleanup_delay=self.settings.cleanup_delay, heartbeat_at=None if gone else dep.heartbeat_at,
                        message=f"Deployment {dep.id} cancelled by {actor}")
-                if queries.is_stuck(dep, self.settings):  # no pipeline will ever close its phase rows
+                if gone:  # no pipeline will ever close its phase rows
                     D.close_phases(dep.id, f"interrupted: the pipeline was gone when {actor} cancelled it")
                 act.ok()
+        if gone:
+            self.pipeline.restore_previous(Deployment.get_by_id(dep.id))
         return Deployment.get_by_id(dep.id)
 
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):

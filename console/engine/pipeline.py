@@ -123,24 +123,13 @@ class RunControl:
         self.check()
 
     def _watch(self):
+        """Until closed: watch the row, and heartbeat. The heartbeat goes on after a stop (a cancel) until the
+        pipeline has really stopped, so the cleanup task knows to wait for it (`queries.pipeline_alive`)."""
         last_beat = 0.0
         while not self._done.wait(0.2):
             try:
-                row = (Deployment.select(Deployment.status, Deployment.owner, Deployment.phase,
-                                         Deployment.phase_started_at)
-                       .where(Deployment.id == self.deployment_id).first())
-                if row is None or row.status == "cancelled":
-                    self.stop_reason = ("cancelled", "deployment was cancelled")
-                elif row.status != "deploying":
-                    self.stop_reason = ("ended", f"deployment became {row.status} elsewhere")
-                elif row.owner != self.owner:
-                    self.stop_reason = ("taken-over", f"deployment was taken over by {row.owner}")
-                elif row.phase and row.phase_started_at:
-                    deadline = float(self.ctx.settings.phase_deadlines.get(row.phase, 300))
-                    if now() - row.phase_started_at > deadline:
-                        self.stop_reason = ("deadline", f"phase {row.phase} overran its deadline of {deadline:.0f} s")
-                if self.stop_reason:
-                    return
+                if self.stop_reason is None:
+                    self.stop_reason = self._why_stop()
                 if time.monotonic() - last_beat >= self.ctx.settings.heartbeat_interval:
                     with self.ctx.store.write():
                         Deployment.update(heartbeat_at=now()).where(
@@ -148,6 +137,30 @@ class RunControl:
                     last_beat = time.monotonic()
             except Exception:  # a store hiccup must not kill the watcher; the next round retries
                 log.exception("run control of %s", self.deployment_id)
+
+    def _why_stop(self) -> tuple[str, str] | None:
+        row = (Deployment.select(Deployment.status, Deployment.owner, Deployment.phase, Deployment.phase_started_at)
+               .where(Deployment.id == self.deployment_id).first())
+        if row is None or row.status == "cancelled":
+            return "cancelled", "deployment was cancelled"
+        if row.status != "deploying":
+            return "ended", f"deployment became {row.status} elsewhere"
+        if row.owner != self.owner:
+            return "taken-over", f"deployment was taken over by {row.owner}"
+        if row.phase and row.phase_started_at:
+            deadline = float(self.ctx.settings.phase_deadlines.get(row.phase, 300))
+            if now() - row.phase_started_at > deadline:
+                return "deadline", f"phase {row.phase} overran its deadline of {deadline:.0f} s"
+        return None
+
+    def ended(self) -> None:
+        """The pipeline has stopped: close the watch and clear the heartbeat of a row that is no longer deploying
+        (a deploying row keeps it: a handed-over or taken-over deployment is judged by its new owner)."""
+        self.close()
+        with self.ctx.store.write():
+            Deployment.update(heartbeat_at=None).where(
+                (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner) &
+                (Deployment.status != "deploying")).execute()
 
 
 @dataclass
@@ -281,7 +294,7 @@ class Pipeline:
                 log.exception("deployment %s failed", dep.id)
             return self._fail(job, f"{Deployment.get_by_id(dep.id).phase}: {reason}", current_before)
         finally:
-            control.close()
+            control.ended()
 
     def _complete_missing(self, job: Job, start: int) -> None:
         """A resume from a later phase first redoes any earlier phase whose result is gone (a cleanup removed the
@@ -576,16 +589,11 @@ class Pipeline:
             D.event(dep.id, f"Pipeline in {D.MACHINE}:{os.getpid()} stopped: {stop.args[0]}", level="warning")
             return Deployment.get_by_id(dep.id).status
         try:
-            self._restore_previous(job, current_before)
+            self.restore_previous(job.deployment, current_before)
         except Exception:
             log.exception("restoring previous release of %s", job.service.name)
-        if stop.why == "cancelled" and job.gateway is not None:
-            # The cleanup task removes everything too; removing what this pipeline made here closes the window in
-            # which a container created just as the cancel landed could outlive the cleanup.
-            try:
-                for info in job.gateway.list_managed(self.ctx.store_id, dep.id):
-                    job.gateway.remove_container(info.id)
-            except Exception as e:
-                D.event(dep.id, f"Pipeline could not remove its containers after cancel: {e}", level="warning")
+        # Nothing is removed here: the cleanup task does it (logs archived first, events, cleanup_delay). It waits
+        # until this pipeline has ended (its heartbeat is cleared), so a container created just as the cancel
+        # landed is listed and removed with the rest.
         D.event(dep.id, f"Pipeline stopped: {stop.args[0]}", level="warning", host=dep.host)
         return Deployment.get_by_id(dep.id).status
