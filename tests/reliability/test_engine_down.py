@@ -31,13 +31,15 @@ def test_engine_down_blocks_no_status_update_loses_no_cleanup_and_all_complete_w
     slow = make_service_dir(tmp_path / "slow")
     engine.add_service("crash", str(crash), host="h2")
     engine.add_service("slow", str(slow), host="h2", health_path="/never-healthy")
+    # a second service: two deployments of one service never run side by side (one waits queued for the other)
+    engine.add_service("slow2", str(slow), host="h2", health_path="/never-healthy")
     engine.settings.health_timeout = 600  # `slow` sits in HEALTH_CHECK until the engine goes away
 
     failed_before = [engine.deploy("crash") for _ in range(2)]  # failed, containers left on h2, cleanup not run
     assert all(d.status == "failed" for d in failed_before)
     # polling[0] sits in HEALTH_CHECK polling the engine; polling[1] is paused (the fault hook) in UPDATING_ROUTES
     # with its container started, so that a cancel reaches a live pipeline whose engine is gone
-    polling = [engine.create_deployment("slow") for _ in range(2)]
+    polling = [engine.create_deployment(name) for name in ("slow", "slow2")]
     workers = [threading.Thread(target=engine.pipeline.run, args=(d.id,), daemon=True) for d in polling]
     workers[0].start()
     wait_for(lambda: Deployment.get_by_id(polling[0].id).phase == "HEALTH_CHECK", timeout=60,
