@@ -58,3 +58,29 @@ def test_ctrl_c_cancels_a_foreground_deploy_and_cleans_it(engine, tmp_path, dock
     shown = json.loads(run_cli(env, "show", dep.id, "--json").stdout)
     assert shown["cleanup"]["state"] == "done", shown["cleanup"]
     assert docker_client.api.containers(all=True, filters={"label": f"deployer.deployment_id={dep.id}"}) == []
+
+
+def test_deploy_of_a_busy_service_waits_queued_saying_why_and_ctrl_c_cancels_it(engine, tmp_path):
+    from console.engine import deployments as D
+    from storage.clock import now
+    from storage.models import Deployment
+    env = cli_env(engine)
+    src = make_service_dir(tmp_path / "web")
+    assert run_cli(env, "service", "add", "web", "--source", str(src)).returncode == 0
+    holder = engine.create_deployment("web")  # deploying, owned by this live process
+    with engine.store.write():
+        D.move(engine.store, holder.id, "deploying", owner=f"{D.MACHINE}:{os.getpid()}:1", owner_machine=D.MACHINE,
+               owner_pid=os.getpid(), heartbeat_at=now(), phase="BUILDING", phase_started_at=now())
+    proc = subprocess.Popen(CLI + ["deploy", "web"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    waiting = wait_for(lambda: Deployment.select().where(Deployment.wait_reason.is_null(False)).first(),
+                       timeout=30, what="the deploy to wait for the service")
+    assert waiting.status == "queued" and holder.id in waiting.wait_reason
+    rows = json.loads(run_cli(env, "ls", "--json").stdout)
+    assert [r["wait_reason"] for r in rows if r["id"] == waiting.id] == [waiting.wait_reason]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert f"waits for deployment {holder.id}" in err, err
+    assert Deployment.get_by_id(waiting.id).status == "cancelled"
+    assert Deployment.get_by_id(holder.id).status == "deploying"
