@@ -157,10 +157,13 @@ class RunControl:
         """The pipeline has stopped: close the watch and clear the heartbeat of a row that is no longer deploying
         (a deploying row keeps it: a handed-over or taken-over deployment is judged by its new owner)."""
         self.close()
-        with self.ctx.store.write():
-            Deployment.update(heartbeat_at=None).where(
-                (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner) &
-                (Deployment.status != "deploying")).execute()
+        try:
+            with self.ctx.store.write():
+                Deployment.update(heartbeat_at=None).where(
+                    (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner) &
+                    (Deployment.status != "deploying")).execute()
+        except Exception:  # the heartbeat then goes stale within zombie_after, which says the same
+            log.exception("clearing the heartbeat of %s", self.deployment_id)
 
 
 @dataclass
@@ -214,19 +217,22 @@ class Pipeline:
 
     def _service_holder(self, dep: Deployment, resume: bool) -> str | None:
         """Why `dep` may not start now, or None: one deployment per service at a time. Any other `deploying`
-        deployment of the service holds it; a new one also waits for a holder whose pipeline is gone (a zombie:
-        reconcile resumes or fails it, or an operator cancels it), so an older deployment never finishes after a
-        newer one. A resume waits only for a live holder: two zombies of one service are resumed one after the
-        other. Called inside the claim's write transaction, so two claimers never both pass."""
+        deployment of the service holds it, and so does a cancelled or failed one whose pipeline has not stopped
+        yet (it still puts `current` back). A new deployment also waits for a holder whose pipeline is gone (a
+        zombie: reconcile resumes or fails it, or an operator cancels it), so an older deployment never finishes
+        after a newer one; a resume waits only for a live holder, so two zombies of one service are resumed one
+        after the other. Called inside the claim's write transaction, so two claimers never both pass."""
         others = (Deployment.select(Deployment.id, Deployment.status, Deployment.heartbeat_at,
                                     Deployment.owner_machine, Deployment.owner_pid)
-                  .where((Deployment.service == dep.service_id) & (Deployment.id != dep.id) &
-                         (Deployment.status == "deploying")).order_by(Deployment.created_at))
+                  .where((Deployment.service == dep.service_id) & (Deployment.id != dep.id) & (
+                      (Deployment.status == "deploying") | (Deployment.status.in_(list(D.CLEANUP_ON)) &
+                                                             Deployment.heartbeat_at.is_null(False))))
+                  .order_by(Deployment.created_at))
         for other in others:
-            alive = pipeline_alive(other, self.ctx.settings)
-            if alive:
-                return f"waits for deployment {other.id} of the same service to end"
-            if not resume:
+            if pipeline_alive(other, self.ctx.settings):
+                return f"waits for deployment {other.id} of the same service to " + \
+                    ("end" if other.status == "deploying" else "stop")
+            if other.status == "deploying" and not resume:
                 return (f"waits for deployment {other.id} of the same service: its pipeline is gone "
                         f"(reconcile resumes or fails it, or cancel it)")
         return None
@@ -240,10 +246,11 @@ class Pipeline:
             try:
                 return self.claim(deployment_id, actor_name=actor_name)
             except ServiceBusy as busy:
-                if on_wait and str(busy) != said:
+                if str(busy) != said:
                     said = str(busy)
-                    on_wait(said)
-            except InputError:
+                    if on_wait:
+                        on_wait(said)
+            except InputError:  # after a wait: a cancel that landed between the status check and the claim
                 row = Deployment.get_or_none(Deployment.id == deployment_id)
                 if said is None or row is None or row.status == "queued":
                     raise

@@ -85,6 +85,18 @@ def test_a_live_or_dead_holder_keeps_the_next_deployment_queued(engine, service_
     assert dep.status == "deploying" and dep.wait_reason is None and phase == "PULLING_SOURCE"
 
 
+def test_a_cancelled_holder_holds_the_service_until_its_pipeline_has_stopped(engine, service_dir):
+    engine.add_service("web", str(service_dir))
+    holder = _deploying_row(engine, "web", os.getpid())
+    engine.cancel(holder.id)  # its (live) pipeline still has to stop and put `current` back
+    waiting = engine.create_deployment("web")
+    with pytest.raises(ServiceBusy, match=f"{holder.id} of the same service to stop"):
+        engine.pipeline.claim(waiting.id)
+    with engine.store.write():  # what RunControl.ended() does when the pipeline has stopped
+        Deployment.update(heartbeat_at=None).where(Deployment.id == holder.id).execute()
+    assert engine.pipeline.claim(waiting.id)[0].status == "deploying"
+
+
 def test_a_resume_waits_for_a_live_deployment_of_its_service(engine, service_dir):
     engine.add_service("web", str(service_dir))
     failed = engine.create_deployment("web")
