@@ -322,14 +322,15 @@ def test_a_store_from_before_structured_audit_migrates_in_place_and_its_audit_ro
     from console.engine.core import Engine
     from storage import migrations
     from storage.db import open_store
-    from storage.models import DeploymentEvent, Meta
+    from storage.models import DeploymentEvent
     from tests.conftest import make_settings
     settings = make_settings(tmp_path / "old")
     store = open_store(settings.db_url)
     D.event(None, "Docker host h3 added (tcp://h3:2376) by dave", kind="audit", actor_name="dave@192.0.2.4")
     D.event(None, "Engine x acquired the lease", kind="reconcile")
-    store.db.execute_sql("ALTER TABLE deployment_event DROP COLUMN detail")  # the schema before step 7
-    Meta.update(value="1").where(Meta.key == "schema_version").execute()
+    from tests.oldstore import downgrade_to_v1
+    with store.write():
+        downgrade_to_v1(store)  # the schema before structured audit (and every later step)
     store.close()
 
     engine = Engine(settings)

@@ -99,7 +99,7 @@ def test_a_metrics_port_in_use_is_one_warning_and_the_engine_runs_on(engine, tmp
                      tmp_path / "engine.log")
         try:
             log_file = engine.settings.data_dir / "deployer.log"
-            wait_for(lambda: log_file.exists() and "is the leader" in log_file.read_text(), timeout=30,
+            wait_for(lambda: log_file.exists() and "lease taken by" in log_file.read_text(), timeout=30,
                      what="the engine to take the lease")
             engine.add_service("web", str(make_service_dir(tmp_path / "web")), port=8080)
             dep = engine.deploy("web", detach=True)

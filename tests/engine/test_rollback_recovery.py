@@ -4,7 +4,6 @@ container then agree, a rollback of the service is allowed again, and cleanup sa
 import signal
 
 import pytest
-from playhouse.migrate import SqliteMigrator, migrate
 
 from console.engine import deployments as D
 from console.engine.cleanup import Cleaner
@@ -14,6 +13,7 @@ from console.engine.pipeline import container_name
 from storage import migrations
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Rollback
+from tests.oldstore import downgrade_to_v1
 from tests.conftest import make_service_dir, wait_for
 from tests.reliability import cli_env, kill, spawn, wait_for_fault_pause
 
@@ -139,15 +139,12 @@ def test_sigterm_during_rollback_undoes_it_before_the_process_ends(two_releases,
     assert link_target(engine.paths.previous("web")) == first.id
 
 
-@pytest.mark.sqlite_only  # the downgrade that makes the old store uses SQLite's migrator
 def test_a_store_from_before_rollback_owners_migrates_in_place(engine, tmp_path):
     engine.add_service("web", str(make_service_dir(tmp_path / "web")))
     dep = engine.create_deployment("web")
     with engine.store.write():
         Rollback.create(service=dep.service, to_deployment=dep.id, state="completed")
-        m = SqliteMigrator(engine.store.db)
-        migrate(*(m.drop_column("rollback", c) for c in ("owner", "owner_machine", "owner_pid", "heartbeat_at")))
-        engine.store.db.execute_sql("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        downgrade_to_v1(engine.store)
     assert migrations.migrate(engine.store) == migrations.LATEST
     row = Rollback.get()
     assert row.state == "completed" and row.to_deployment_id == dep.id and row.owner is None

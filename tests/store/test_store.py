@@ -151,7 +151,8 @@ def test_cleanup_claim_has_exactly_one_winner(store, settings):
     class Ctx:
         pass
     ctx = Ctx()
-    ctx.store, ctx.settings = store, settings
+    from console.engine.paths import Paths
+    ctx.store, ctx.settings, ctx.paths = store, settings, Paths(settings.data_dir)
     with store.write():
         dep = make_deployment()
         D.move(store, dep.id, "cancelled")
@@ -294,11 +295,10 @@ def test_unknown_scheme_is_refused(tmp_path):
 
 def test_a_version_1_store_gains_the_wait_reason_column_in_place(store, settings):
     """Schema step 2 (one deployment per service: why a queued deployment waits) keeps every row."""
-    from playhouse.migrate import migrate as run_migrations
+    from tests.oldstore import downgrade_to_v1
     with store.write():
         dep = make_deployment(status="queued")
-        run_migrations(migrations._migrator(store).drop_column("deployment", "wait_reason"))
-        Meta.update(value="1").where(Meta.key == "schema_version").execute()
+        downgrade_to_v1(store)
     store.close()
     again = open_store(settings.db_url)
     assert again.meta("schema_version") == str(migrations.LATEST)
