@@ -230,7 +230,7 @@ async def _measure(app) -> dict:
 def run() -> list[dict]:
     from console.engine.core import Engine
     from console.tui.data import Filter, Poller
-    from console.tui.seed import SHOWCASE, seed
+    from tests.fixtures.seed import SHOWCASE, seed
     from tests.conftest import make_settings
     tmp = Path(tempfile.mkdtemp(prefix="tui-bench-"))
     engine = None

@@ -47,7 +47,7 @@ def main(out: Path, only=()) -> None:
     time.tzset()
     from console.engine.core import Engine
     from console.tui.app import DeployerConsole
-    from console.tui.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
+    from tests.fixtures.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
     from storage.clock import freeze
     from tests.conftest import make_settings
 

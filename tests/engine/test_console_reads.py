@@ -1,5 +1,5 @@
 """The engine's reads the console polls: substring match, counts, what serves, hosts summary."""
-from console.tui.seed import link_current, seed
+from tests.fixtures.seed import link_current, seed
 
 
 def test_deployments_match_each_word_as_a_substring_of_id_service_status_host_or_error(engine):

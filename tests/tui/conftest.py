@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from console.tui.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
+from tests.fixtures.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
 from storage.clock import freeze
 from tests.conftest import make_settings
 
