@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import peewee
-from playhouse.db_url import connect
 
 from storage import migrations
 from storage.models import MODELS, database
@@ -168,6 +167,7 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
     warnings: list[str] = []
     guard = False
     if "://" in url and not url.startswith("sqlite"):
+        from playhouse.db_url import connect  # loads every backend's extension: only a URL store needs it
         try:
             # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
             # the URL says otherwise (?connect_timeout=N)

@@ -1,6 +1,7 @@
 """The Engine: one facade over the store, the hosts and the pipeline that both faces (CLI and TUI) call. Every
 operator action goes through here, so the read-only switch, validation and the audit trail are in one place."""
 import contextlib
+import functools
 import logging
 import uuid
 
@@ -10,7 +11,6 @@ from console.engine import notify, validate
 from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
-from console.engine.pipeline import Pipeline
 from storage import queries
 from storage.db import StoreError, open_store, private_dir
 from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Project, Service
@@ -93,8 +93,13 @@ class Engine:
         self.store_id = self.store.meta("store_id")
         # this run's hosts (config, environment, flag) lie over the store's in memory: opening the store writes nothing
         self.hosts = Hosts(settings)
-        self.pipeline = Pipeline(self)
         self.runtime = None  # the scheduler, when this process hosts one
+
+    @functools.cached_property
+    def pipeline(self):
+        """Made when first used: the store-only commands start without the pipeline's imports."""
+        from console.engine.pipeline import Pipeline
+        return Pipeline(self)
 
     def close(self):
         self.stop_runtime()

@@ -8,20 +8,24 @@ host_timeout), including the API-version handshake docker-py makes when a client
 take longer (`timeout`, 60 s: removing a big container or image under load) except for probes (`probe()`, `host ls`,
 the status bar), which are bounded by host_timeout as a whole. Builds and log streams have no read timeout.
 """
+from __future__ import annotations
+
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-
-import docker
-import docker.tls
+from typing import TYPE_CHECKING
 
 from console.engine import metrics, notify, validate
-from console.engine.docker_gateway import Gateway
 from console.engine.errors import EngineUnavailable, InputError
 from storage.clock import now
 from storage.models import Deployment, Host, Service
+
+if TYPE_CHECKING:
+    import docker
+
+    from console.engine.docker_gateway import Gateway
 
 DEFAULT = "local"
 ACTIVE_STATUSES = ("queued", "deploying")
@@ -32,6 +36,8 @@ def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeo
                 ) -> docker.DockerClient:
     """A docker-py client whose connects (and version handshake) give up after `connect_timeout` and whose reads
     wait up to `timeout`."""
+    import docker  # here, not at the top: the store-only commands (ls, show, ...) start without docker-py
+    import docker.tls
     connect_timeout = min(connect_timeout or timeout, timeout)
     if not url:
         client = docker.from_env(timeout=connect_timeout)
@@ -249,6 +255,9 @@ class Hosts:
         return list(self.specs())
 
     def gateway(self, name: str | None = None) -> Gateway:
+        import docker.errors
+
+        from console.engine.docker_gateway import Gateway
         name = name or self.default_name()
         with self._lock:
             gw = self._gateways.get(name)

@@ -13,11 +13,10 @@ The job series live in a registry of this module (never prometheus_client's glob
 registry holding them and the store collector of its engine. Nothing here is on a hot path: a counter update is one
 lock and one addition, and the store is read only when Prometheus scrapes.
 """
+import functools
 import logging
 import threading
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from types import SimpleNamespace
 
 from console.engine.validate import PHASES
 
@@ -26,47 +25,57 @@ log = logging.getLogger(__name__)
 CLEANUP_OUTCOMES = ("done", "retried", "kept", "abandoned")
 FINDINGS = {"zombies": "zombie", "orphans": "orphan", "drift": "drift"}   # reconcile plan key -> label
 
-JOB_REGISTRY = CollectorRegistry()
-PHASE_DURATION = Histogram(
-    "deployer_phase_duration_seconds", "How long each pipeline phase took (every outcome), by phase.", ["phase"],
-    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900), registry=JOB_REGISTRY)
-CLEANUPS = Counter("deployer_cleanups", "Cleanup task runs by outcome (done, retried, kept, abandoned).",
-                   ["outcome"], registry=JOB_REGISTRY)
-RECONCILE_DURATION = Histogram(
-    "deployer_reconcile_duration_seconds", "How long a reconciliation pass took.",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=JOB_REGISTRY)
-RECONCILE_FINDINGS = Counter("deployer_reconcile_findings", "What reconciliation passes found, by kind.", ["kind"],
-                             registry=JOB_REGISTRY)
-DOCKER_ERRORS = Counter("deployer_docker_errors", "Docker calls that failed because the engine did not answer.",
-                        ["host"], registry=JOB_REGISTRY)
-for _phase in PHASES:      # every label value exists from the start: a rate() over a fresh engine is 0, not absent
-    PHASE_DURATION.labels(_phase)
-for _outcome in CLEANUP_OUTCOMES:
-    CLEANUPS.labels(_outcome)
-for _kind in FINDINGS.values():
-    RECONCILE_FINDINGS.labels(_kind)
+
+@functools.cache
+def job_series() -> SimpleNamespace:
+    """The job series and their registry, made on first use: a CLI command that moves none of them starts without
+    prometheus_client."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    registry = CollectorRegistry()
+    series = SimpleNamespace(
+        registry=registry,
+        phase_duration=Histogram(
+            "deployer_phase_duration_seconds", "How long each pipeline phase took (every outcome), by phase.",
+            ["phase"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900), registry=registry),
+        cleanups=Counter("deployer_cleanups", "Cleanup task runs by outcome (done, retried, kept, abandoned).",
+                         ["outcome"], registry=registry),
+        reconcile_duration=Histogram(
+            "deployer_reconcile_duration_seconds", "How long a reconciliation pass took.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry),
+        reconcile_findings=Counter("deployer_reconcile_findings", "What reconciliation passes found, by kind.",
+                                   ["kind"], registry=registry),
+        docker_errors=Counter("deployer_docker_errors", "Docker calls that failed because the engine did not answer.",
+                              ["host"], registry=registry))
+    for phase in PHASES:      # every label value exists from the start: a rate() over a fresh engine is 0, not absent
+        series.phase_duration.labels(phase)
+    for outcome in CLEANUP_OUTCOMES:
+        series.cleanups.labels(outcome)
+    for kind in FINDINGS.values():
+        series.reconcile_findings.labels(kind)
+    return series
 
 
 # ---- the API the job code paths call
 def observe_phase(phase: str, seconds: float) -> None:
-    PHASE_DURATION.labels(phase).observe(seconds)
+    job_series().phase_duration.labels(phase).observe(seconds)
 
 
 def cleanup_outcome(outcome: str | None, n: int = 1) -> None:
     if outcome in CLEANUP_OUTCOMES and n:
-        CLEANUPS.labels(outcome).inc(n)
+        job_series().cleanups.labels(outcome).inc(n)
 
 
 def observe_reconcile(seconds: float, plan: dict) -> None:
     """One pass: its duration and how many zombies, orphans and drift findings its plan held."""
-    RECONCILE_DURATION.observe(seconds)
+    series = job_series()
+    series.reconcile_duration.observe(seconds)
     for key, kind in FINDINGS.items():
         if plan.get(key):
-            RECONCILE_FINDINGS.labels(kind).inc(len(plan[key]))
+            series.reconcile_findings.labels(kind).inc(len(plan[key]))
 
 
 def docker_error(host: str) -> None:
-    DOCKER_ERRORS.labels(host).inc()
+    job_series().docker_errors.labels(host).inc()
 
 
 # ---- scrape time
@@ -80,6 +89,7 @@ class StoreCollector:
 
     def collect(self):
         from peewee import fn
+        from prometheus_client.core import GaugeMetricFamily
 
         from storage.clock import now
         from storage.models import CleanupTask, Deployment, Service
@@ -116,13 +126,14 @@ class _JobSeries:
     """The process's job counters, exposed in a server's registry."""
 
     def collect(self):
-        return JOB_REGISTRY.collect()
+        return job_series().registry.collect()
 
 
 class MetricsServer:
     """The HTTP endpoint of one engine. A listen address already in use is one warning, never a dead engine."""
 
     def __init__(self, store, is_leader, reachability):
+        from prometheus_client import CollectorRegistry
         self.registry = CollectorRegistry()
         self.registry.register(_JobSeries())
         self.registry.register(StoreCollector(store, is_leader, reachability))
@@ -133,6 +144,7 @@ class MetricsServer:
     def start(self, address: tuple[str, int] | None) -> "MetricsServer":
         if address is None:
             return self
+        from prometheus_client import start_http_server
         host, port = address
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
