@@ -200,53 +200,24 @@ def deploy(ctx, service_name, detach, json_out):
         row = engine.show(dep.id, events=False)
         emit(ctx, _public(row), f"deployment {dep.id} queued", json_out)
         return
-    # queued (and audited) once its engine answers (exit 3 and nothing recorded otherwise); this process runs it
-    dep = engine.deploy(service_name, detach=True, check_engine=True)
-    started = time.monotonic()
-    result = {}
+    run = {}
+
+    def on_created(dep):
+        run.update(id=dep.id, started=time.monotonic())
 
     def on_phase(index, phase):
         if not quiet:
-            click.echo(f"[{index + 1}/6] {phase:<18} {time.monotonic() - started:6.1f}s  {dep.id}", err=False)
+            click.echo(f"[{index + 1}/6] {phase:<18} {time.monotonic() - run['started']:6.1f}s  {run['id']}",
+                       err=False)
 
     def on_wait(reason):
         if not quiet:
             click.echo(f"{reason} (Ctrl-C cancels)", err=True)
 
-    # An Event, not Thread.join: on Python 3.11 a Ctrl-C that interrupts join() marks the thread as ended while
-    # it still runs (the tstate lock is released by join's own cleanup), so the cleanup below would start before
-    # the cancelled pipeline had stopped.
-    ended = threading.Event()
-
-    def run():
-        try:
-            from console.engine import notify
-            from console.engine.deployments import actor
-            with notify.foreground(engine.store, engine.settings):  # a failure is notified before we exit
-                engine.pipeline.run(dep.id, actor_name=actor(), on_phase=on_phase,
-                                    on_wait=on_wait)
-        except BaseException as e:  # reported by the main thread
-            result["error"] = e
-        finally:
-            ended.set()
-
-    worker = threading.Thread(target=run, name=f"deploy-{dep.id}")
-    worker.start()
-    try:
-        while not ended.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        click.echo(f"cancelling {dep.id} ...", err=True)
-        try:
-            engine.cancel(dep.id)
-        except InputError:
-            pass
-        while not ended.wait(0.2):
-            pass
-    if "error" in result:
-        raise result["error"]
-    from console.engine.cleanup import run_inline_if_due
-    run_inline_if_due(engine, dep.id)
+    # queued (and audited) once its engine answers (exit 3 and nothing recorded otherwise); this process runs it
+    dep = engine.deploy(service_name, check_engine=True, clean_up=True, on_created=on_created,
+                        on_phase=on_phase, on_wait=on_wait,
+                        on_cancel=lambda d: click.echo(f"cancelling {d.id} ...", err=True))
     row = engine.show(dep.id, events=False)
     emit(ctx, _public(row), f"deployment {dep.id} {row['status']}" + (f": {row['error']}" if row["error"] else ""),
          json_out)

@@ -101,6 +101,13 @@ class Engine:
         from console.engine.pipeline import Pipeline
         return Pipeline(self)
 
+    def release_connection(self) -> None:
+        """Close the calling thread's store connection: a face's worker thread calls this when it is done (each
+        worker is a new thread, and its connection would otherwise stay open until the process ends)."""
+        with contextlib.suppress(Exception):   # already closed, or the store is gone: nothing to give back
+            if not self.store.db.is_closed():
+                self.store.db.close()
+
     def close(self):
         self.stop_runtime()
         self.hosts.close()
@@ -205,8 +212,10 @@ class Engine:
     # ---- deployments
     def create_deployment(self, service_name: str, actor_name: str | None = None, check_engine: bool = False
                           ) -> Deployment:
-        """Queue a deployment on the service's host. With check_engine the host is asked first (bounded by
-        host_timeout): an engine that does not answer raises EngineUnavailable and nothing is recorded."""
+        """Queue a deployment on the service's host, without an audit record (`deploy` is the operator's action).
+        With check_engine the host is asked first (bounded by host_timeout): an engine that does not answer raises
+        EngineUnavailable and nothing is recorded."""
+        actor_name = actor_name or self._mutation("deploy")
         svc = self.service(service_name)
         host = svc.host or self.hosts.default_name()
         if check_engine:
@@ -218,20 +227,58 @@ class Engine:
             D.event(dep.id, f"Deployment {dep.id} of {svc.name} queued on {host}", actor_name=actor_name, host=host)
         return dep
 
-    def deploy(self, service_name: str, detach: bool = False, on_phase=None, on_created=None,
-               check_engine: bool = False) -> Deployment:
+    def deploy(self, service_name: str, detach: bool = False, on_phase=None, on_wait=None, on_created=None,
+               on_cancel=None, check_engine: bool = False, clean_up: bool = False) -> Deployment:
         """Queue a deployment of the service (audited as `deploy`: ok when queued), and unless detach run it here.
         With check_engine its host is probed first: an engine that does not answer is EngineUnavailable and nothing
-        is recorded."""
+        is recorded. Run here, `on_phase(index, phase)` is called as each phase starts, `on_wait(reason)` while it
+        waits for another deployment of its service; a Ctrl-C cancels it (`on_cancel(dep)` first) and returns once
+        its pipeline has stopped. With clean_up a failed or cancelled deployment's cleanup runs here once due (a
+        foreground run from the CLI may have no engine behind it)."""
         with self.operator_action("deploy", service_name) as act:
             dep = self.create_deployment(service_name, act.actor, check_engine=check_engine)
             act.deployment_id, act.host = dep.id, dep.host
         if on_created:
             on_created(dep)
         if not detach:
-            with notify.foreground(self.store, self.settings):
-                self.pipeline.run(dep.id, actor_name=act.actor, on_phase=on_phase)
+            self._run_here(dep, act.actor, on_phase, on_wait, on_cancel)
+            if clean_up:
+                from console.engine.cleanup import run_inline_if_due
+                run_inline_if_due(self, dep.id)
         return Deployment.get_by_id(dep.id)
+
+    def _run_here(self, dep: Deployment, actor_name: str, on_phase, on_wait, on_cancel) -> None:
+        """Run a queued deployment's pipeline in a thread of this process, so that a Ctrl-C in the caller's thread
+        becomes a cancel of the deployment rather than an exception in the middle of a phase."""
+        import threading
+        failure: list[BaseException] = []
+        # an Event, not Thread.join: on Python 3.11 a Ctrl-C that interrupts join() marks the thread as ended while
+        # it still runs (join's own cleanup releases the tstate lock), so the caller would go on before the
+        # cancelled pipeline had stopped
+        ended = threading.Event()
+
+        def run():
+            try:
+                with notify.foreground(self.store, self.settings):  # a failure is notified before we return
+                    self.pipeline.run(dep.id, actor_name=actor_name, on_phase=on_phase, on_wait=on_wait)
+            except BaseException as e:  # raised again in the caller's thread
+                failure.append(e)
+            finally:
+                ended.set()
+
+        threading.Thread(target=run, name=f"deploy-{dep.id}").start()
+        try:
+            while not ended.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            if on_cancel:
+                on_cancel(dep)
+            with contextlib.suppress(InputError):   # it ended meanwhile
+                self.cancel(dep.id)
+            while not ended.wait(0.2):
+                pass
+        if failure:
+            raise failure[0]
 
     def get(self, deployment_id: str) -> Deployment:
         return D.resolve(self.store, deployment_id)
@@ -345,6 +392,14 @@ class Engine:
                 self.get(to)
             act.known = True
             return rollback(self, service_name, to, act.actor)
+
+    def rollback_target(self, service_name: str) -> dict:
+        """What `rollback(service_name)` would do now: {"serving": {id, status} or None, "target": id}. Raises
+        InputError when the service has nothing to roll back to, as `rollback` would. A confirmation names this
+        target and passes it on as `to`, so the release confirmed is the one rolled back to."""
+        from console.engine.rollback import pick_target
+        serving, target = pick_target(self.service(service_name), None, self.paths)
+        return {"serving": {"id": serving.id, "status": serving.status} if serving else None, "target": target.id}
 
     def rollbacks(self, service_name: str | None = None) -> list[dict]:
         from storage.models import Rollback
