@@ -8,7 +8,7 @@ import uuid
 from console.config import Settings
 from console.engine import deployments as D
 from console.engine import notify, validate
-from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError
+from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError, one_line
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
 from storage import queries
@@ -140,7 +140,6 @@ class Engine:
             self._record(act, "ok")
 
     def _record(self, act: OperatorAction, outcome: str, error: BaseException | None = None) -> None:
-        from console.engine.reconcile import one_line
         if isinstance(error, StoreError):  # the store itself failed: a record would only wait for it again
             log.warning("%s %s by %s failed (not audited: %s)", act.action, act.target, act.actor, one_line(error))
             return

@@ -26,3 +26,10 @@ class Cancelled(Exception):
 class ForeignContainer(DeployerError):
     """A container with the name we expect is not the deployment's we expect (another store's, no labels, a
     look-alike): it is reported, and nothing is done to it."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An error as the operator sees it: its first line (at most `limit` characters), or its type when it says
+    nothing."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

@@ -47,7 +47,7 @@ from console.engine import metrics, notify
 from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
-from console.engine.errors import InputError
+from console.engine.errors import InputError, one_line
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name
 from console.engine.rollback import orphaned as orphaned_rollbacks
@@ -61,11 +61,6 @@ JUDGED = ("deploying", "success", "degraded")
 ORPHAN_STATUSES = ("failed", "cancelled")
 OPEN_TASK_STATES = ("pending", "running", "kept")
 ROUTE_FOR = re.compile(r"^# written by deployer-console for deployment (\w+)$", re.MULTILINE)
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 # ---- counting Docker API calls

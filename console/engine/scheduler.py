@@ -38,7 +38,7 @@ from console.engine.errors import InputError
 from console.engine.lease import LEASE_NAME, LeaseKeeper, lease_dict
 from console.engine.metrics import MetricsServer
 from console.engine.pipeline import ServiceBusy
-from console.engine.reconcile import one_line
+from console.engine.errors import one_line
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import BUSY_TIMEOUT_S
