@@ -11,7 +11,7 @@ import click
 import peewee
 
 from console import config, fmt
-from console.engine.errors import DeployerError, EngineUnavailable, InputError
+from console.engine.errors import DeployerError, EngineUnavailable, InputError, one_line
 from console.engine.validate import PHASES, STATUSES
 from storage.db import StoreError
 
@@ -390,13 +390,11 @@ def demo(ctx, no_console):
     from console.tui import demo as demo_mod
     engine = ctx.engine
     demo_mod.prepare(engine)
-    hosted = hasattr(engine, "start_runtime")
     if no_console:
-        if hosted:
-            engine.start_runtime(run_jobs=True)
-        demo_mod.start(engine, run_pipelines=not hosted).join()
+        engine.start_runtime(run_jobs=True)
+        demo_mod.start(engine).join()
         return
-    demo_mod.start(engine, run_pipelines=not hosted)
+    demo_mod.start(engine)
     from console.tui.app import run_console
     run_console(engine.settings, engine=engine)
 
@@ -687,10 +685,10 @@ def main():
         lines = e.format_message().strip().splitlines()
         fail(lines[0] if lines else type(e).__name__, 2, as_json)
     except (DeployerError, StoreError) as e:
-        fail(str(e).splitlines()[0] if str(e) else type(e).__name__, getattr(e, "exit_code", 1), as_json)
+        fail(one_line(e), getattr(e, "exit_code", 1), as_json)
     except peewee.DatabaseError as e:  # a store damaged past what opening it checks, or locked past the timeout
         log.debug("store error", exc_info=True)
-        fail(f"the store cannot be used: {str(e).splitlines()[0] if str(e) else type(e).__name__}", 1, as_json)
+        fail(f"the store cannot be used: {one_line(e)}", 1, as_json)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # the operator gets one line; the traceback goes to the log

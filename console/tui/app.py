@@ -200,10 +200,7 @@ class DeployerConsole(App):
         self.call_from_thread(self.exit)
 
     def _close_thread_db(self) -> None:
-        try:
-            self.engine.store.db.close()
-        except Exception:
-            pass
+        self.engine.release_connection()
 
     # ---- app-wide actions (the main screen's actions are on MainScreen)
     def action_help(self) -> None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from console import fmt
-from storage.clock import now
+from console.engine import errors
 
 WINDOW = 500
 ACTIVE = ("queued", "deploying")
@@ -97,15 +97,13 @@ class Poller:
         missing = [i for i in pinned if i not in seen]
         if missing:
             rows += eng.deployments(ids=missing)
-        current = set(eng.current_releases().values()) if hasattr(eng, "current_releases") else set()
+        current = set(eng.current_releases().values())
         for r in rows:
             r["current"] = r["id"] in current
         return sort_rows(rows, sort), matched, total
 
     def status(self) -> dict:
-        if hasattr(self.engine, "status"):
-            return self.engine.status()
-        return fallback_status(self.engine)
+        return self.engine.status()
 
     def events(self, since_id: int) -> list[dict]:
         return self.engine.events(since_id=since_id, limit=500)
@@ -132,27 +130,8 @@ class Poller:
 
     def release(self) -> None:
         """Close this worker thread's store connection (each thread worker is a new thread)."""
-        try:
-            db = self.engine.store.db
-            if not db.is_closed():
-                db.close()
-        except Exception:
-            pass
-
-
-def fallback_status(engine) -> dict:
-    """The status bar's data from the store alone, for an engine without `status()`."""
-    from storage.models import CleanupTask, Host, Lease
-    lease = Lease.select().where(Lease.expires_at > now()).first()
-    return {"leader": {"holder": lease.holder, "host": lease.holder_machine, "pid": lease.holder_pid,
-                       "expires_at": lease.expires_at} if lease else None,
-            "role": "none", "jobs": [],
-            "cleanup_queue": CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count(),
-            "hosts": [{"name": h.name, "url": h.url, "reachable": h.reachable, "last_error": h.last_error,
-                       "last_seen_at": h.last_seen_at} for h in Host.select().order_by(Host.name)],
-            "read_only": engine.settings.read_only, "last_reconcile_at": None, "next_reconcile_at": None}
+        self.engine.release_connection()
 
 
 def one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+    return errors.one_line(e, 200)

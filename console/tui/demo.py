@@ -10,7 +10,6 @@ import threading
 import time
 
 from console.engine.errors import InputError
-from storage.models import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +53,26 @@ def prepare(engine) -> None:
         engine.add_service(name, src, port=8080, health_path=SERVICES[name][2], project="demo", replace=True)
 
 
-def start(engine, run_pipelines: bool) -> threading.Thread:
-    """Queue the demo deployments from a background thread (never the UI thread). With run_pipelines (no embedded
-    runtime to pick queued deployments up) the thread also runs their pipelines."""
+def start(engine) -> threading.Thread:
+    """Queue the demo deployments from a background thread (never the UI thread), for the engine's runtime to run."""
     def director():
         try:
             first = engine.deploy("demo-web", detach=True)
-            runners = [_run(engine, first.id)] if run_pipelines else []
             for name in ("demo-broken", "demo-slow"):
-                dep = engine.deploy(name, detach=True)
-                if run_pipelines:
-                    runners.append(_run(engine, dep.id))
+                engine.deploy(name, detach=True)
             # the second web deployment after the first ends, so it supersedes it (a rollback target)
             end = time.monotonic() + 300
             while time.monotonic() < end:
-                status = Deployment.get_by_id(first.id).status
+                status = engine.get(first.id).status
                 if status not in ("queued", "deploying"):
                     break
                 time.sleep(0.5)
-            second = engine.deploy("demo-web", detach=True)
-            if run_pipelines:
-                _run(engine, second.id)
+            engine.deploy("demo-web", detach=True)
         except Exception:
             log.exception("demo director")
         finally:
-            try:
-                engine.store.db.close()
-            except Exception:
-                pass
+            engine.release_connection()
 
     thread = threading.Thread(target=director, name="demo-director", daemon=True)
-    thread.start()
-    return thread
-
-
-def _run(engine, deployment_id: str) -> threading.Thread:
-    def run():
-        try:
-            engine.pipeline.run(deployment_id)
-            from console.engine.cleanup import run_inline_if_due
-            run_inline_if_due(engine, deployment_id)
-        except Exception:
-            log.exception("demo pipeline %s", deployment_id)
-    thread = threading.Thread(target=run, name=f"demo-{deployment_id}", daemon=True)
     thread.start()
     return thread

@@ -179,10 +179,7 @@ class DetailsScreen(Screen):
                 errors.append(f"{data['host']}: {one_line(e)}")
             return data, containers, errors
         finally:
-            try:
-                engine.store.db.close()
-            except Exception:
-                pass
+            engine.release_connection()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "details":

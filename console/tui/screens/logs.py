@@ -207,7 +207,4 @@ class LogsScreen(Screen):
             if not self.closed.is_set():
                 self.app.call_from_thread(self.app.notify, f"logs of {c['name']}: {one_line(e)}", severity="error")
         finally:
-            try:
-                self.app.engine.store.db.close()
-            except Exception:
-                pass
+            self.app.engine.release_connection()

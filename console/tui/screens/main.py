@@ -16,7 +16,6 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from console.engine import pipeline
-from console.engine.errors import DeployerError
 from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
 from console.tui.screens.modals import HelpScreen, HostsScreen
 from console.tui.widgets.containers import ContainersTable
@@ -368,20 +367,31 @@ class MainScreen(Screen):
     def action_rollback(self) -> None:
         if self.refuse("rollback") or (row := self.need_selection()) is None:
             return
-        service = row["service"]
-        rows = [r for r in self.query_one(DeploymentsTable).rows_by_id.values() if r["service"] == service]
-        serving = next((r for r in rows if r["status"] in ("success", "degraded")), None)
-        # the engine's pick: the deployment superseded last (finished_at is when its own run ended)
-        target = next((r for r in sorted(rows, key=lambda r: -(r["updated_at"] or 0))
-                       if r["status"] == "superseded"), None)
+        self._ask_rollback(row["service"])
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _ask_rollback(self, service: str) -> None:
+        """The engine names the target (or refuses), so the confirmation shows what `rollback` will do."""
+        try:
+            plan = self.app.engine.rollback_target(service)
+        except Exception as e:  # nothing to roll back to: the engine's reason, as a notification
+            self.app.call_from_thread(self.app.notify, f"rollback failed: {one_line(e)}", severity="error",
+                                      timeout=6)
+            return
+        finally:
+            self.poller.release()
+        self.app.call_from_thread(self._confirm_rollback, service, plan)
+
+    def _confirm_rollback(self, service: str, plan: dict) -> None:
+        serving, target = plan["serving"], plan["target"]
         body = Text()
         body.append(f"Roll service {service} back?\n\n", style="bold")
         body.append(f"  serving now:  {serving['id'] + ' (' + serving['status'] + ')' if serving else 'nothing'}\n")
-        body.append(f"  roll back to: {target['id'] if target else 'its previous successful release'}\n\n")
+        body.append(f"  roll back to: {target}\n\n")
         body.append("The previous release's container is started, routed and health-checked; the one serving now "
                     "is stopped. Cleanup leaves both alone while the rollback runs.", style="dim")
         self.app.push_screen(self.app.confirm_dialog.ask(f"Roll back {service}?", body, yes="Roll back"),
-                             lambda ok: ok and self.run_engine("rollback", service))
+                             lambda ok: ok and self.run_engine("rollback", service, target))
 
     def action_details(self) -> None:
         if (row := self.need_selection()) is None:
@@ -582,11 +592,9 @@ class MainScreen(Screen):
                 dep = engine.resume(args[0], args[1], detach=True)
                 message, severity = f"resume of {dep.id} from {args[1]} requested", "information"
             elif action == "rollback":
-                if not hasattr(engine, "rollback"):
-                    raise DeployerError("this engine has no rollback")
                 self.app.call_from_thread(self.app.notify, f"rolling {args[0]} back…", timeout=3)
-                rb = engine.rollback(args[0])
-                message = f"{args[0]} rolled back to {getattr(rb, 'to_deployment_id', None) or 'previous release'}"
+                rb = engine.rollback(args[0], to=args[1])
+                message = f"{args[0]} rolled back to {rb.to_deployment_id}"
                 severity = "information"
             else:
                 return
