@@ -31,7 +31,7 @@ async def _until(pilot, predicate, timeout=20.0):
 
 async def _shot(app, out: Path, name: str, keys=(), wait=None, size=SIZE):
     async with app.run_test(size=size) as pilot:
-        await _until(pilot, lambda: app.main is not None and app.main.first_paint_at is not None)
+        await _until(pilot, lambda: app.main is not None and app.main.first_render_at is not None)
         await pilot.pause(0.2)
         for key in keys:
             await pilot.press(key)

@@ -108,11 +108,7 @@ class MainScreen(Screen):
         self._last_error: str | None = None
         self._since_id = 0
         self.first_render_at: float | None = None
-        self.first_paint_at: float | None = None
-        # (wall ms, diff counts, UI-thread CPU ms) of recent ticks, for the benchmark
-        self.render_log: list[tuple[float, dict, float]] = []
-        self.last_render_ms = 0.0
-        self.last_counts: dict = {}
+        self.last_counts: dict = {}   # what the last render changed in the table (added, updated, removed)
         self.polls = 0
         self.matched = 0
         self.pinned: dict[str, str] = {}    # deployments acted on -> their status then: kept in view while they run
@@ -199,7 +195,6 @@ class MainScreen(Screen):
             self.render_snapshot(snap)
 
     def render_snapshot(self, snap) -> None:
-        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             with self.app.batch_update():
                 table = self.query_one(DeploymentsTable)
@@ -219,17 +214,8 @@ class MainScreen(Screen):
             self._last_error = None
         except Exception as e:  # a render problem is a notice, never a crash
             self.report(f"display failed: {one_line(e)}")
-        self.last_render_ms = (time.perf_counter() - t0) * 1000
-        self.last_render_cpu_ms = (time.thread_time() - c0) * 1000
-        self.render_log.append((self.last_render_ms, dict(self.last_counts), self.last_render_cpu_ms))
-        del self.render_log[:-50]
         if self.first_render_at is None:
             self.first_render_at = time.perf_counter()
-            self.call_after_refresh(self._first_paint)
-
-    def _first_paint(self) -> None:
-        self.first_paint_at = time.perf_counter()
-        self.first_paint_cpu = time.thread_time()
 
     def report(self, message: str, remember: bool = True) -> None:
         if remember:
