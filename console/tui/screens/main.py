@@ -443,7 +443,7 @@ class MainScreen(Screen):
         self.pinned = {k: v for k, v in self.pinned.items() if v in ACTIVE}
         # narrow at once from the rows on screen; the poll that follows brings rows beyond them
         table = self.query_one(DeploymentsTable)
-        rows = list(getattr(table, "rows_by_id", {}).values())
+        rows = list(table.rows_by_id.values())
         table.show([r for r in rows if flt.matches(r) or r["id"] in self.pinned])
         self.matched = table.row_count if flt.words else self.total
         self._titles()
@@ -503,7 +503,7 @@ class MainScreen(Screen):
 
     def action_newest(self) -> None:
         table = self.query_one(DeploymentsTable)
-        rows = getattr(table, "rows_by_id", {})
+        rows = table.rows_by_id
         if rows:
             newest = max(rows.values(), key=lambda r: (r["created_at"] or 0, r["id"]))
             table.move_cursor(row=table.get_row_index(newest["id"]))

@@ -29,10 +29,5 @@ class ContainersTable(KeyedTable):
             return Text(value, style="bold red")
         return value
 
-    def show(self, containers: list[dict]) -> dict:
-        self.by_id = {c["id"]: c for c in containers}
-        return self.apply([c["id"] for c in containers], {c["id"]: container_cells(c) for c in containers})
-
-    def selected(self) -> dict | None:
-        key = self.selected_key()
-        return getattr(self, "by_id", {}).get(key) if key else None
+    def cells(self, row: dict) -> tuple[str, ...]:
+        return container_cells(row)

@@ -33,9 +33,8 @@ class DeploymentsTable(KeyedTable):
             return Text(value, style="yellow")
         return value
 
-    def show(self, rows: list[dict]) -> dict:
-        self.rows_by_id = {r["id"]: r for r in rows}
-        return self.apply([r["id"] for r in rows], {r["id"]: deployment_cells(r, self.short) for r in rows})
+    def cells(self, row: dict) -> tuple[str, ...]:
+        return deployment_cells(row, self.short)
 
     def fit(self, width: int | None = None, host_count: int | None = None) -> None:
         """Pick the column layout for the table's width and the number of hosts."""
@@ -45,8 +44,8 @@ class DeploymentsTable(KeyedTable):
         short = bool(width) and width < WIDE
         if short != self.short:
             self.short = short
-            rows = getattr(self, "rows_by_id", {})
-            self._cells = {k: deployment_cells(rows[k], short) for k in self._order if k in rows}
+            rows = self.rows_by_id
+            self._cells = {k: self.cells(rows[k]) for k in self._order if k in rows}
             self._order = [k for k in self._order if k in self._cells]
         # one host: HOST says nothing; several hosts on a narrow screen: HOST matters more than CLEANUP (in details)
         hidden = {"host"} if self.host_count <= 1 else {"cleanup"} if short else set()
@@ -54,7 +53,3 @@ class DeploymentsTable(KeyedTable):
 
     def on_resize(self, event) -> None:
         self.fit(event.size.width)
-
-    def selected(self) -> dict | None:
-        key = self.selected_key()
-        return getattr(self, "rows_by_id", {}).get(key) if key else None

@@ -21,6 +21,24 @@ class KeyedTable(DataTable):
         self._order: list[str] = []
         self.hidden: frozenset[str] = frozenset()
         self.widths: dict[str, int] = {}
+        self.rows_by_id: dict[str, dict] = {}   # the rows last shown, by key
+
+    def row_key(self, row: dict) -> str:
+        return row["id"]
+
+    def cells(self, row: dict) -> tuple[str, ...]:
+        """The plain text of a row's cells, in COLUMNS order."""
+        raise NotImplementedError
+
+    def show(self, rows: list[dict]) -> dict:
+        """Show these rows (keyed by `row_key`), in this order. Returns counts of what changed (see `apply`)."""
+        self.rows_by_id = {self.row_key(r): r for r in rows}
+        return self.apply(list(self.rows_by_id), {k: self.cells(r) for k, r in self.rows_by_id.items()})
+
+    def selected(self) -> dict | None:
+        """The row under the cursor, or None."""
+        key = self.selected_key()
+        return self.rows_by_id.get(key) if key else None
 
     def on_mount(self) -> None:
         self._add_columns()
