@@ -146,9 +146,6 @@ class Store:
                 raise StoreError(f"store write failed: the store is damaged ({e})") from e
             raise
 
-    def read(self):
-        return self.db.connection_context() if not self.db.is_closed() else contextlib.nullcontext()
-
     def close(self):
         if not self.db.is_closed():
             self.db.close()

@@ -51,10 +51,6 @@ def active_rollback_ids() -> set[str]:
     return ids
 
 
-def has_active_rollback(deployment_id: str) -> bool:
-    return deployment_id in active_rollback_ids()
-
-
 def _skip_noted(deployment_id: str, message: str) -> bool:
     """Whether the skip event was already written during the rollback(s) now involving the deployment."""
     since = (Rollback.select(fn.MIN(Rollback.started_at)).where(
@@ -143,7 +139,6 @@ class Cleaner:
         counts = {"done": 0, "kept": 0, "skipped": 0, "retried": 0}
         if not tasks:
             return counts
-        self._rollbacks = active_rollback_ids()
         with ThreadPoolExecutor(max_workers=min(self.workers, len(tasks)), thread_name_prefix="cleanup") as pool:
             for outcome in pool.map(self._run_one, tasks):
                 if outcome:

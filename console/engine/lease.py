@@ -67,7 +67,6 @@ class LeaseKeeper:
         self._stamp = 0.0                # monotonic time of the last write's `now()`
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        self.observed: dict | None = None  # the lease row as last seen
 
     @property
     def is_leader(self) -> bool:
@@ -103,7 +102,6 @@ class LeaseKeeper:
             if row is None:
                 Lease.insert(name=self.name, acquired_at=t, **mine).on_conflict_ignore().execute()
                 row = Lease.get_by_id(self.name)
-                self.observed = lease_dict(row, t)
                 if row.holder == self.holder:
                     D.event(None, f"Engine {self.holder} acquired the lease", kind="reconcile")
                     return True, "acquired (new lease)"
@@ -111,7 +109,6 @@ class LeaseKeeper:
             if row.holder == self.holder:
                 # compare-and-set on the holder: renew only what is still ours
                 n = Lease.update(**mine).where((Lease.name == self.name) & (Lease.holder == self.holder)).execute()
-                self.observed = lease_dict(Lease.get_by_id(self.name), t)
                 return n == 1, None
             why = None
             if not row.holder or (row.expires_at or 0) <= t:
@@ -119,12 +116,10 @@ class LeaseKeeper:
             elif pid_gone(row.holder_machine, row.holder_pid):
                 why = f"holder {row.holder} is gone (pid {row.holder_pid} no longer exists on {D.MACHINE})"
             if why is None:
-                self.observed = lease_dict(row, t)
                 return False, None
             n = Lease.update(acquired_at=t, **mine).where(
                 (Lease.name == self.name) & (Lease.holder == row.holder) & (Lease.expires_at == row.expires_at)
             ).execute()
-            self.observed = lease_dict(Lease.get_by_id(self.name), t)
             if n == 1:
                 D.event(None, f"Engine {self.holder} took over the lease: {why}", kind="reconcile")
                 return True, f"took over: {why}"

@@ -15,7 +15,6 @@ DEPLOYMENT_RE = re.compile(r"^[0-9a-f]{4,12}$")   # a full id is 12 hex digits; 
 HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 VOLUME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-SECRET_KEY_RE = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|PRIVATE|AUTH)", re.I)
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/?=&%-]{0,200}$")
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 ROUTE_HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -117,15 +116,6 @@ def env_pair(value) -> tuple[str, str]:
         shown = f"{key[:64]!r}=***" if sep else "without '='"
         raise InputError(f"invalid env {shown}: KEY=VALUE with KEY of letters, digits and '_'")
     return key, val
-
-
-def is_secret(key: str) -> bool:
-    return bool(SECRET_KEY_RE.search(key))
-
-
-def mask_env(env: dict) -> dict:
-    """Env as an operator may see it: every value masked (values can hold secrets whatever the key is called)."""
-    return {k: "***" for k in env}
 
 
 EVENT_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
