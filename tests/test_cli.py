@@ -114,3 +114,19 @@ def test_an_illegal_move_is_one_line_with_exit_2(cli, engine, service_dir):
 def test_a_bare_group_prints_its_help(cli, engine):
     result = cli("service")
     assert result.returncode == 0 and "Commands:" in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["ls", "--json"], ["show", "--help"], ["service", "ls", "--json"]])
+def test_a_store_only_command_starts_without_docker_py_textual_prometheus_or_apprise(engine, args):
+    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir))
+    if engine.settings.db:
+        env["DEPLOYER_DB"] = engine.settings.db
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['deployer-console', *{args!r}]\n"
+            "try:\n    runpy.run_module('console.cli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "heavy = ('docker', 'textual', 'prometheus_client', 'apprise')\n"
+            "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"

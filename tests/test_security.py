@@ -266,3 +266,15 @@ def test_env_secrets_never_appear_in_events_logs_json_or_files(engine, service_d
         if path.is_file() and not path.name.startswith("deployer.db"):
             data = path.read_bytes()
             assert SECRET.encode() not in data and OTHER_SECRET.encode() not in data, path
+
+
+def test_read_only_refuses_queueing_a_deployment_through_the_engine_too(engine, ro_world):
+    from console.engine.errors import ReadOnlyError
+    before = Deployment.select().count()
+    engine.settings.read_only = True
+    try:
+        with pytest.raises(ReadOnlyError):
+            engine.create_deployment("web")
+    finally:
+        engine.settings.read_only = False
+    assert Deployment.select().count() == before

@@ -49,3 +49,18 @@ def test_rollback_without_a_previous_release_says_why(engine, tmp_path):
     from console.engine.errors import InputError
     with pytest.raises(InputError, match="no previous successful release"):
         engine.rollback("web")
+
+
+def test_the_rollback_target_named_beforehand_is_the_one_rolled_back_to(two_releases):
+    engine, first, second = two_releases
+    plan = engine.rollback_target("web")
+    assert plan == {"serving": {"id": second.id, "status": "success"}, "target": first.id}
+    rb = engine.rollback("web", to=plan["target"])
+    assert rb.state == "completed" and rb.to_deployment_id == first.id
+
+
+def test_a_service_with_nothing_to_roll_back_to_has_no_rollback_target(engine, tmp_path):
+    engine.add_service("web", str(make_service_dir(tmp_path / "web")))
+    from console.engine.errors import InputError
+    with pytest.raises(InputError, match="no previous successful release"):
+        engine.rollback_target("web")
