@@ -84,7 +84,7 @@ def test_r_with_building_chosen_on_a_failed_deployment_brings_it_to_success(engi
     assert Deployment.get_by_id(dep.id).attempts == 1
 
 
-def test_b_y_rolls_the_service_back(engine, service_dir):
+def test_b_y_rolls_the_service_back_to_the_release_its_confirmation_names(engine, service_dir):
     engine.add_service("web", str(service_dir))
     first = engine.deploy("web")
     second = engine.deploy("web")
@@ -94,9 +94,14 @@ def test_b_y_rolls_the_service_back(engine, service_dir):
         app = DeployerConsole(engine, host_runtime=False)
         async with app.run_test(size=SIZE) as pilot:
             await first_render(pilot)
+            # a filter that leaves the target out of the table: the confirmation still names it (the engine's pick)
+            await pilot.press("slash", *second.id, "enter")
+            table = app.main.query_one("#deployments")
+            await wait_until(pilot, lambda: set(table.rows_by_id) == {second.id}, what="the filtered table")
             await select(pilot, second.id)
             await pilot.press("b")
             await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen", what="the confirmation")
+            assert f"roll back to: {first.id}" in str(app.screen.body)
             await pilot.press("y")
             await wait_until(pilot, lambda: Deployment.get_by_id(first.id).status == "success", timeout=90,
                              what="the rollback")
@@ -352,3 +357,23 @@ def test_palette_lists_each_action_once_with_its_key(seeded):
             assert "Cancel  (c)" in titles and "Filter  (/)" in titles and "Help  (?)" in titles
             assert not [t for t in titles if t.count(":") > 1 or "Details: Details" in t]
     run(scenario())
+
+
+def test_b_on_a_service_with_nothing_to_roll_back_to_says_why_and_asks_nothing(engine, service_dir):
+    from console.engine import deployments as D
+    engine.add_service("web", str(service_dir))
+    failed = engine.create_deployment("web")
+    D.move(engine.store, failed.id, "failed", error="BUILDING: boom")
+
+    async def scenario():
+        app = DeployerConsole(engine, host_runtime=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            await select(pilot, failed.id)
+            await pilot.press("b")
+            await wait_until(pilot, lambda: any("no previous successful release" in m for _, m in app.notices),
+                             what="the engine's refusal")
+            await pilot.pause(0.2)
+            assert screen_name(app) == "MainScreen", "no confirmation for a rollback the engine refuses"
+    run(scenario())
+    assert not Rollback.select().exists()
