@@ -6,6 +6,13 @@ deadlocking on a lock upgrade. A file that is not a SQLite database, or a SQLite
 and left untouched. A store file (0600) or data dir (0700) that already exists with group/other access is tightened with
 a warning, and refused when another user owns it, as ssh and PostgreSQL do. A `postgresql://` URL (playhouse.db_url)
 works the same way; there a write transaction takes an advisory lock so the lease and the outbox behave as on SQLite.
+
+A PostgreSQL server that restarts (or a network that drops) closes every connection. Each thread's connection is then
+re-opened at its next statement outside a transaction (a read, or the BEGIN of the next write), and that statement is
+retried once: nothing of it had run. A statement inside a transaction is never replayed (the transaction's earlier
+statements are gone with the connection): that transaction fails with `StoreUnavailable` ("store unreachable: ...")
+and the next one starts on a new connection. While the server does not answer, every attempt fails the same way; the
+callers (the lease loop, the scheduler's jobs, the console's poller) try again at their next tick.
 """
 import contextlib
 import logging
@@ -14,7 +21,7 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlsplit, urlunsplit
 
 import peewee
 
@@ -29,6 +36,98 @@ QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024   # quick_check reads the whole file: a
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message is one line for the operator."""
+
+
+class StoreUnavailable(StoreError, peewee.OperationalError):
+    """The store's server does not answer (its connection dropped and could not be re-opened). Exit code 4 in the CLI.
+    Also a peewee OperationalError, so code that handles a failed statement handles this one too."""
+    exit_code = 4
+
+
+# psycopg2's words for a connection the server (or the network) has closed, or a server that does not answer
+DROPPED = ("connection already closed", "server closed the connection", "terminating connection",
+           "connection to server", "could not connect to server", "no connection to the server",
+           "could not receive data from server", "could not send data to server", "ssl connection has been closed",
+           "the database system is shutting down", "the database system is starting up", "connection not open")
+
+
+def is_dropped(error: BaseException) -> bool:
+    """Whether a driver error means the connection is gone (as opposed to a bad statement or a conflict)."""
+    if not isinstance(error, (peewee.OperationalError, peewee.InterfaceError)):
+        return False
+    text = str(error).lower()
+    return any(mark in text for mark in DROPPED)
+
+
+def unreachable(error: BaseException) -> StoreUnavailable:
+    if isinstance(error, StoreUnavailable):
+        return error
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return StoreUnavailable(f"store unreachable: {first}")
+
+
+class ReconnectOnDrop:
+    """Mixed into the PostgreSQL database class: a dropped connection is re-opened and the statement retried once,
+    but only outside a transaction (see the module docstring)."""
+
+    def execute_sql(self, sql, params=None):
+        return self._again(super().execute_sql, sql, params)
+
+    def begin(self, *args, **kwargs):
+        return self._again(super().begin, *args, **kwargs)
+
+    def rollback(self):
+        try:
+            super().rollback()
+        except (peewee.OperationalError, peewee.InterfaceError) as e:
+            if not is_dropped(e):
+                raise
+            # the server dropped the transaction with the connection: nothing to roll back; the error that ended
+            # the transaction is the one the caller sees
+
+    def _again(self, func, *args, **kwargs):
+        was_open = not self._state.closed
+        try:
+            return func(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError) as e:
+            if not is_dropped(e) or self.in_transaction():
+                raise
+            self._drop_connection()
+            if not was_open:  # a new connection failed: the server does not answer; no second wait
+                raise unreachable(e) from e
+            log.warning("store connection dropped (%s); reconnecting", str(e).strip().splitlines()[0])
+        try:
+            return func(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError) as e:
+            if not is_dropped(e):
+                raise
+            self._drop_connection()
+            raise unreachable(e) from e
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's dead connection; peewee opens a new one at the next statement."""
+        conn = self._state.conn
+        self._state.reset()
+        with contextlib.suppress(Exception):
+            if conn is not None:
+                conn.close()
+
+
+def _database_for_url(url: str, **params) -> peewee.Database:
+    """playhouse.db_url's database for the URL; a PostgreSQL one reconnects after its server dropped it."""
+    from playhouse import db_url  # loads every backend's extension: only a URL store needs it
+    from playhouse.db_url import connect
+    parsed = urlsplit(url)
+    cls = db_url.schemes.get(parsed.scheme)
+    if cls is not None and issubclass(cls, peewee.PostgresqlDatabase):
+        if not issubclass(cls, ReconnectOnDrop):
+            cls = type(f"Reconnecting{cls.__name__}", (ReconnectOnDrop, cls), {})
+        kwargs = db_url.parseresult_to_dict(urlparse(url))
+        kwargs.update(params)
+        if not kwargs.get("database"):
+            return connect(url, **params)  # its own message for a URL without a database name
+        return cls(**kwargs)
+    return connect(url, **params)
 
 
 def make_private(path: Path, mode: int, what: str) -> str | None:
@@ -139,7 +238,11 @@ class Store:
                 with self.db.atomic():
                     self.db.execute_sql("SELECT pg_advisory_xact_lock(7157)")
                     yield
-        except peewee.OperationalError as e:
+        except StoreUnavailable:
+            raise
+        except (peewee.OperationalError, peewee.InterfaceError) as e:
+            if is_dropped(e):
+                raise unreachable(e) from e
             raise StoreError(f"store write failed: {e}") from e
         except peewee.DatabaseError as e:
             if type(e) is peewee.DatabaseError:  # SQLite's "database disk image is malformed": a damaged file
@@ -164,16 +267,17 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
     warnings: list[str] = []
     guard = False
     if "://" in url and not url.startswith("sqlite"):
-        from playhouse.db_url import connect  # loads every backend's extension: only a URL store needs it
         try:
             # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
             # the URL says otherwise (?connect_timeout=N)
             params = {} if "connect_timeout=" in url else {"connect_timeout": 10}
-            database_obj = connect(url, **params)
+            database_obj = _database_for_url(url, **params)
             database_obj.connect()
         except Exception as e:  # driver errors differ per backend; the operator needs one line
             reason = _redact_text(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
-            raise StoreError(f"cannot connect to {_redact(url)}: {reason}") from e
+            error = StoreUnavailable if is_dropped(e) or "could not" in reason.lower() else StoreError
+            raise error(f"{'store unreachable: ' if error is StoreUnavailable else ''}cannot connect to "
+                        f"{_redact(url)}: {reason}") from e
     else:
         path = Path(url.removeprefix("sqlite:///")).expanduser()
         guard = read_only and path.is_file() and path.stat().st_size > 0   # a new store is created first
@@ -241,4 +345,5 @@ def _redact_text(text: str, url: str) -> str:
     return text
 
 
-__all__ = ["Store", "StoreError", "open_store", "private_dir", "make_private", "MODELS"]
+__all__ = ["Store", "StoreError", "StoreUnavailable", "is_dropped", "open_store", "private_dir", "make_private",
+           "MODELS"]

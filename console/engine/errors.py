@@ -1,4 +1,11 @@
-"""Errors an operator sees: each message is one line saying what failed and what to do."""
+"""Errors an operator sees: each message is one line saying what failed and what to do.
+
+Exit codes: 1 other, 2 input, 3 a Docker engine unreachable, 4 the store unreachable (`StoreUnavailable`, defined
+next to the store in storage/db.py: a PostgreSQL server that does not answer or dropped the connection).
+"""
+from storage.db import StoreUnavailable  # noqa: F401 - exit code 4, re-exported for the faces
+
+STORE_UNREACHABLE_EXIT = StoreUnavailable.exit_code
 
 
 class DeployerError(Exception):

@@ -22,6 +22,7 @@ from console.engine.errors import Cancelled, DeployerError, InputError
 from console.engine.paths import atomic_symlink, atomic_write, link_target
 from console.engine.validate import PHASES
 from storage.clock import now
+from storage.db import StoreUnavailable
 from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
 from storage.queries import pipeline_alive
 
@@ -293,6 +294,8 @@ class Pipeline:
             return self._stopped(job, stop, current_before)
         except Cancelled:
             return self._stopped(job, Stop(*(control.stop_reason or ("cancelled", "cancelled"))), current_before)
+        except StoreUnavailable:  # not the deployment's fault: it stays `deploying` and is resumed (scheduler.py)
+            raise
         except Exception as e:  # every failure of a phase ends the deployment failed, with one line of why
             if control.stop_reason:
                 return self._stopped(job, Stop(*control.stop_reason), current_before)

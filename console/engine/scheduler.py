@@ -18,9 +18,16 @@ Stopping (SIGTERM, console exit) takes under 5 s: no new runs; the pipelines thi
 own RunControl stops them within 0.2 s and the next leader's dispatcher resumes them at once); in-flight job runs
 get until the deadline and any still open are closed as `interrupted`, cleanup tasks they had claimed go back to
 `pending`; then the lease is released.
+
+The store going away (a PostgreSQL restart: `StoreUnavailable`) ends what was writing at that moment without
+deciding anything: a pipeline stops where it is (its deployment stays `deploying`, not failed), a job run ends as an
+error. At the first lease attempt the store answers again, this runtime repairs what the outage cut: its stopped
+pipelines get a resume request for their recorded phase (the dispatcher resumes them at once), cleanup tasks claimed
+by a cut cleanup run go back to `pending`, and job runs left open are closed as `interrupted`.
 """
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +48,7 @@ from console.engine.pipeline import ServiceBusy
 from console.engine.errors import one_line
 from console.engine.validate import PHASES
 from storage.clock import now
-from storage.db import BUSY_TIMEOUT_S
+from storage.db import BUSY_TIMEOUT_S, StoreUnavailable
 from storage.models import CleanupTask, Deployment, JobRun, Lease
 from storage.queries import is_stuck
 
@@ -73,6 +80,8 @@ class Runtime:
         self._running_lock = threading.Lock()
         self._in_flight: dict[str, tuple[int, float]] = {}   # job -> (JobRun id, started_at)
         self._jobs_cv = threading.Condition()
+        self._cut: list[tuple] = []   # what a store outage cut: (kind, job or deployment id, started, cut at)
+        self._cut_lock = threading.Lock()
         if logging.getLogger("apscheduler").level == logging.NOTSET:
             # "skipped: maximum number of running instances reached" is the no-overlap rule working, not news
             logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -160,6 +169,8 @@ class Runtime:
 
     def _elect(self) -> None:
         leader = self.lease.step()
+        if self.lease.last_error is None and self._cut:
+            self._repair_cut()
         with self._role_lock:
             if self._stop.is_set():
                 return
@@ -199,6 +210,10 @@ class Runtime:
             counts.pop("_error", None)
             if not any(counts.values()):
                 counts = {}  # an idle run: nothing to say, and retention prunes idle records sooner
+        except StoreUnavailable as e:  # the store went away mid-run: repaired when it answers (_repair_cut)
+            log.warning("job %s cut: %s", name, e)
+            outcome, error = "error", one_line(e)
+            self._note_cut(name, started)
         except Exception as e:  # recorded on the run; the next run tries again
             log.exception("job %s failed", name)
             outcome, error = "error", one_line(e)
@@ -207,6 +222,9 @@ class Runtime:
                 with self.engine.store.write():
                     JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
                         JobRun.id == run_id).execute()
+            except StoreUnavailable as e:
+                log.warning("job %s: could not record its end: %s", name, e)
+                self._note_cut(name, started)
             except Exception:
                 log.exception("job %s: could not record its end", name)
             with self._jobs_cv:
@@ -217,6 +235,44 @@ class Runtime:
                 "job %s %s in %.2f s: %s%s", name, outcome, now() - started,
                 " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing to do",
                 f" ({error})" if error else "")
+
+    def _note_cut(self, name: str, started: float) -> None:
+        with self._cut_lock:
+            self._cut.append(("job", name, started, now()))
+
+    def _repair_cut(self) -> None:
+        """The store answers again after an outage: resume the pipelines it stopped, put back the cleanup tasks a
+        cut run had claimed, close the job runs it left open. A repair that fails is tried at the next attempt."""
+        with self._cut_lock:
+            cut, self._cut = self._cut, []
+        busy = self.running_ids()
+        try:
+            with self.engine.store.write():
+                for kind, what, started, at in cut:
+                    if kind == "pipeline" and what not in busy:
+                        dep = Deployment.get_or_none(Deployment.id == what)
+                        if dep is None or dep.status != "deploying" or dep.owner_pid != os.getpid():
+                            continue
+                        phase = dep.phase or PHASES[0]
+                        Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, resume_from=phase,
+                                          updated_at=now()).where(Deployment.id == dep.id).execute()
+                        D.event(dep.id, f"Engine {self.holder}: the store was unreachable and stopped the pipeline "
+                                        f"of {dep.id}; it resumes from {phase}", kind="reconcile", level="warning")
+                    elif kind == "job" and what == "cleanup":
+                        # claimed by the cut run (a later run claims with a later time); removal is idempotent
+                        CleanupTask.update(state="pending", updated_at=now()).where(
+                            (CleanupTask.state == "running") & (CleanupTask.updated_at >= started) &
+                            (CleanupTask.updated_at <= at)).execute()
+                with self._jobs_cv:
+                    open_ids = [run_id for run_id, _ in self._in_flight.values()]
+                JobRun.update(finished_at=now(), outcome="interrupted", error="the store was unreachable").where(
+                    (JobRun.holder == self.holder) & JobRun.finished_at.is_null() & JobRun.id.not_in(open_ids or [0])
+                ).execute()
+            log.info("store answers again: repaired what the outage cut (%d item(s))", len(cut))
+        except Exception as e:  # noqa: BLE001 - still unreachable: the next lease attempt repairs
+            log.warning("repairing after the store outage: %s", one_line(e))
+            with self._cut_lock:
+                self._cut = cut + self._cut
 
     def _close_open_runs(self) -> None:
         """No job run of this holder stays half-written: what did not end in time is closed as interrupted."""
@@ -272,6 +328,11 @@ class Runtime:
             log.log(logging.WARNING if status == "failed" else logging.INFO, "deployment %s (run from %s): %s%s",
                     dep.id, phase, status, f": {error}" if error and status == "failed" else "")
             return status
+        except StoreUnavailable as e:  # stopped where it was, still `deploying`: resumed once the store answers
+            log.warning("deployment %s: pipeline stopped, %s; it resumes once the store answers", dep.id, e)
+            with self._cut_lock:
+                self._cut.append(("pipeline", dep.id, 0.0, now()))
+            return None
         except Exception:
             log.exception("pipeline of %s", dep.id)
             return None
