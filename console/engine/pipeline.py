@@ -136,6 +136,8 @@ class RunControl:
                         Deployment.update(heartbeat_at=now()).where(
                             (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner)).execute()
                     last_beat = time.monotonic()
+            except StoreUnavailable as e:  # one line, not a traceback every round, while the server is away
+                log.warning("run control of %s: %s", self.deployment_id, e)
             except Exception:  # a store hiccup must not kill the watcher; the next round retries
                 log.exception("run control of %s", self.deployment_id)
 
