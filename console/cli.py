@@ -613,17 +613,21 @@ def host():
 @click.option("--tls-key", default=None, help="Client key.")
 @click.option("--default", "make_default", is_flag=True, help="Deploy services without --host here.")
 @click.option("--base-image", "base_image_too", is_flag=True, help="Also build deployer/base:busybox on it.")
+@click.option("--force", is_flag=True, help="Add it even if its engine does not answer now.")
 @_json_flag
 @click.pass_obj
-def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, make_default, base_image_too, json_out):
-    """Add the Docker engine at URL (unix://, tcp:// with TLS, ssh://) as host NAME."""
+def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, make_default, base_image_too, force, json_out):
+    """Add the Docker engine at URL (unix://, tcp:// with TLS, ssh://) as host NAME. All or nothing: when the engine
+    does not answer (or --base-image fails) nothing is added and the exit code is 3, unless --force."""
     from console.engine import hosts as H
-    row = H.add_host(ctx.engine, name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=make_default)
-    if base_image_too:
-        built = ctx.engine.hosts.gateway(name).ensure_base_image()
-        row["base_image"] = "built" if built else "present"
-    emit(ctx, row, f"host {name} added ({url})" + (", default" if make_default else "")
-         + (f"; deployer/base:busybox {row['base_image']}" if base_image_too else ""), json_out)
+    row = H.add_host(ctx.engine, name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=make_default,
+                     base_image=base_image_too, force=force)
+    text = f"host {name} added ({url})" + (", default" if make_default else "")
+    if row["problem"]:
+        text += f", but it is unreachable: {row['problem']}"
+    elif base_image_too:
+        text += f"; deployer/base:busybox {row['base_image']}"
+    emit(ctx, row, text, json_out)
 
 
 @host.command("ls")

@@ -205,7 +205,7 @@ def test_every_operator_action_is_audited_with_its_outcome(cli, engine, service_
     engine.cleanup()
     engine.reconcile()
     engine.reconcile(dry_run=True)                # a plan changes nothing: not an action
-    H.add_host(engine, "spare", "tcp://127.0.0.1:9")
+    H.add_host(engine, "spare", "tcp://127.0.0.1:9", force=True)
     H.remove_host(engine, "spare")
     with pytest.raises(Exception):
         engine.rollback("web")                    # refused: nothing to roll back to

@@ -143,12 +143,40 @@ class Hosts:
             raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
         return spec
 
-    def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> Host:
-        tls_ca, tls_cert, tls_key = _checked(name, url, tls_ca, tls_cert, tls_key)
+    def check_new(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
+        """Refuse a host that cannot be added (bad URL or TLS files, a name in use); returns the TLS paths."""
+        tls = _checked(name, url, tls_ca, tls_cert, tls_key)
         if name in self.overlay:
             raise InputError(f"host {name} comes from {self._where(name)}; change it there")
         if name == DEFAULT or Host.get_or_none(Host.name == name):
             raise InputError(f"host {name} exists; remove it first or edit the config")
+        return tls
+
+    def try_engine(self, name: str, url: str, tls: dict, base_image: bool = False) -> tuple[str | None, str | None]:
+        """Ask a would-be host's engine before it is added: a ping bounded by host_timeout, and with base_image,
+        build deployer/base:busybox there when missing. Returns (why it failed or None, "built"|"present"|None)."""
+        timeout = float(self.settings.host_timeout)
+        try:
+            client = make_client(url, tls, self.timeout if base_image else timeout, timeout)
+        except docker.errors.DockerException as e:
+            return one_line(e), None
+        try:
+            gw = Gateway(name, client)
+            response = gw._call("pinging", gw.api._get, gw.api._url("/_ping"), timeout=timeout)
+            gw.api._raise_for_status(response)
+            if not base_image:
+                return None, None
+            return None, "built" if gw.ensure_base_image() else "present"
+        except Exception as e:  # noqa: BLE001 - any failure means "not usable now"; the message says why
+            return one_line(e), None
+        finally:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a dead host's client is best effort
+                pass
+
+    def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> Host:
+        tls_ca, tls_cert, tls_key = self.check_new(name, url, tls_ca, tls_cert, tls_key)
         Host.create(name=name, url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         if default:
             Host.update(is_default=(Host.name == name)).execute()
@@ -395,12 +423,35 @@ class Hosts:
 
 
 # ---- operator actions (CLI `host add|ls|rm`, the console): read-only guard, one write transaction, an audit event
-def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> dict:
-    with engine.operator_action("host add", name, host=name) as act, engine.store.write():
+def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False,
+             base_image: bool = False, force: bool = False) -> dict:
+    """All or nothing: the engine at `url` is asked first (and with base_image, gets deployer/base:busybox); when it
+    does not answer (or the build fails) nothing is added and EngineUnavailable says why. With force the host is
+    added all the same, marked unreachable; the row's `problem` says why."""
+    with engine.operator_action("host add", name, host=name) as act:
         act.known = bool(validate.host_name(name))
-        engine.hosts.add(name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=default)
-        act.ok(f"Docker host {name} added ({url}{', default' if default else ''}) by {act.actor}")
-    return next(r for r in engine.hosts.rows() if r["name"] == name)
+        with engine.store.read():
+            tls = dict(zip(("tls_ca", "tls_cert", "tls_key"),
+                           engine.hosts.check_new(name, url, tls_ca, tls_cert, tls_key), strict=True))
+        problem, built = engine.hosts.try_engine(name, url, tls, base_image)  # outside any transaction
+        if problem and not force:
+            raise EngineUnavailable(f"host {name} not added: {url} {problem} (--force adds it all the same)")
+        with engine.store.write():
+            engine.hosts.add(name, url, default=default, **tls)
+            if problem:  # noted as reachability is, with its event
+                from console.engine import deployments as D
+                engine.hosts.record({name: problem})
+                D.event(None, f"Docker host {name} is unreachable: {problem}", kind="host", level="warning",
+                        host=name)
+            act.ok(f"Docker host {name} added ({url}{', default' if default else ''}"
+                   f"{f', unreachable: {problem}' if problem else ''}) by {act.actor}")
+    row = next(r for r in engine.hosts.rows() if r["name"] == name)
+    return row | {"problem": problem} | ({"base_image": built} if base_image else {})
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def remove_host(engine, name: str, force: bool = False) -> None:

@@ -105,7 +105,7 @@ def test_a_runs_docker_host_and_config_hosts_stay_in_that_run(engine, dead, tmp_
     # [hosts] of the config file apply to the runs that read it; `host add` hosts live in the store
     config = tmp_path / "other.toml"
     config.write_text(f'[hosts.far]\nurl = "{dead}"\n')
-    assert cli(engine, "host", "add", "kept", dead).returncode == 0
+    assert cli(engine, "host", "add", "kept", dead, "--force").returncode == 0
     rows = hosts_of(cli(engine, "host", "ls", "--json", "--no-probe", DEPLOYER_CONFIG=str(config)))
     assert {n: r["source"] for n, r in rows.items()} == {"local": "default", "far": "config", "kept": "store"}
     assert [h.name for h in Host.select()] == ["kept"]
@@ -116,7 +116,7 @@ def test_a_runs_docker_host_and_config_hosts_stay_in_that_run(engine, dead, tmp_
 
 def test_host_rm_force_abandons_the_open_cleanups_of_a_dead_host_and_removes_it(engine, dead, tmp_path):
     engine.settings.host_timeout = 2.0
-    H.add_host(engine, "gone", dead)
+    H.add_host(engine, "gone", dead, force=True)
     src = make_service_dir(tmp_path / "bad", dockerfile=BAD)
     engine.add_service("bad", str(src), host="gone")
     failed = engine.deploy("bad")
@@ -166,7 +166,7 @@ def test_commands_that_need_an_engine_exit_3_when_it_does_not_answer(engine, dea
     task = CleanupTask.get(CleanupTask.deployment == dep.id)
     assert task.state == "pending" and task.attempts == 0
     # one host down of two: the answer of the other, and a warning naming the dead one
-    H.add_host(engine, "gone", dead)
+    H.add_host(engine, "gone", dead, force=True)
     proc = cli(engine, "containers", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [] and "gone" in proc.stderr and "warning" in proc.stderr
@@ -178,7 +178,7 @@ def test_commands_that_need_an_engine_exit_3_when_it_does_not_answer(engine, dea
 
 
 def test_status_probes_the_hosts_instead_of_repeating_the_store(engine, dead):
-    H.add_host(engine, "gone", dead)
+    H.add_host(engine, "gone", dead, force=True)
     Host.update(reachable=True, last_error=None).execute()   # what an earlier pass stored
     t0 = time.monotonic()
     proc = cli(engine, "status", "--json", DEPLOYER_HOST_TIMEOUT="2")
@@ -225,3 +225,24 @@ def test_the_status_bar_checks_the_hosts_only_this_run_knows(engine, dead):
     finally:
         other.hosts.close()
     assert Host.select().count() == 0
+
+
+def test_host_add_is_all_or_nothing_and_force_adds_an_unreachable_host_saying_so(engine, dead, silent):
+    engine.settings.host_timeout = 2.0
+    # a dead engine, with and without --base-image: exit 3, one line, nothing added
+    for args in (["host", "add", "gone", dead, "--base-image"], ["host", "add", "gone", dead],
+                 ["host", "add", "wedged", silent]):
+        t0 = time.monotonic()
+        proc = cli(engine, *args, DEPLOYER_HOST_TIMEOUT="2")
+        one_error_line(proc, 3)
+        assert "not added" in proc.stderr and "--force" in proc.stderr, proc.stderr
+        assert time.monotonic() - t0 < 15, "the probe is bounded by host_timeout"
+    assert Host.select().count() == 0
+    # --force: added, marked down, and the output says it is unreachable
+    proc = cli(engine, "host", "add", "gone", dead, "--force", "--base-image", DEPLOYER_HOST_TIMEOUT="2")
+    assert proc.returncode == 0, proc.stderr
+    assert "added" in proc.stdout and "unreachable" in proc.stdout, proc.stdout
+    row = Host.get(Host.name == "gone")
+    assert row.reachable is False and row.last_error
+    audit = [e.message for e in DeploymentEvent.select().where(DeploymentEvent.kind == "audit")]
+    assert any("gone added" in m and "unreachable" in m for m in audit), audit

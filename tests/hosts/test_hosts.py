@@ -272,9 +272,9 @@ def test_dead_blackholed_and_silent_hosts_fail_fast_and_never_hold_up_the_others
     bh_srv, fill, bh_url = _blackholed_tcp()
     silent_srv, silent_url = _silent_unix(tmp_path)
     try:
-        H.add_host(engine, "dead", f"unix://{tmp_path / 'nothing-here.sock'}")
-        H.add_host(engine, "blackholed", bh_url)
-        H.add_host(engine, "silent", silent_url)
+        H.add_host(engine, "dead", f"unix://{tmp_path / 'nothing-here.sock'}", force=True)
+        H.add_host(engine, "blackholed", bh_url, force=True)
+        H.add_host(engine, "silent", silent_url, force=True)
         t0 = time.monotonic()
         rows = {r["name"]: r for r in H.list_hosts(engine)}
         took = time.monotonic() - t0
