@@ -51,12 +51,17 @@ DROPPED = ("connection already closed", "server closed the connection", "termina
            "the database system is shutting down", "the database system is starting up", "connection not open")
 
 
+# the server answered, and said no: a setting to fix, not an outage to wait out
+REFUSED = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied", "ssl is not")
+
+
 def is_dropped(error: BaseException) -> bool:
-    """Whether a driver error means the connection is gone (as opposed to a bad statement or a conflict)."""
+    """Whether a driver error means the connection is gone or the server does not answer (as opposed to a bad
+    statement, a conflict, or a server that refuses our credentials)."""
     if not isinstance(error, (peewee.OperationalError, peewee.InterfaceError)):
         return False
     text = str(error).lower()
-    return any(mark in text for mark in DROPPED)
+    return any(mark in text for mark in DROPPED) and not any(mark in text for mark in REFUSED)
 
 
 def unreachable(error: BaseException) -> StoreUnavailable:
@@ -275,7 +280,7 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
             database_obj.connect()
         except Exception as e:  # driver errors differ per backend; the operator needs one line
             reason = _redact_text(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
-            error = StoreUnavailable if is_dropped(e) or "could not" in reason.lower() else StoreError
+            error = StoreUnavailable if is_dropped(e) else StoreError
             raise error(f"{'store unreachable: ' if error is StoreUnavailable else ''}cannot connect to "
                         f"{_redact(url)}: {reason}") from e
     else:
