@@ -30,6 +30,35 @@ UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                OSError)
 
 
+class FollowedLogs:
+    """docker-py's followed log stream, whose close() also works over ssh:// (docker-py cannot cancel a stream on
+    its ssh transport; there the ssh process under it is ended, which ends the stream as closing a socket does)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._stream)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+            return
+        except Exception:  # noqa: BLE001 - the ssh transport: end its process below
+            pass
+        response = getattr(self._stream, "_response", None)
+        channel = getattr(getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None), "channel", None)
+        try:
+            if channel is not None:
+                channel.shutdown()
+        finally:
+            if response is not None:
+                response.close()
+
+
 @dataclass
 class ContainerInfo:
     id: str
@@ -135,9 +164,9 @@ class Gateway:
         except docker.errors.ImageNotFound:
             return False
 
-    def ensure_base_image(self, busybox_path: str = "/bin/busybox") -> bool:
+    def ensure_base_image(self, busybox_path: str = "/bin/busybox", tag: str = BASE_IMAGE) -> bool:
         """Build deployer/base:busybox (FROM scratch + static busybox) when missing. True if it was built."""
-        if self.image_exists(BASE_IMAGE):
+        if self.image_exists(tag):
             return False
         dockerfile = b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
         buf = io.BytesIO()
@@ -148,7 +177,7 @@ class Gateway:
             tar.add(busybox_path, arcname="busybox")
         buf.seek(0)
         for chunk in self._call("building the base image", self.api.build, fileobj=buf, custom_context=True,
-                                tag=BASE_IMAGE, rm=True, forcerm=True, decode=True,
+                                tag=tag, rm=True, forcerm=True, decode=True,
                                 labels=L.BASE_IMAGE_LABELS):
             if "error" in chunk:
                 raise RuntimeError(f"base image build failed: {chunk['error'].strip()}")
@@ -403,8 +432,8 @@ class Gateway:
 
     def follow_logs(self, container_id: str, tail: int = 200):
         """A generator of log lines (bytes) that follows the container; close it to stop."""
-        return self._call("following logs", self.api.logs, container_id, stdout=True, stderr=True, stream=True,
-                          follow=True, tail=tail, timestamps=False)
+        return FollowedLogs(self._call("following logs", self.api.logs, container_id, stdout=True, stderr=True,
+                                       stream=True, follow=True, tail=tail, timestamps=False))
 
     def archive_logs(self, container_id: str, dest) -> int:
         """Write the container's whole log, gzipped, to `dest` (a Path). Returns the bytes written."""

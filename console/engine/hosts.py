@@ -47,6 +47,11 @@ def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeo
             cert = (tls["tls_cert"], tls["tls_key"]) if tls.get("tls_cert") else None
             # the server is always verified: against tls_ca when given, else the system's CA bundle
             tls_config = docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.get("tls_ca"), verify=True)
+        if url.startswith("ssh://"):  # the system ssh client, bounded by connect_timeout (ssh.py says why)
+            from console.engine import ssh
+            ssh.install()
+            ssh.register(url, connect_timeout)
+            ssh.check(url, connect_timeout)
         client = docker.DockerClient(base_url=url, tls=tls_config, timeout=connect_timeout,
                                      use_ssh_client=url.startswith("ssh://"))
     api = client.api

@@ -1,0 +1,99 @@
+"""`ssh://` Docker hosts end to end (issue 15, item 1): a real OpenSSH server (Debian's openssh-server, key
+authentication only) in front of the second engine, reached with the system `ssh` client. Where sshd listens and why:
+see tests/hosts/sshd.py (root namespace, 127.0.0.1, sessions pointed at h2's engine socket)."""
+import uuid
+
+import docker
+import pytest
+
+from console.engine import hosts as H
+from console.engine import labels as L
+from console.engine.cleanup import Cleaner
+from console.engine.pipeline import link_target
+from storage.models import Deployment, Host
+from tests.conftest import make_service_dir, purge_store_resources
+from tests.hosts.sshd import Sshd
+from tests.hosts.test_hosts import BAD, cli
+
+pytestmark = pytest.mark.slow
+GHOST = "0123456789ab"
+
+
+@pytest.fixture
+def sshd(tmp_path, h2_session, engine, monkeypatch):
+    h2_session.start()
+    server = Sshd(tmp_path / "sshd").start()
+    monkeypatch.setenv("PATH", server.path_env())   # `ssh` = the system client with this test's keys/known_hosts
+    engine.settings.host_timeout = 10.0
+    client = docker.DockerClient(base_url=h2_session.URL, timeout=60)
+    yield server, client
+    server.stop()
+    purge_store_resources(client, engine.store_id)
+    client.close()
+
+
+def _ours(client, store_id, deployment_id):
+    return client.containers.list(all=True, filters={"label": [f"{L.STORE}={store_id}",
+                                                               f"{L.DEPLOYMENT}={deployment_id}"]})
+
+
+def test_an_unknown_host_key_is_refused_with_one_line_and_host_add_base_image_builds_over_ssh(engine, sshd):
+    server, h2 = sshd
+    proc = cli(engine, "host", "add", "s1", server.url, "--base-image", PATH=server.path_env())
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and "not known" in proc.stderr and "ssh-keyscan" in proc.stderr, proc.stderr
+    assert Host.select().count() == 0, "nothing is added when the engine cannot be reached"
+
+    server.trust_host_key()   # the operator's one step: ssh-keyscan (or `ssh HOST` once) into known_hosts
+    proc = cli(engine, "host", "add", "s1", server.url, "--base-image", PATH=server.path_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "deployer/base:busybox present" in proc.stdout, proc.stdout
+    # the build itself over ssh (the shared base image stays: other tests use it), under a tag of this test's own
+    tag = f"deployer/base:ssh-{uuid.uuid4().hex[:8]}"
+    try:
+        assert engine.hosts.gateway("s1").ensure_base_image(tag=tag) is True
+        assert h2.images.get(tag).labels.get(L.ROLE) == "base"
+    finally:
+        try:
+            h2.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def test_deploy_fail_cleanup_rollback_and_orphan_sweep_over_ssh(engine, sshd, tmp_path):
+    server, h2 = sshd
+    server.trust_host_key()
+    H.add_host(engine, "s1", server.url)
+    engine.add_service("web", str(make_service_dir(tmp_path / "web")), host="s1")
+
+    first = engine.deploy("web")                                   # build (context upload), create, start, health
+    assert first.status == "success", first.error
+    [c1] = _ours(h2, engine.store_id, first.id)
+    assert c1.status == "running"
+    gw = engine.hosts.gateway("s1")
+    assert isinstance(gw.logs(c1.id), bytes)
+    stream = gw.follow_logs(c1.id, tail=5)                         # the console follows logs over ssh
+    stream.close()
+
+    second = engine.deploy("web")
+    assert second.status == "success", second.error
+    engine.rollback("web")                                         # back to the first, over ssh
+    assert link_target(engine.paths.current("web")) == first.id
+    assert _ours(h2, engine.store_id, first.id)[0].status == "running"
+
+    engine.add_service("bad", str(make_service_dir(tmp_path / "bad", dockerfile=BAD)), host="s1")
+    failed = engine.deploy("bad")
+    assert failed.status == "failed"
+    Cleaner(engine).run_due()                                      # its cleanup removes its container over ssh
+    assert _ours(h2, engine.store_id, failed.id) == []
+    assert Deployment.get_by_id(failed.id).status == "failed"
+
+    project = engine.service("web").project_id
+    ghost = h2.api.create_container("deployer/base:busybox", command=["sleep", "300"], name=f"ghost-{GHOST}-"
+                                    f"{uuid.uuid4().hex[:4]}", labels=L.deployment_labels(engine.store_id, GHOST,
+                                                                                         "web", project))
+    engine.settings.orphan_grace = 0.0
+    result = engine.reconcile()                                    # the orphan sweep lists and removes over ssh
+    assert ghost["Id"] in {o["id"] for o in result["orphans"]}, result
+    with pytest.raises(docker.errors.NotFound):
+        h2.api.inspect_container(ghost["Id"])
