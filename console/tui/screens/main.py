@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from console.engine import pipeline
+from console.engine.errors import StoreUnavailable
 from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
 from console.tui.screens.modals import HelpScreen, HostsScreen
 from console.tui.widgets.containers import ContainersTable
@@ -166,6 +167,9 @@ class MainScreen(Screen):
                     self._take_events(snap.events)
             elif event.state == WorkerState.ERROR:
                 self.report(f"refresh failed: {one_line(worker.error)}")
+                if isinstance(worker.error, StoreUnavailable):  # said in the status bar until a poll succeeds
+                    message = one_line(worker.error).removeprefix("store unreachable: ")
+                    self.query_one(StatusBar).show({**(self.status or {}), "store_error": message}, self.read_only)
             if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
                 self._polling = False
                 self.polls += 1

@@ -12,6 +12,9 @@ def status_text(status: dict | None, read_only: bool) -> Text:
     if read_only or (status or {}).get("read_only"):
         t.append(" READ-ONLY ", style="bold white on red")
         t.append(" ")
+    if (status or {}).get("store_error"):  # the last poll could not read the store (a PostgreSQL restart)
+        t.append(" store unreachable ", style="bold white on red")
+        t.append(f" {status['store_error']}  │  ", style="red")
     if status is None:
         t.append("engine: loading…", style="dim")
         return t
