@@ -44,6 +44,8 @@ class StoreUnavailable(StoreError, peewee.OperationalError):
     exit_code = 4
 
 
+IDLE_TX_TIMEOUT_S = 10    # a write transaction never waits on anything outside the store that long
+
 # psycopg2's words for a connection the server (or the network) has closed, or a server that does not answer
 DROPPED = ("connection already closed", "server closed the connection", "terminating connection",
            "connection to server", "could not connect to server", "no connection to the server",
@@ -108,6 +110,14 @@ class ReconnectOnDrop:
                 raise
             self._drop_connection()
             raise unreachable(e) from e
+
+    def _initialize_connection(self, conn):
+        super()._initialize_connection(conn)
+        # a client cut off mid-transaction (a machine whose link went down) would otherwise keep its session, and
+        # the advisory write lock with it, until TCP gives up (hours): the server ends such a session after
+        # IDLE_TX_TIMEOUT_S, so the other machines' engines can write (and take the lease over) again
+        with conn.cursor() as cur:
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_TX_TIMEOUT_S}s'")
 
     def _drop_connection(self) -> None:
         """Forget this thread's dead connection; peewee opens a new one at the next statement."""
@@ -276,6 +286,8 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
             # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
             # the URL says otherwise (?connect_timeout=N)
             params = {} if "connect_timeout=" in url else {"connect_timeout": 10}
+            if "keepalives" not in url:  # a server that vanished (its machine, the link) is noticed in ~15 s
+                params.update(keepalives=1, keepalives_idle=5, keepalives_interval=3, keepalives_count=3)
             database_obj = _database_for_url(url, **params)
             database_obj.connect()
         except Exception as e:  # driver errors differ per backend; the operator needs one line
