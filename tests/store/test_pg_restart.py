@@ -7,13 +7,7 @@ outage cut its pipeline), every cleanup task completes, the deployment has one c
 lease again within 15 s after the server answers. While the server is down, the CLI prints one `store unreachable`
 line and exits 4.
 """
-import glob
-import os
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,39 +15,10 @@ from console.engine import labels as L
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, Lease
 from tests.conftest import make_settings, purge_store_resources, wait_for
+from tests.pgcluster import Cluster
 from tests.reliability import cli_env, run_cli, spawn, stop_all, wait_for_fault_pause
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test-postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A private PostgreSQL cluster for one test, started and restarted with its own pg_ctl."""
-
-    def __init__(self):
-        self.dir = Path(f"/tmp/deployer-pg-restart-{os.getpid()}")  # the server's user must reach it: not tmp_path
-        self.env = {**os.environ, "DEPLOYER_PG_PORT": str(_free_port()), "DEPLOYER_PG_DIR": str(self.dir)}
-
-    def url(self) -> str:
-        return subprocess.run(["bash", str(SCRIPT), "url"], env=self.env, check=True, capture_output=True,
-                              text=True, timeout=300).stdout.strip()
-
-    def ctl(self, *args: str) -> None:
-        pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
-        cmd = [pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "server.log"), "-w", "-t", "60", *args]
-        if os.getuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=90)
-
-    def down(self) -> None:
-        subprocess.run(["bash", str(SCRIPT), "down"], env=self.env, capture_output=True, timeout=120)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
