@@ -146,7 +146,10 @@ class Gateway:
         except docker.errors.APIError:  # an answer from the engine (404, 409...), not an unreachable engine
             raise
         except UNREACHABLE as e:
-            raise EngineUnavailable(f"Docker host {self.host} unreachable while {what}: {type(e).__name__}") from e
+            text = " ".join(str(e).split())
+            # over ssh:// the reason is what ssh said (console/engine/ssh.py): worth the line
+            why = f"{type(e).__name__}: {text[text.index('ssh to'):][:200]}" if "ssh to" in text else type(e).__name__
+            raise EngineUnavailable(f"Docker host {self.host} unreachable while {what}: {why}") from e
 
     # ---- engine
     def ping(self) -> bool:
