@@ -81,11 +81,15 @@ def test_deploy_fail_cleanup_rollback_and_orphan_sweep_over_ssh(engine, sshd, tm
     assert link_target(engine.paths.current("web")) == first.id
     assert _ours(h2, engine.store_id, first.id)[0].status == "running"
 
-    engine.add_service("bad", str(make_service_dir(tmp_path / "bad", dockerfile=BAD)), host="s1")
+    engine.add_service("bad", str(make_service_dir(tmp_path / "bad", dockerfile=BAD)), host="s1",
+                       volumes=["data:/data"])
     failed = engine.deploy("bad")
     assert failed.status == "failed"
     Cleaner(engine).run_due()                                      # its cleanup removes its container over ssh
     assert _ours(h2, engine.store_id, failed.id) == []
+    archived = {p.name for p in engine.paths.archive(failed.id).iterdir()}
+    assert any(n.endswith(".log.gz") for n in archived), archived          # its log, archived over ssh
+    assert any("data" in n and n.endswith(".tar.gz") for n in archived), archived   # its volume, backed up
     assert Deployment.get_by_id(failed.id).status == "failed"
 
     project = engine.service("web").project_id
