@@ -1,6 +1,8 @@
 """`ssh://` Docker hosts end to end (issue 15, item 1): a real OpenSSH server (Debian's openssh-server, key
 authentication only) in front of the second engine, reached with the system `ssh` client. Where sshd listens and why:
 see tests/hosts/sshd.py (root namespace, 127.0.0.1, sessions pointed at h2's engine socket)."""
+import socket
+import time
 import uuid
 
 import docker
@@ -101,3 +103,18 @@ def test_deploy_fail_cleanup_rollback_and_orphan_sweep_over_ssh(engine, sshd, tm
     assert ghost["Id"] in {o["id"] for o in result["orphans"]}, result
     with pytest.raises(docker.errors.NotFound):
         h2.api.inspect_container(ghost["Id"])
+
+
+def test_an_ssh_server_that_never_answers_is_given_up_within_host_timeout(engine):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)                                    # accepts, never sends a banner: a wedged host
+    try:
+        t0 = time.monotonic()
+        proc = cli(engine, "host", "add", "sx", f"ssh://root@127.0.0.1:{silent.getsockname()[1]}",
+                   DEPLOYER_HOST_TIMEOUT="3")
+        assert proc.returncode == 3 and proc.stderr.count("\n") == 1 and "no answer" in proc.stderr, proc.stderr
+        assert time.monotonic() - t0 < 3 + 5
+        assert Host.select().count() == 0
+    finally:
+        silent.close()
