@@ -57,6 +57,13 @@ class Settings:
     notify_events: list = field(default_factory=lambda: list(NOTIFY_EVENTS))
     notify_fold_seconds: float = 300.0
     notify_cleanup_failing_after: int = 3     # a cleanup is "failing" from this many failed attempts on
+    # [routes]: who routes requests to the serving container: "traefik-file" (routes/<service>.yml for Traefik's file
+    # provider) or "caddy" (the admin API at caddy_admin; one server named `deployer` listening on `listen`); a
+    # superseded container is stopped drain_seconds after the new one serves, so requests in flight finish
+    routes_provider: str = "traefik-file"
+    routes_caddy_admin: str = "http://127.0.0.1:2019"
+    routes_listen: str = ":80"
+    routes_drain_seconds: float = 5.0
     # console
     poll_interval: float = 1.0
     keys: dict = field(default_factory=dict)
@@ -141,7 +148,25 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
         raise InputError(f"invalid [notify] events {', '.join(unknown)}: choose among {', '.join(NOTIFY_EVENTS)}")
     if settings.notify_fold_seconds < 0 or settings.notify_cleanup_failing_after < 1:
         raise InputError("invalid [notify] settings: fold_seconds must be 0 or more, cleanup_failing_after 1 or more")
+    _check_routes(settings)
     return settings
+
+
+ROUTE_PROVIDERS = ("traefik-file", "caddy")
+
+
+def _check_routes(settings: Settings) -> None:
+    if settings.routes_provider not in ROUTE_PROVIDERS:
+        raise InputError(f"invalid [routes] provider {settings.routes_provider!r}: {' or '.join(ROUTE_PROVIDERS)}")
+    admin = str(settings.routes_caddy_admin)
+    if not admin.startswith(("http://", "https://")) or not admin.split("://", 1)[1].strip("/"):
+        raise InputError(f"invalid [routes] caddy_admin {admin!r}: an http:// URL (e.g. http://127.0.0.1:2019)")
+    host, sep, port = str(settings.routes_listen).rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"invalid [routes] listen {settings.routes_listen!r}: [HOST]:PORT (e.g. :80)")
+    drain = settings.routes_drain_seconds
+    if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not 0 <= drain <= 3600:
+        raise InputError(f"invalid [routes] drain_seconds {drain!r}: seconds between 0 and 3600")
 
 
 def listen_address(listen: str) -> tuple[str, int] | None:
@@ -158,7 +183,8 @@ def listen_address(listen: str) -> tuple[str, int] | None:
 def _apply(settings: Settings, raw: dict, where: str) -> None:
     known = {f.name for f in dataclasses.fields(Settings)}
     sections = {"cleanup": "", "retention": "", "pipeline": "", "scheduler": "", "console": "", "store": "",
-                "metrics": "metrics_", "notify": "notify_"}   # [metrics] listen is the setting metrics_listen
+                "metrics": "metrics_", "notify": "notify_", "routes": "routes_"}
+    # [metrics] listen is the setting metrics_listen, [routes] provider is routes_provider
     flat = {}
     for key, value in raw.items():
         if key in sections and isinstance(value, dict):

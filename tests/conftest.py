@@ -56,7 +56,7 @@ def base_image(docker_client):
 def make_settings(data_dir, **overrides):
     defaults = dict(health_timeout=20.0, heartbeat_interval=0.5, cleanup_interval=0.5, dispatch_interval=0.5,
                     reconcile_interval=2.0, cleanup_backoff_max=2.0, lease_duration=6.0, lease_renew_deadline=4.0,
-                    lease_retry=0.5)
+                    lease_retry=0.5, routes_drain_seconds=0.2)
     defaults.update(overrides)
     if pgstore.enabled() and "db" not in defaults:  # make test-pg: each store is a fresh PostgreSQL database
         defaults["db"] = pgstore.database_for(str(data_dir))

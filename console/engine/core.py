@@ -96,6 +96,12 @@ class Engine:
         self.runtime = None  # the scheduler, when this process hosts one
 
     @functools.cached_property
+    def router(self):
+        """Where routes go (routes.py: the traefik-file directory or Caddy's admin API), made when first used."""
+        from console.engine import routes
+        return routes.make(self.settings, self.paths)
+
+    @functools.cached_property
     def pipeline(self):
         """Made when first used: the store-only commands start without the pipeline's imports."""
         from console.engine.pipeline import Pipeline
@@ -350,7 +356,8 @@ class Engine:
                     D.close_phases(dep.id, f"interrupted: the pipeline was gone when {actor} cancelled it")
                 act.ok()
         if gone:
-            self.pipeline.restore_previous(Deployment.get_by_id(dep.id))
+            from console.engine import releases
+            releases.restore(self, Deployment.get_by_id(dep.id))
         return Deployment.get_by_id(dep.id)
 
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):

@@ -18,8 +18,11 @@ from pathlib import Path
 from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine import metrics, notify
+from console.engine import releases
 from console.engine.errors import Cancelled, DeployerError, InputError
-from console.engine.paths import atomic_symlink, atomic_write, link_target
+from console.engine.paths import atomic_write, link_target
+from console.engine.releases import container_name  # noqa: F401 - the name other modules import from here
+from console.engine.routes import route_for, wait_through_proxy
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import StoreUnavailable
@@ -28,10 +31,6 @@ from storage.queries import pipeline_alive
 
 log = logging.getLogger(__name__)
 WAIT_POLL_S = 1.0  # a deployment waiting for its service polls the claim this often
-
-
-def container_name(service: str, deployment_id: str) -> str:
-    return f"deployer-{service}-{deployment_id}"
 
 
 def deployment_volume(deployment_id: str, name: str) -> str:
@@ -483,12 +482,12 @@ class Pipeline:
             return "already current"
         old = link_target(current)
         self._fault_point(job, "CREATING_SYMLINKS")
-        if old and old != dep.id:
-            atomic_symlink(self.ctx.paths.previous(svc.name), f"../../releases/{old}")
-        atomic_symlink(current, f"../../releases/{dep.id}")
+        releases.make_current(self.ctx.paths, svc.name, dep.id, previous_id=old)
         return f"current -> {dep.id} (previous {old or '-'}) in {service_dir}"
 
     def _updating_routes(self, job: Job) -> str:
+        """Start the container, wait until it answers its health path directly, only then switch the route to it:
+        a request never reaches a container that does not answer yet (a failure here leaves the old route)."""
         svc, dep, gw = job.service, job.deployment, job.gateway
         info = self._container(job)
         if info is None:
@@ -498,34 +497,25 @@ class Pipeline:
             gw.start(info)
             started = True
         self._fault_point(job, "UPDATING_ROUTES")
-        route = self.write_route(svc, dep.id, gw)
-        return f"{'started container, ' if started else 'already running, '}route {route.name} written"
-
-    def write_route(self, svc: Service, deployment_id: str, gw) -> Path:
-        """The Traefik file-provider config for the service, pointing at this deployment's container."""
-        name = container_name(svc.name, deployment_id)
-        info = gw.find_ours(name, self.ctx.store_id, deployment_id)  # a route never leads to a stranger's port
-        details = (gw.inspect(info.id) if info else None) or {}
-        bindings = ((details.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{svc.port}/tcp") or []
-        url = f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else f"http://{name}:{svc.port}"
-        rule = f"Host(`{svc.route_host}`)" if svc.route_host else f"PathPrefix(`/{svc.name}`)"
-        text = (f"# written by deployer-console for deployment {deployment_id}\n"
-                f"http:\n  routers:\n    {svc.name}:\n      rule: \"{rule}\"\n      service: {svc.name}\n"
-                f"  services:\n    {svc.name}:\n      loadBalancer:\n        servers:\n"
-                f"          - url: \"{url}\"\n")
-        route = self.ctx.paths.route(svc.name)
-        if not (route.exists() and route.read_text() == text):
-            atomic_write(route, text)
-        return route
+        answered = wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
+                                job.control.check, job.control.sleep)
+        job.control.check()
+        routed = self.ctx.router.apply(route_for(gw, svc, dep.id, info))
+        return f"{'started container, ' if started else 'already running, '}{answered}; {routed}"
 
     def _health_check(self, job: Job) -> str:
-        svc, dep = job.service, job.deployment
+        """End to end: through the proxy when the router runs one (the request a client sends, answered by this
+        deployment), else the container directly."""
+        svc, dep, gw = job.service, job.deployment, job.gateway
         self._fault_point(job, "HEALTH_CHECK")
         info = self._container(job)
         if info is None:
             raise RuntimeError(f"container {container_name(svc.name, dep.id)} is missing; resume from COPYING_FILES")
-        return wait_healthy(job.gateway, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
-                            job.control.check, job.control.sleep)
+        if self.ctx.router.proxy_check is None:
+            return wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
+                                job.control.check, job.control.sleep)
+        return wait_through_proxy(self.ctx.router, route_for(gw, svc, dep.id, info), svc.health_path,
+                                  self.ctx.settings.health_timeout, job.control.check, job.control.sleep)
 
     # ---- endings
     def _set(self, deployment_id: str, **fields):
@@ -541,6 +531,8 @@ class Pipeline:
                                                    (Deployment.status.in_(["success", "degraded"]))))
             for old in older:
                 D.move(self.ctx.store, old.id, "superseded", message=f"Deployment {old.id} superseded by {dep.id}")
+        if older:  # requests the proxy sent to the superseded container before the switch finish first
+            time.sleep(float(self.ctx.settings.routes_drain_seconds))
         for old in older:
             self.stop_service_container(svc, old.id, old.host)
         if older:
@@ -560,29 +552,9 @@ class Pipeline:
             D.event(deployment_id, f"Could not stop the container of {deployment_id}: {e}", level="warning",
                     host=host)
 
-    def restore_previous(self, dep: Deployment, current_before: str | None = None) -> None:
-        """A failed or cancelled deployment must not stay `current`: point `current` and the route back at what was
-        serving before (`current_before` when the caller knows it, else the `previous` link)."""
-        svc = dep.service
-        current = self.ctx.paths.current(svc.name)
-        if link_target(current) != dep.id:
-            return
-        back = current_before if current_before and current_before != dep.id else \
-            link_target(self.ctx.paths.previous(svc.name))
-        if back and back != dep.id and self.ctx.paths.release(back).exists():
-            atomic_symlink(current, f"../../releases/{back}")
-            try:
-                self.write_route(svc, back, self.ctx.hosts.gateway(Deployment.get_by_id(back).host))
-            except Exception as e:
-                D.event(dep.id, f"Could not restore the route of {back}: {e}", level="warning")
-            D.event(dep.id, f"current -> {back} restored", host=dep.host)
-        else:
-            current.unlink(missing_ok=True)
-            self.ctx.paths.route(svc.name).unlink(missing_ok=True)
-
     def _fail(self, job: Job, reason: str, current_before: str | None) -> str:
         try:
-            self.restore_previous(job.deployment, current_before)
+            releases.restore(self.ctx, job.deployment, current_before)
         except Exception:
             log.exception("restoring previous release of %s", job.service.name)
         try:
@@ -601,7 +573,7 @@ class Pipeline:
             D.event(dep.id, f"Pipeline in {D.MACHINE}:{os.getpid()} stopped: {stop.args[0]}", level="warning")
             return Deployment.get_by_id(dep.id).status
         try:
-            self.restore_previous(job.deployment, current_before)
+            releases.restore(self.ctx, job.deployment, current_before)
         except Exception:
             log.exception("restoring previous release of %s", job.service.name)
         # Nothing is removed here: the cleanup task does it (logs archived first, events, cleanup_delay). It waits

@@ -36,14 +36,13 @@ so a pass racing a pipeline, a cancel or another pass never makes a wrong move.
 """
 import logging
 import os
-import re
 import threading
 import time
 from datetime import datetime
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import metrics, notify
+from console.engine import metrics, notify, releases
 from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
@@ -60,7 +59,6 @@ log = logging.getLogger(__name__)
 JUDGED = ("deploying", "success", "degraded")
 ORPHAN_STATUSES = ("failed", "cancelled")
 OPEN_TASK_STATES = ("pending", "running", "kept")
-ROUTE_FOR = re.compile(r"^# written by deployer-console for deployment (\w+)$", re.MULTILINE)
 
 
 # ---- counting Docker API calls
@@ -148,23 +146,18 @@ def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, d
 
 
 def serving_problems(paths, service: str, deployment_id: str) -> list[str]:
-    """What disagrees with `deployment_id` serving `service`: the `current` link and the route file must point at
-    it (the route file names the deployment it was written for)."""
-    problems = []
+    """What disagrees with `deployment_id` serving `service` on disk: the `current` link must point at it."""
     current = link_target(paths.current(service))
-    if current != deployment_id:
-        problems.append(f"current points at {current or 'nothing'}, not at {deployment_id}")
-    route = paths.route(service)
-    try:
-        match = ROUTE_FOR.search(route.read_text())
-    except FileNotFoundError:
-        problems.append(f"route file routes/{route.name} is missing")
-    else:
-        target = match.group(1) if match else None
-        if target != deployment_id:
-            problems.append(f"route file routes/{route.name} points at {target or 'no deployment of ours'}, "
-                            f"not at {deployment_id}")
-    return problems
+    return [] if current == deployment_id else [f"current points at {current or 'nothing'}, not at {deployment_id}"]
+
+
+def route_problem(router, routed: dict, service: str, deployment_id: str) -> str | None:
+    """How the live route (`routed`, from `router.routed`) disagrees with `deployment_id` serving `service`."""
+    target = routed.get(service)
+    if target == deployment_id:
+        return None
+    where = f"route file routes/{service}.yml" if router.name == "traefik-file" else f"{router.name} route of {service}"
+    return f"{where} is missing" if target is None else f"{where} points at {target}, not at {deployment_id}"
 
 
 def _volume_created(vol: dict) -> float | None:
@@ -254,6 +247,8 @@ class Pass:
         busy = {d.service_id for d in deps.values() if d.status == "deploying"}
         zombies, deadlines = self._diff_deploying(deps, errors, running_here, t)
         orphans, drift, in_grace = [], [], 0
+        routed = self._routed({d.service_name for d in deps.values()
+                               if d.status in ("success", "degraded") and d.service_id not in busy})
         for host, cs in containers.items():
             by_dep: dict[str, list] = {}
             for c in cs:
@@ -281,12 +276,25 @@ class Pass:
                 problems = [] if running else [f"container {mine[0].name} is {mine[0].state}" if mine else
                                                f"container {container_name(d.service_name, d.id)} is missing"]
                 serving = d.service_id not in busy
+                route = None
                 if serving:
                     problems += serving_problems(self.engine.paths, d.service_name, d.id)
+                    if routed is not None and d.id not in rollbacks:
+                        route = route_problem(self.engine.router, routed, d.service_name, d.id)
+                # a proxy that restarted (Caddy forgets its live config) or a route moved by hand: drift, and the
+                # route is applied again when the rest agrees (the next pass then finds it serving: success)
+                reapply = bool(route) and not problems
+                if route:
+                    problems.append(route)
                 if d.status == "success" and problems:
                     drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
-                                  "status": d.status, "problem": "; ".join(problems), "action": "mark degraded",
-                                  "serving": serving and running})
+                                  "status": d.status, "problem": "; ".join(problems),
+                                  "action": "mark degraded, re-apply route" if reapply else "mark degraded",
+                                  "serving": serving and running, "reapply": reapply})
+                elif d.status == "degraded" and reapply:
+                    drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
+                                  "status": d.status, "problem": route, "action": "re-apply route",
+                                  "reapply": True})
                 elif d.status == "degraded" and not problems and serving:
                     drift.append({"deployment_id": d.id, "service": d.service_name, "host": host,
                                   "status": d.status, "problem": f"container {mine[0].name} runs and current and "
@@ -308,6 +316,15 @@ class Pass:
         return {"orphans": orphans, "drift": drift, "zombies": zombies, "deadlines": deadlines,
                 "rollbacks": stuck_rollbacks,
                 "hosts": errors, "in_grace": in_grace, "_deps": deps, "_errors": errors}
+
+    def _routed(self, services: set[str]) -> dict | None:
+        """{service: the deployment its live route serves} in one look at the router; None when it did not answer
+        (an error of the pass, not drift)."""
+        try:
+            return self.engine.router.routed(sorted(services)) if services else {}
+        except Exception as e:  # noqa: BLE001 - an unreachable proxy is reported, and the next pass looks again
+            self.errors.append(f"routes: {one_line(e)}")
+            return None
 
     def _orphan(self, host, kind, dep_id, obj_id, name, age, dep, open_tasks, rollbacks, running=False):
         """(finding or None, 1 if it is an orphan still inside its grace period)."""
@@ -462,7 +479,7 @@ class Pass:
         """A failed deployment must not stay `current`; the pipeline's own rule puts back what served before."""
         dep = Deployment.get_by_id(dep_id)
         try:
-            self.engine.pipeline.restore_previous(dep)
+            releases.restore(self.engine, dep)
         except Exception as e:  # noqa: BLE001 - the link is repaired by hand or by the next deployment; say so
             D.event(dep_id, f"Reconcile could not restore the previous release of {dep.service.name}: "
                             f"{one_line(e)}", kind="reconcile", level="warning")
@@ -474,9 +491,10 @@ class Pass:
 
     def _act_drift(self, item: dict) -> str:
         dep_id = item["deployment_id"]
-        if item["action"] == "mark degraded":
+        if item["action"].startswith("mark degraded"):
             with self.engine.store.write():
-                if item.get("serving") and not self._still_not_serving(dep_id, item["service"]):
+                if item.get("serving") and not item.get("reapply") and \
+                        not self._still_not_serving(dep_id, item["service"]):
                     return "no longer applies"
                 try:
                     D.move(self.engine.store, dep_id, "degraded", expect={"success"},
@@ -484,7 +502,7 @@ class Pass:
                 except InputError:
                     return "no longer success"
             notify.drift(dep_id, item["service"], item["problem"])
-            return "degraded"
+            return "degraded" + (f", {self._reapply_route(item)}" if item.get("reapply") else "")
         if item["action"] == "mark success":
             try:
                 D.move(self.engine.store, dep_id, "success", expect={"degraded"},
@@ -492,7 +510,21 @@ class Pass:
             except InputError:
                 return "no longer degraded"
             return "success"
+        if item["action"] == "re-apply route":
+            return self._reapply_route(item)
         return "reported"
+
+    def _reapply_route(self, item: dict) -> str:
+        dep_id, service = item["deployment_id"], item["service"]
+        dep = Deployment.get_or_none(Deployment.id == dep_id)
+        if dep is None or dep.status not in ("success", "degraded") or dep.id in active_rollback_ids() or \
+                serving_problems(self.engine.paths, service, dep_id) or Deployment.select().where(
+                    (Deployment.service == dep.service_id) & (Deployment.status == "deploying")).exists():
+            return "no longer applies"
+        done = releases.route(self.engine, dep.service, dep_id)
+        D.event(dep_id, f"Reconcile: {item['problem']}; route applied again ({done})", kind="reconcile",
+                level="warning", host=dep.host)
+        return "route re-applied"
 
     def _still_not_serving(self, dep_id: str, service: str) -> bool:
         """Inside the write: a deployment or rollback that started since the snapshot moves `current` and the route

@@ -16,12 +16,13 @@ import threading
 import time
 
 from console.engine import deployments as D
-from console.engine import notify
+from console.engine import notify, releases
 from console.engine.cleanup import queue_release_retention
 from console.engine.errors import DeployerError, ForeignContainer, InputError
 from console.engine.lease import pid_gone
-from console.engine.paths import atomic_symlink, link_target
+from console.engine.paths import link_target
 from console.engine.pipeline import container_name, wait_healthy
+from console.engine.routes import route_for, wait_through_proxy
 from storage.clock import now
 from storage.models import Deployment, Rollback, Service
 
@@ -135,16 +136,19 @@ def _run(engine, rb: Rollback, svc: Service, serving, target: Deployment, actor_
         info = _container(gw, name, engine.store_id, target.id)
         if info is None:
             raise RollbackFailed(f"the container {name} of {target.id} is gone; deploy again instead")
-        engine.paths.ensure(engine.paths.service(svc.name))
-        atomic_symlink(engine.paths.current(svc.name), f"../../releases/{target.id}")
-        if before and before != target.id:
-            atomic_symlink(engine.paths.previous(svc.name), f"../../releases/{before}")
         if not info.running:
             gw.start(info)
             started_here = True
-        engine.pipeline.write_route(svc, target.id, gw)
-        _fault_point(target.id)
+        # the route moves only to a container that answers; then the check end to end, through the proxy
         detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.health_timeout)
+        releases.make_current(engine.paths, svc.name, target.id, previous_id=before)
+        releases.route(engine, svc, target.id, gw, info)
+        _fault_point(target.id)
+        if engine.router.proxy_check is not None:
+            detail = wait_through_proxy(engine.router, route_for(gw, svc, target.id, info), svc.health_path,
+                                        engine.settings.health_timeout)
+        else:
+            detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.health_timeout)
     except BaseException as e:  # any failure, Ctrl-C and SIGTERM too: record it, put back what was serving
         interrupted = not isinstance(e, Exception)
         reason = ("interrupted (Ctrl-C or SIGTERM)" if interrupted else
@@ -178,7 +182,8 @@ def _complete(engine, rb: Rollback, svc: Service, serving, target: Deployment, d
                    message=f"Deployment {serving.id} superseded by rollback to {target.id}")
         Rollback.update(state="completed", finished_at=now(), heartbeat_at=None).where(Rollback.id == rb.id).execute()
         D.event(target.id, message, kind="rollback", actor_name=actor_name, host=target.host)
-    if serving is not None:
+    if serving is not None:  # requests in flight to the replaced container finish first
+        time.sleep(float(engine.settings.routes_drain_seconds))
         engine.pipeline.stop_service_container(svc, serving.id, serving.host)
     queue_release_retention(engine, svc)
     return True
@@ -202,17 +207,18 @@ def _undo(engine, rb, svc, serving, target, before, previous_before, stop_target
     """Put back what served before the rollback: current, previous, route, and the target's container stopped."""
     current, previous = engine.paths.current(svc.name), engine.paths.previous(svc.name)
     try:
+        # the route first: a request never follows it to the target once `current` says it no longer serves
+        if serving is not None:
+            releases.route(engine, svc, serving.id, engine.hosts.gateway(serving.host))
+        elif before is None:
+            releases.unroute(engine, svc.name)
         if before and engine.paths.release(before).exists():
-            atomic_symlink(current, f"../../releases/{before}")
+            releases.make_current(engine.paths, svc.name, before)
         elif link_target(current) == target.id:
             current.unlink(missing_ok=True)
         if previous_before and previous_before != link_target(previous) and \
                 engine.paths.release(previous_before).exists():
-            atomic_symlink(previous, f"../../releases/{previous_before}")
-        if serving is not None:
-            engine.pipeline.write_route(svc, serving.id, engine.hosts.gateway(serving.host))
-        elif before is None:
-            engine.paths.route(svc.name).unlink(missing_ok=True)
+            releases.set_previous(engine.paths, svc.name, previous_before)
         if stop_target:
             gw = engine.hosts.gateway(target.host)
             info = _container(gw, container_name(svc.name, target.id), engine.store_id, target.id)
@@ -275,14 +281,12 @@ def recover(engine, rollback_id: int) -> str:
         healthy, detail = _answers(engine, gw, name, target.id, svc)
         gone = f"its process is gone ({why})"
         if healthy:
-            engine.paths.ensure(engine.paths.service(svc.name))
-            current = engine.paths.current(svc.name)
-            if link_target(current) != target.id:
-                atomic_symlink(current, f"../../releases/{target.id}")
-            if serving is not None and link_target(engine.paths.previous(svc.name)) != serving.id and \
+            releases.route(engine, svc, target.id, gw)
+            if releases.current(engine.paths, svc.name) != target.id:
+                releases.make_current(engine.paths, svc.name, target.id)
+            if serving is not None and releases.previous(engine.paths, svc.name) != serving.id and \
                     engine.paths.release(serving.id).exists():
-                atomic_symlink(engine.paths.previous(svc.name), f"../../releases/{serving.id}")
-            engine.pipeline.write_route(svc, target.id, gw)
+                releases.set_previous(engine.paths, svc.name, serving.id)
             _complete(engine, rb, svc, serving, target, detail, None,
                       message=f"Reconcile: rollback of {svc.name} to {target.id} finished: {gone}, and "
                               f"{target.id} answers its health check ({detail})")

@@ -51,7 +51,9 @@ def test_failing_health_check_ends_failed(engine, tmp_path):
     engine.add_service("bad", str(src), health_path="/missing")
     dep = engine.deploy("bad")
     assert dep.status == "failed"
-    assert "HEALTH_CHECK" in dep.error
+    # the container must answer before the route moves to it: it fails there, and no route ever led to it
+    assert "UPDATING_ROUTES" in dep.error
+    assert not engine.paths.route("bad").exists()
 
 
 def test_cancel_during_slow_build_stops_within_2s_and_its_cleanup_leaves_no_container(engine, tmp_path, docker_client):

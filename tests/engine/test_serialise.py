@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from console.engine import deployments as D
+from console.engine import releases
 from console.engine.paths import atomic_symlink, link_target
 from console.engine.pipeline import ServiceBusy, container_name
 from storage.clock import now
@@ -147,11 +148,11 @@ def test_reconcile_reports_current_route_and_container_disagreement_as_drift(eng
     engine.reconcile()
     assert Deployment.get_by_id(new.id).status == "success"
 
-    engine.pipeline.write_route(new.service, old.id, engine.hosts.gateway())
+    releases.route(engine, new.service, old.id, engine.hosts.gateway())
     engine.reconcile()
     assert Deployment.get_by_id(new.id).status == "degraded"
     assert events_of(new.id, f"route file routes/web.yml points at {old.id}")
-    engine.pipeline.write_route(new.service, new.id, engine.hosts.gateway())
+    releases.route(engine, new.service, new.id, engine.hosts.gateway())
     engine.reconcile()
     assert Deployment.get_by_id(new.id).status == "success"
 
