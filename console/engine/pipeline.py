@@ -317,7 +317,8 @@ class Pipeline:
             "COPYING_FILES": lambda: self._container(job) is not None and
             (self.ctx.paths.release(dep.id) / "release.json").exists(),
             "CREATING_SYMLINKS": lambda: link_target(self.ctx.paths.current(svc.name)) == dep.id,
-            "UPDATING_ROUTES": lambda: bool((info := self._container(job)) and info.running),
+            "UPDATING_ROUTES": lambda: bool((info := self._container(job)) and info.running) and
+            self.ctx.router.routed([svc.name]).get(svc.name) == dep.id,
         }
         for phase in PHASES[:start]:
             job.control.check()
