@@ -8,7 +8,9 @@ import urllib.request
 import pytest
 import yaml
 
+from console import config
 from console.engine.core import Engine
+from console.engine.errors import InputError
 from storage.models import Deployment
 from tests.caddy import Caddy, RequestLoop
 from tests.conftest import make_service_dir, make_settings, purge_store_resources, wait_for
@@ -151,3 +153,21 @@ def test_traefik_file_route_is_valid_dynamic_configuration_written_only_after_th
         servers = service["loadBalancer"]["servers"]
         assert servers and all(s["url"].startswith("http://127.0.0.1:") for s in servers)
     wait_for(lambda: engine.router.routed(["web"])["web"] == Deployment.select().first().id, timeout=2)
+
+
+def test_routes_settings_come_from_the_config_file_and_bad_values_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEPLOYER_CONFIG", raising=False)
+    (tmp_path / "config.toml").write_text('[routes]\nprovider = "caddy"\ncaddy_admin = "http://127.0.0.1:2020"\n'
+                                          'listen = "127.0.0.1:8081"\ndrain_seconds = 0.5\n')
+    s = config.load(data_dir=str(tmp_path))
+    assert (s.routes_provider, s.routes_caddy_admin, s.routes_listen, s.routes_drain_seconds) == \
+        ("caddy", "http://127.0.0.1:2020", "127.0.0.1:8081", 0.5)
+    defaults = config.load(data_dir=str(tmp_path / "none"))
+    assert (defaults.routes_provider, defaults.routes_caddy_admin, defaults.routes_listen,
+            defaults.routes_drain_seconds) == ("traefik-file", "http://127.0.0.1:2019", ":80", 5.0)
+    for bad, named in (('provider = "nginx"', "provider"), ('caddy_admin = "127.0.0.1:2019"', "caddy_admin"),
+                       ('listen = "eighty"', "listen"), ("drain_seconds = -1", "drain_seconds"),
+                       ("drain_seconds = nan", "drain_seconds")):
+        (tmp_path / "config.toml").write_text(f"[routes]\n{bad}\n")
+        with pytest.raises(InputError, match=named):
+            config.load(data_dir=str(tmp_path))
