@@ -171,3 +171,24 @@ def test_routes_settings_come_from_the_config_file_and_bad_values_are_refused(tm
         (tmp_path / "config.toml").write_text(f"[routes]\n{bad}\n")
         with pytest.raises(InputError, match=named):
             config.load(data_dir=str(tmp_path))
+
+
+def test_cancel_during_health_check_moves_the_route_back_without_a_failed_request(routed, caddy, tmp_path,
+                                                                                   monkeypatch):
+    src = tmp_path / "src"
+    versioned(src, "v1")
+    routed.add_service("web", str(src), route_host=HOST)
+    v1 = routed.deploy("web")
+    versioned(src, "v2")
+    monkeypatch.setenv("DEPLOYER_FAULT_PAUSE", "HEALTH_CHECK:30")
+    dep = routed.create_deployment("web")
+    worker = threading.Thread(target=routed.pipeline.run, args=(dep.id,))
+    with RequestLoop(caddy, HOST) as loop:
+        worker.start()
+        wait_for(lambda: Deployment.get_by_id(dep.id).phase == "HEALTH_CHECK", timeout=30, what="HEALTH_CHECK")
+        wait_for(lambda: caddy.get("/", HOST) == (200, "v2"), timeout=5, what="the route to move to v2")
+        routed.cancel(dep.id)
+        worker.join(10)
+    assert Deployment.get_by_id(dep.id).status == "cancelled"
+    assert loop.failed() == [] and len(loop.resets()) <= 2  # two route switches
+    assert routed.router.routed(["web"]) == {"web": v1.id} and caddy.get("/", HOST) == (200, "v1")
