@@ -51,6 +51,7 @@ def run(options: dict) -> list[dict]:
             store.close()
     checks.append(_disk(settings))
     checks.append(_metrics_port(settings))
+    checks.append(_router(settings))
     return checks
 
 
@@ -265,6 +266,22 @@ def _metrics_port(settings) -> dict:
     if _serves_our_metrics(host, port, float(settings.host_timeout)):
         return check("metrics port", OK, f"{host}:{port} is served by a running deployer-console engine{note}")
     return check("metrics port", FAIL, f"{host}:{port} is in use by another program{note}", fix)
+
+
+def _router(settings) -> dict:
+    """[routes]: the route files' directory, or Caddy's admin API answering (bounded by host_timeout)."""
+    if getattr(settings, "routes_provider", "traefik-file") != "caddy":
+        return check("routes", OK, f"Traefik file provider: route files in {Path(settings.data_dir) / 'routes'}")
+    admin = settings.routes_caddy_admin.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{admin}/config/", timeout=min(float(settings.host_timeout), 3.0)):
+            pass
+    except Exception as e:  # noqa: BLE001 - any failure means no route can be set
+        return check("routes", FAIL, f"Caddy admin API at {admin} does not answer: {_one_line(e)}",
+                     f"start Caddy with its admin API at {admin} (`caddy run`, or `bash scripts/caddy start DIR "
+                     f"PORT`), or set [routes] caddy_admin")
+    return check("routes", OK, f"Caddy admin API at {admin} answers; the console's server `deployer` listens on "
+                               f"{settings.routes_listen}")
 
 
 def _serves_our_metrics(host: str, port: int, timeout: float) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from console import config
+from console.engine import doctor
 from console.engine.core import Engine
 from console.engine.errors import InputError
 from storage.models import Deployment
@@ -192,3 +193,11 @@ def test_cancel_during_health_check_moves_the_route_back_without_a_failed_reques
     assert Deployment.get_by_id(dep.id).status == "cancelled"
     assert loop.failed() == [] and len(loop.resets()) <= 2  # two route switches
     assert routed.router.routed(["web"]) == {"web": v1.id} and caddy.get("/", HOST) == (200, "v1")
+
+
+def test_doctor_says_whether_caddy_answers(tmp_path, caddy):
+    settings = make_settings(tmp_path / "data", **caddy.settings())
+    assert doctor._router(settings)["level"] == "OK"
+    caddy.stop()
+    down = doctor._router(settings)
+    assert down["level"] == "FAIL" and caddy.admin in down["detail"] and "scripts/caddy" in down["fix"]
