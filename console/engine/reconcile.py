@@ -26,9 +26,11 @@ Diff (and the decisions, each in one place here):
   volume) is never judged as a deployment's container: older than the grace and not under a running cleanup, it is
   removed (nothing to archive: it never ran).
 - drift: a `success` deployment whose container is missing or not running, or (between deployments of its service)
-  whose service's `current` link or route file points elsewhere → `degraded` (an event naming what disagrees, never
+  whose service's `current` link or route points elsewhere → `degraded` (an event naming what disagrees, never
   "fixed"); a `degraded` one whose container runs and is served again → back to `success`. Only judged on hosts that
-  answered.
+  answered. Routes are level-triggered: the router is asked once per pass what each route serves (`routed`), and a
+  route that is missing or wrong while the rest agrees (a restarted Caddy forgets its live config) is applied again
+  in the same pass; the next pass finds it serving. A router that does not answer is an error of the pass.
 - hosts: reachability noted (Hosts.record: Host rows, or memory for this run's hosts); a change is a `host` event.
 
 Act: every act re-checks its precondition inside the write (compare-and-set through `deployments.move(expect=...)`),

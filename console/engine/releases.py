@@ -76,8 +76,8 @@ def restore(ctx, dep: Deployment, current_before: str | None = None) -> None:
 
 
 def _routed_to(ctx, service: str, deployment_id: str) -> bool:
-    """Whether the live route serves this deployment (the route switches before `current` in UPDATING_ROUTES and
-    rollback, so a failure between the two leaves only the route behind)."""
+    """Whether the live route serves this deployment (the two move one after the other: a process that dies between
+    them, or a route moved by hand, can leave the route behind alone)."""
     try:
         return ctx.router.routed([service]).get(service) == deployment_id
     except Exception:  # noqa: BLE001 - an unreachable proxy: nothing to restore there now; reconcile re-applies it

@@ -1,7 +1,9 @@
 """Rollback, for real: a Rollback row records it while it runs, so cleanup skips every deployment it involves.
 
-Rolling a service back points `current` at the previous successful release, starts and routes its container,
-health-checks it, then makes it the service's success (the one it replaces becomes superseded and is stopped). A
+Rolling a service back starts the previous successful release's container, waits until it answers its health path,
+only then points `current` and the route at it (releases.py), checks it end to end (through the proxy when the router
+runs one), then makes it the service's success (the one it replaces becomes superseded and is stopped after
+`drain_seconds`). A
 failed rollback is recorded and reported, and the service keeps whatever was serving: current, route and container
 of the deployment it started from are put back. Ctrl-C and SIGTERM (the CLI turns it into KeyboardInterrupt) undo it
 the same way before the process ends.
