@@ -12,7 +12,7 @@ from console import config
 from console.engine import doctor
 from console.engine.core import Engine
 from console.engine.errors import InputError
-from storage.models import Deployment
+from storage.models import Deployment, DeploymentEvent
 from tests.caddy import Caddy, RequestLoop
 from tests.conftest import make_service_dir, make_settings, purge_store_resources, wait_for
 
@@ -190,9 +190,11 @@ def test_cancel_during_health_check_moves_the_route_back_without_a_failed_reques
         wait_for(lambda: caddy.get("/", HOST) == (200, "v2"), timeout=5, what="the route to move to v2")
         routed.cancel(dep.id)
         worker.join(10)
-    assert Deployment.get_by_id(dep.id).status == "cancelled"
+    assert not worker.is_alive() and Deployment.get_by_id(dep.id).status == "cancelled"
     assert loop.failed() == [] and len(loop.resets()) <= 2  # two route switches
-    assert routed.router.routed(["web"]) == {"web": v1.id} and caddy.get("/", HOST) == (200, "v1")
+    events = [e.message for e in DeploymentEvent.select().where(DeploymentEvent.deployment == dep.id)]
+    assert routed.router.routed(["web"]) == {"web": v1.id}, (events, caddy.get("/", HOST))
+    assert caddy.get("/", HOST) == (200, "v1")
 
 
 def test_doctor_says_whether_caddy_answers(tmp_path, caddy):
