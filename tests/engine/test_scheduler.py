@@ -103,7 +103,7 @@ def test_runtime_runs_an_operator_resume_request(engine, tmp_path):
     engine.settings.cleanup_delay = 3600  # keep its resources: the operator fixes the config and resumes
     engine.add_service("web", str(make_service_dir(tmp_path / "src")), health_path="/missing")
     dep = engine.deploy("web")
-    assert dep.status == "failed" and "HEALTH_CHECK" in dep.error
+    assert dep.status == "failed" and "UPDATING_ROUTES" in dep.error  # never routed to
     engine.add_service("web", str(tmp_path / "src"), health_path="/", replace=True)
     engine.resume(dep.id, from_phase="HEALTH_CHECK", detach=True)
     assert Deployment.get_by_id(dep.id).resume_from == "HEALTH_CHECK"
