@@ -33,17 +33,24 @@ def test_engine_down_blocks_no_status_update_loses_no_cleanup_and_all_complete_w
     engine.add_service("slow", str(slow), host="h2", health_path="/never-healthy")
     # a second service: two deployments of one service never run side by side (one waits queued for the other)
     engine.add_service("slow2", str(slow), host="h2", health_path="/never-healthy")
-    engine.settings.health_timeout = 600  # `slow` sits in HEALTH_CHECK until the engine goes away
+    engine.settings.health_timeout = 600  # `slow` waits for its container to answer until the engine goes away
 
     failed_before = [engine.deploy("crash") for _ in range(2)]  # failed, containers left on h2, cleanup not run
     assert all(d.status == "failed" for d in failed_before)
-    # polling[0] sits in HEALTH_CHECK polling the engine; polling[1] is paused (the fault hook) in UPDATING_ROUTES
-    # with its container started, so that a cancel reaches a live pipeline whose engine is gone
+    # polling[0] sits in UPDATING_ROUTES polling the engine (its container never answers, so the route never moves
+    # to it); polling[1] is paused (the fault hook) in UPDATING_ROUTES before its health wait, so that a cancel
+    # reaches a live pipeline whose engine is gone
     polling = [engine.create_deployment(name) for name in ("slow", "slow2")]
     workers = [threading.Thread(target=engine.pipeline.run, args=(d.id,), daemon=True) for d in polling]
     workers[0].start()
-    wait_for(lambda: Deployment.get_by_id(polling[0].id).phase == "HEALTH_CHECK", timeout=60,
-             what="the first slow deployment to reach HEALTH_CHECK")
+    def running_on_h2(dep_id):
+        client = docker.DockerClient(base_url=h2.URL, timeout=30)
+        try:
+            return bool(client.containers.list(filters={"label": f"{L.DEPLOYMENT}={dep_id}", "status": "running"}))
+        finally:
+            client.close()
+    wait_for(lambda: Deployment.get_by_id(polling[0].id).phase == "UPDATING_ROUTES" and running_on_h2(polling[0].id),
+             timeout=60, what="the first slow deployment to wait for its container")
     os.environ["DEPLOYER_FAULT_PAUSE"] = "UPDATING_ROUTES:600"
     try:
         workers[1].start()
