@@ -501,7 +501,7 @@ class Pipeline:
         answered = wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
                                 job.control.check, job.control.sleep)
         job.control.check()
-        routed = self.ctx.router.apply(route_for(gw, svc, dep.id, info))
+        routed = releases.route(self.ctx, svc, dep.id, gw, info)
         return f"{'started container, ' if started else 'already running, '}{answered}; {routed}"
 
     def _health_check(self, job: Job) -> str:
