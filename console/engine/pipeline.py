@@ -59,7 +59,9 @@ def wait_healthy(gw, info, port: int, path: str, timeout: float, check=lambda: N
             raise RuntimeError(f"container {info.name} disappeared")
         state = details.get("State") or {}
         if not state.get("Running"):
-            tail = gw.logs(info.id, tail=3).decode(errors="replace").strip().splitlines()
+            # the log lines carry the engine's timestamp first: the reason an operator reads is the text after it
+            tail = [line.partition(" ")[2] or line for line in
+                    gw.logs(info.id, tail=3).decode(errors="replace").strip().splitlines()]
             raise RuntimeError(f"container exited with code {state.get('ExitCode')}"
                                + (f": {tail[-1][-200:]}" if tail else ""))
         health = (state.get("Health") or {}).get("Status")

@@ -155,3 +155,12 @@ def test_resume_from_health_check_after_cleanup_redoes_what_is_missing(engine, t
     assert again.status == "success", again.error
     assert again.attempts == 1
     assert docker_client.api.inspect_container(container_name("web", dep.id))["State"]["Running"]
+
+
+def test_a_container_that_exits_fails_with_its_last_log_line_not_a_timestamp(engine, tmp_path):
+    crash = make_service_dir(tmp_path / "crash", dockerfile='FROM deployer/base:busybox\n'
+                             'CMD ["sh", "-c", "echo the config file is missing; exit 3"]\n')
+    engine.add_service("crash", str(crash))
+    dep = engine.deploy("crash")
+    assert dep.status == "failed"
+    assert dep.error.endswith("container exited with code 3: the config file is missing"), dep.error
