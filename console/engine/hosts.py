@@ -160,6 +160,9 @@ class Hosts:
     def try_engine(self, name: str, url: str, tls: dict, base_image: bool = False) -> tuple[str | None, str | None]:
         """Ask a would-be host's engine before it is added: a ping bounded by host_timeout, and with base_image,
         build deployer/base:busybox there when missing. Returns (why it failed or None, "built"|"present"|None)."""
+        import docker.errors
+
+        from console.engine.docker_gateway import Gateway
         timeout = float(self.settings.host_timeout)
         try:
             client = make_client(url, tls, self.timeout if base_image else timeout, timeout)
@@ -435,9 +438,8 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
     added all the same, marked unreachable; the row's `problem` says why."""
     with engine.operator_action("host add", name, host=name) as act:
         act.known = bool(validate.host_name(name))
-        with engine.store.read():
-            tls = dict(zip(("tls_ca", "tls_cert", "tls_key"),
-                           engine.hosts.check_new(name, url, tls_ca, tls_cert, tls_key), strict=True))
+        tls = dict(zip(("tls_ca", "tls_cert", "tls_key"),
+                       engine.hosts.check_new(name, url, tls_ca, tls_cert, tls_key), strict=True))
         problem, built = engine.hosts.try_engine(name, url, tls, base_image)  # outside any transaction
         if problem and not force:
             raise EngineUnavailable(f"host {name} not added: {url} {problem} (--force adds it all the same)")
