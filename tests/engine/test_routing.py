@@ -101,6 +101,7 @@ def test_rollback_answers_v1_again(routed, caddy, tmp_path):
     versioned(src, "v1")
     routed.add_service("web", str(src), route_host=HOST)
     v1 = routed.deploy("web")
+    assert v1.status == "success", v1.error
     deploy_version(routed, src, "v2")
     assert caddy.get("/", HOST) == (200, "v2")
     with RequestLoop(caddy, HOST) as loop:
