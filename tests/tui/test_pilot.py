@@ -25,16 +25,16 @@ async def select(pilot, deployment_id: str):
 
 
 def test_c_y_on_a_deploying_deployment_cancels_it_and_its_containers_go(engine, tmp_path, docker_client):
-    engine.settings.health_timeout = 120          # it waits in HEALTH_CHECK with a running container
-    src = make_service_dir(tmp_path / "hang")      # httpd answers 404 on /never: the health check keeps waiting
+    engine.settings.health_timeout = 120          # it waits with a running container that never answers
+    src = make_service_dir(tmp_path / "hang")      # httpd answers 404 on /never: UPDATING_ROUTES keeps waiting
     engine.add_service("hang", str(src), health_path="/never")
     dep = engine.create_deployment("hang")
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("status", engine.pipeline.run(dep.id)), daemon=True)
     worker.start()
-    wait_for(lambda: Deployment.get_by_id(dep.id).phase == "HEALTH_CHECK", timeout=90,
-             what="the pipeline to create its container")
-    assert docker_client.api.containers(all=True, filters={"label": f"{L.DEPLOYMENT}={dep.id}"})
+    # the route moves only to a container that answers, so this one waits in UPDATING_ROUTES, started
+    wait_for(lambda: Deployment.get_by_id(dep.id).phase == "UPDATING_ROUTES" and docker_client.api.containers(
+        filters={"label": f"{L.DEPLOYMENT}={dep.id}"}), timeout=90, what="the pipeline to start its container")
 
     async def scenario():
         app = DeployerConsole(engine, host_runtime=False)
