@@ -1,28 +1,17 @@
 """A real Caddy for the routing tests and bench: Debian's `caddy` binary (scripts/caddy installs it), run on free
 loopback ports (admin API and the `deployer` server's listener), its data in a temp dir, stopped after. The console
 creates its server through the admin API; `restart()` is a Caddy that lost its live config."""
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "caddy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port, installed_binary
 
 
 def binary() -> str:
-    found = subprocess.run(["bash", str(SCRIPT), "path"], capture_output=True, text=True)
-    if found.returncode != 0:
-        subprocess.run(["bash", str(SCRIPT), "install"], check=True, timeout=600)
-        found = subprocess.run(["bash", str(SCRIPT), "path"], capture_output=True, text=True, check=True)
-    return found.stdout.strip()
+    return installed_binary("caddy")
 
 
 class Caddy:

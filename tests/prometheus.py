@@ -1,29 +1,17 @@
 """A real Prometheus server for the metrics tests: Debian's `prometheus` binary (scripts/prometheus installs it),
 started on a free loopback port with a scrape config pointing at the engine, its data in a temp dir, stopped after."""
 import json
-import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port, installed_binary
 
 
 def binary() -> str:
-    """The prometheus binary, installed by the project's script when missing."""
-    found = subprocess.run(["bash", str(SCRIPT), "path"], capture_output=True, text=True)
-    if found.returncode != 0:
-        subprocess.run(["bash", str(SCRIPT), "install"], check=True, timeout=600)
-        found = subprocess.run(["bash", str(SCRIPT), "path"], capture_output=True, text=True, check=True)
-    return found.stdout.strip()
+    return installed_binary("prometheus")
 
 
 class Prometheus:

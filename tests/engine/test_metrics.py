@@ -11,7 +11,8 @@ from console import config
 from console.engine.errors import InputError
 from storage.models import CleanupTask, Deployment, Service
 from tests.conftest import make_service_dir, make_settings, wait_for
-from tests.prometheus import Prometheus, free_port
+from tests.prometheus import Prometheus
+from tests.servers import free_port
 from tests.reliability import cli_env, spawn, stop_all
 
 

@@ -11,7 +11,7 @@ from console.engine import notify
 from console.engine.errors import InputError
 from storage.models import Deployment, DeploymentEvent
 from tests.conftest import make_service_dir, make_settings, purge_store_resources, wait_for
-from tests.prometheus import free_port
+from tests.servers import free_port
 
 
 class Receiver:
