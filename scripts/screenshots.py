@@ -45,9 +45,8 @@ async def _shot(app, out: Path, name: str, keys=(), wait=None, size=SIZE):
 def main(out: Path, only=()) -> None:
     os.environ["TZ"] = "UTC"
     time.tzset()
-    from console.engine.core import Engine
     from console.tui.app import DeployerConsole
-    from tests.fixtures.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
+    from tests.fixtures.seed import FROZEN_AT, seeded_engine, showcase_containers, showcase_status
     from storage.clock import freeze
     from tests.conftest import make_settings
 
@@ -71,11 +70,9 @@ def main(out: Path, only=()) -> None:
         options = dict(options)
         is_live, size = options.pop("live", False), options.pop("size", SIZE)
         tmp = Path(tempfile.mkdtemp(prefix="console-shot-"))
-        engine = Engine(make_settings(tmp / "data", **options))
+        freeze(FROZEN_AT)
+        engine = seeded_engine(make_settings, tmp / "data", **options)
         try:
-            freeze(FROZEN_AT)
-            seed(engine.store)
-            link_current(engine.paths)
             if is_live:
                 engine.status = showcase_status
                 engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()

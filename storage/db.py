@@ -276,8 +276,9 @@ class Store:
 
 def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = False) -> Store:
     """Open (and create/migrate) the store at a file path or URL and bind the models to it. With read_only an
-    existing SQLite store is opened so that nothing can write to it (PRAGMA query_only): a read-only run leaves
-    its bytes as they were, and one that needs an upgrade is refused."""
+    existing store is opened so that nothing can write to it (SQLite: PRAGMA query_only; PostgreSQL: the session's
+    default_transaction_read_only): a read-only run leaves it as it was; a missing store is not created and one that
+    needs an upgrade is refused."""
     url = str(db)
     warnings: list[str] = []
     guard = False
@@ -288,6 +289,10 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
             params = {} if "connect_timeout=" in url else {"connect_timeout": 10}
             if "keepalives" not in url:  # a server that vanished (its machine, the link) is noticed in ~15 s
                 params.update(keepalives=1, keepalives_idle=5, keepalives_interval=3, keepalives_count=3)
+            if read_only and url.startswith("postgres"):
+                # the server refuses every write of this session (as SQLite's query_only does), whatever the code
+                params["options"] = "-c default_transaction_read_only=on"
+                guard = True
             database_obj = _database_for_url(url, **params)
             database_obj.connect()
         except Exception as e:  # driver errors differ per backend; the operator needs one line
@@ -297,7 +302,9 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
                         f"{_redact(url)}: {reason}") from e
     else:
         path = Path(url.removeprefix("sqlite:///")).expanduser()
-        guard = read_only and path.is_file() and path.stat().st_size > 0   # a new store is created first
+        if read_only and not (path.is_file() and path.stat().st_size > 0):
+            raise StoreError(f"no store at {path}: --read-only creates nothing (run a command without it once)")
+        guard = read_only
         warnings = _prepare_sqlite_file(path)
         # journal_mode=wal changes nothing in a store that is already WAL (every store this program created)
         pragmas = {"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_S * 1000, "foreign_keys": 1,
@@ -313,11 +320,14 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
         url = str(path)
     database.initialize(database_obj)
     store = Store(database_obj, url, warnings)
+    if guard and migrations.current_version(store) == 0:
+        store.close()
+        raise StoreError(f"no store in {_redact(url)}: --read-only creates nothing (run a command without it once)")
     if guard and migrations.current_version(store) != migrations.LATEST:
         store.close()
         raise StoreError(f"the store at {url} needs an upgrade, which --read-only does not allow: run a command "
                          f"without it once")
-    if migrate:
+    if migrate and not guard:
         try:
             migrations.migrate(store)
         except peewee.DatabaseError as e:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.fixtures.seed import FROZEN_AT, link_current, seed, showcase_containers, showcase_status
+from tests.fixtures.seed import FROZEN_AT, seeded_engine, showcase_containers, showcase_status
 from storage.clock import freeze
 from tests.conftest import make_settings
 
@@ -31,18 +31,15 @@ def seeded(tmp_path, utc, docker_client):
     no runtime (snapshots). With live, the engine reports a leader with two hosts and the showcase containers (fixed
     data, so a snapshot shows what a hosted console shows without a clock or a Docker engine that moves). The dialogs
     are not prewarmed unless asked: a snapshot never catches one pushed behind its back."""
-    from console.engine.core import Engine
     from console.tui.app import DeployerConsole
     engines = []
 
     def make(read_only: bool = False, keys: dict | None = None, extra: int = 0, live: bool = False,
              prewarm: bool = False):
-        settings = make_settings(tmp_path / f"data{len(engines)}", read_only=read_only, keys=keys or {})
-        engine = Engine(settings)
-        engines.append(engine)
         freeze(FROZEN_AT)
-        seed(engine.store, extra=extra)
-        link_current(engine.paths)
+        engine = seeded_engine(make_settings, tmp_path / f"data{len(engines)}", extra=extra, read_only=read_only,
+                               keys=keys or {})
+        engines.append(engine)
         if live:
             engine.status = showcase_status
             engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()
