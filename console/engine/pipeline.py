@@ -170,6 +170,15 @@ class RunControl:
             log.exception("clearing the heartbeat of %s", self.deployment_id)
 
 
+def _phase_outcome(error: BaseException, stop_reason: tuple[str, str] | None) -> str:
+    """How a phase that raised ended: a phase cut by a stop (cancel, hand-over, take-over) did not fail, even when
+    the stop showed as a broken stream or connection before the stop itself was raised."""
+    why = error.why if isinstance(error, Stop) else (stop_reason[0] if stop_reason else None)
+    if why is None:
+        return "cancelled" if isinstance(error, Cancelled) else "failed"
+    return {"taken-over": "interrupted", "ended": "interrupted", "deadline": "failed"}.get(why, "cancelled")
+
+
 @dataclass
 class Job:
     deployment: Deployment
@@ -345,7 +354,7 @@ class Pipeline:
             detail = getattr(self, "_" + phase.lower())(job)
         except BaseException as e:
             metrics.observe_phase(phase, time.monotonic() - started)
-            outcome = "cancelled" if isinstance(e, (Stop, Cancelled)) else "failed"
+            outcome = _phase_outcome(e, job.control.stop_reason)
             with self.ctx.store.write():
                 PhaseRun.update(finished_at=now(), outcome=outcome, detail=str(e)[:500]).where(
                     PhaseRun.id == run.id).execute()

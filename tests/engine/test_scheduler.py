@@ -11,7 +11,7 @@ import pytest
 from console.engine import deployments as D
 from console.engine.lease import LeaseKeeper
 from storage.clock import now
-from storage.models import Deployment, DeploymentEvent, JobRun, Lease
+from storage.models import Deployment, DeploymentEvent, JobRun, Lease, PhaseRun
 from tests.conftest import make_service_dir, wait_for
 
 
@@ -129,6 +129,9 @@ def test_stop_within_5s_hands_a_running_deployment_over_and_leaves_no_job_half_w
     assert row.status == "deploying" and row.heartbeat_at is None and row.owner.startswith("released-by:")
     assert JobRun.select().where(JobRun.finished_at.is_null()).count() == 0
     assert Lease.get_by_id("engine").expires_at <= now()
+    # the build cut by the hand-over did not fail: its phase row says so, and the next engine resumes it
+    building = PhaseRun.get((PhaseRun.deployment == dep.id) & (PhaseRun.phase == "BUILDING"))
+    assert building.outcome == "interrupted", (building.outcome, building.detail)
     D.move(engine.store, dep.id, "cancelled")
 
 
