@@ -50,7 +50,7 @@ class SwitchFirst(Pipeline):
 
     def _health_check(self, job) -> str:
         return wait_healthy(job.gateway, self._container(job), job.service.port, job.service.health_path,
-                            self.ctx.settings.health_timeout, job.control.check, job.control.sleep)
+                            self.ctx.settings.pipeline.health_timeout, job.control.check, job.control.sleep)
 
 
 def cancel_during_health_check(engine) -> str:

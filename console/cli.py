@@ -333,7 +333,7 @@ def base_image(ctx):
     from console.engine.docker_gateway import Gateway
     from console.engine.hosts import make_client
     settings = ctx.settings
-    url, wait = settings.docker_host, float(settings.host_timeout)
+    url, wait = settings.docker_host, float(settings.scheduler.host_timeout)
     try:
         # connects, the version handshake and the first answer are bounded by host_timeout (an engine that accepts
         # and never answers); the build itself may take longer
@@ -688,7 +688,7 @@ def main():
     except click.ClickException as e:
         lines = e.format_message().strip().splitlines()
         fail(lines[0] if lines else type(e).__name__, 2, as_json)
-    except (DeployerError, StoreError) as e:
+    except (DeployerError, StoreError, config.ConfigError) as e:
         fail(one_line(e), getattr(e, "exit_code", 1), as_json)
     except peewee.DatabaseError as e:  # a store damaged past what opening it checks, or locked past the timeout
         log.debug("store error", exc_info=True)

@@ -1,14 +1,16 @@
 """Settings: defaults, then `<data dir>/config.toml` (or DEPLOYER_CONFIG), then DEPLOYER_* environment variables,
-then command-line flags. The data directory comes from platformdirs unless --data-dir/DEPLOYER_DATA_DIR says."""
-import dataclasses
+then command-line flags. The data directory comes from platformdirs unless --data-dir/DEPLOYER_DATA_DIR says.
+
+A leaf: nothing of the engine or the store is imported here. Settings are grouped by the TOML's sections
+(`settings.scheduler.workers` is `[scheduler] workers`); every value is checked (type and range) when it is read, and
+a bad one is a ConfigError naming the setting and where it came from (the file, the variable or the flag)."""
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import platformdirs
-
-from console.engine.errors import InputError
 
 PHASE_DEADLINES = {"PULLING_SOURCE": 300, "BUILDING": 900, "COPYING_FILES": 300, "CREATING_SYMLINKS": 300,
                    "UPDATING_ROUTES": 300, "HEALTH_CHECK": 300}
@@ -16,157 +18,261 @@ PHASE_DEADLINES = {"PULLING_SOURCE": 300, "BUILDING": 900, "COPYING_FILES": 300,
 NOTIFY_EVENTS = ("deployment-failed", "cleanup-failing", "cleanup-abandoned", "host-down", "host-back", "drift",
                  "rollback-failed", "zombie-resumed", "zombie-failed")
 METRICS_LISTEN = "127.0.0.1:9464"
+HOST_KEYS = ("url", "tls_ca", "tls_cert", "tls_key", "default")
+ENV_PREFIX = "DEPLOYER_"
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used: one line naming the setting and where it came from. Exit 2 in the CLI."""
+    exit_code = 2
+
+
+def _rule(kind, low=None, above=None, high=None, choices=None):
+    """A field's check: its kind, and `low` (at least), `above` (greater than) or `high` (at most) for numbers."""
+    return {"kind": kind, "low": low, "above": above, "high": high, "choices": choices}
+
+
+def _f(default, kind, **rule):
+    factory = default if callable(default) else None
+    meta = {"rule": _rule(kind, **rule)}
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+@dataclass
+class StoreSettings:
+    db: str | None = _f(None, "path")
+
+
+@dataclass
+class CleanupSettings:
+    cleanup_delay: float = _f(0.0, float, low=0)                 # between failure/cancel and removal
+    keep_failed: int = _f(0, int, low=0)
+    keep_releases: int = _f(5, int, low=1)         # superseded releases kept per service as rollback targets
+    cleanup_backoff_max: float = _f(60.0, float, above=0)
+    # 0 or less would make the archive budget delete every backup, or keep none: refused, not guessed at
+    archive_max_mb: float = _f(1024.0, float, above=0)
+    archive_max_age_days: float = _f(30.0, float, above=0)
+    backup_keep_days: float = _f(30.0, float, above=0)  # a volume backup is kept this long whatever archive_max_mb says
+
+
+@dataclass
+class PipelineSettings:
+    health_timeout: float = _f(60.0, float, above=0)
+    heartbeat_interval: float = _f(2.0, float, above=0)
+    phase_deadlines: dict = _f(lambda: dict(PHASE_DEADLINES), "deadlines")
+
+
+@dataclass
+class SchedulerSettings:
+    workers: int = _f(2, int, low=1)
+    reconcile_interval: float = _f(15.0, float, above=0)
+    retention_interval: float = _f(3600.0, float, above=0)
+    cleanup_interval: float = _f(1.0, float, above=0)
+    dispatch_interval: float = _f(1.0, float, above=0)
+    zombie_after: float = _f(60.0, float, above=0)
+    zombie_policy: str = _f("resume", str, choices=("resume", "fail"))
+    max_resume_attempts: int = _f(3, int, low=0)
+    orphan_grace: float = _f(120.0, float, low=0)
+    host_timeout: float = _f(10.0, float, above=0)
+    lease_duration: float = _f(15.0, float, above=0)
+    lease_renew_deadline: float = _f(10.0, float, above=0)
+    lease_retry: float = _f(2.0, float, above=0)
+
+
+@dataclass
+class ConsoleSettings:
+    poll_interval: float = _f(1.0, float, above=0)
+
+
+@dataclass
+class MetricsSettings:
+    listen: str = _f(METRICS_LISTEN, "listen")     # Prometheus text format on HOST:PORT ("" = off)
+
+
+@dataclass
+class NotifySettings:
+    urls: list = _f(list, "strings")               # apprise URLs
+    events: list = _f(lambda: list(NOTIFY_EVENTS), "strings", choices=NOTIFY_EVENTS)
+    fold_seconds: float = _f(300.0, float, low=0)  # a repeat within this window is folded into the first
+    cleanup_failing_after: int = _f(3, int, low=1)  # a cleanup is "failing" from this many failed attempts on
+
+
+ROUTE_PROVIDERS = ("traefik-file", "caddy")
+
+
+@dataclass
+class RoutesSettings:
+    """Who routes requests to the serving container: "traefik-file" (routes/<service>.yml for Traefik's file
+    provider) or "caddy" (the admin API at caddy_admin; one server named `deployer` listening on `listen`); a
+    superseded container is stopped drain_seconds after the new one serves, so requests in flight finish."""
+    provider: str = _f("traefik-file", str, choices=ROUTE_PROVIDERS)
+    caddy_admin: str = _f("http://127.0.0.1:2019", "url")
+    listen: str = _f(":80", "port")                # [HOST]:PORT
+    drain_seconds: float = _f(5.0, float, low=0, high=3600)
+
+
+# [section] -> its settings class, and the prefix of its keys' DEPLOYER_* names (DEPLOYER_NOTIFY_URLS is
+# `[notify] urls`, DEPLOYER_WORKERS is `[scheduler] workers`)
+SECTIONS = {"store": (StoreSettings, ""), "cleanup": (CleanupSettings, ""), "pipeline": (PipelineSettings, ""),
+            "scheduler": (SchedulerSettings, ""), "console": (ConsoleSettings, ""),
+            "metrics": (MetricsSettings, "metrics_"), "notify": (NotifySettings, "notify_"),
+            "routes": (RoutesSettings, "routes_")}
+TOP_LEVEL = {"docker_host": _rule("text"), "read_only": _rule(bool)}   # keys outside any section
 
 
 @dataclass
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("deployer-console")))
-    db: str | None = None
     docker_host: str | None = None
     read_only: bool = False
-    # cleanup and retention
-    cleanup_delay: float = 0.0
-    keep_failed: int = 0
-    keep_releases: int = 5          # superseded releases kept per service as rollback targets; older ones are cleaned
-    cleanup_backoff_max: float = 60.0
-    archive_max_mb: float = 1024.0
-    archive_max_age_days: float = 30.0
-    backup_keep_days: float = 30.0      # a volume backup is kept this long whatever archive_max_mb says
-    # pipeline
-    health_timeout: float = 60.0
-    heartbeat_interval: float = 2.0
-    phase_deadlines: dict = field(default_factory=lambda: dict(PHASE_DEADLINES))
-    # scheduler and reconciliation
-    workers: int = 2
-    reconcile_interval: float = 15.0
-    retention_interval: float = 3600.0
-    cleanup_interval: float = 1.0
-    dispatch_interval: float = 1.0
-    zombie_after: float = 60.0
-    zombie_policy: str = "resume"
-    max_resume_attempts: int = 3
-    orphan_grace: float = 120.0
-    host_timeout: float = 10.0
-    lease_duration: float = 15.0
-    lease_renew_deadline: float = 10.0
-    lease_retry: float = 2.0
-    # [metrics]: Prometheus text format on HOST:PORT ("" = off)
-    metrics_listen: str = METRICS_LISTEN
-    # [notify]: apprise URLs, the events sent, the window in which a repeat is folded into the first
-    notify_urls: list = field(default_factory=list)
-    notify_events: list = field(default_factory=lambda: list(NOTIFY_EVENTS))
-    notify_fold_seconds: float = 300.0
-    notify_cleanup_failing_after: int = 3     # a cleanup is "failing" from this many failed attempts on
-    # [routes]: who routes requests to the serving container: "traefik-file" (routes/<service>.yml for Traefik's file
-    # provider) or "caddy" (the admin API at caddy_admin; one server named `deployer` listening on `listen`); a
-    # superseded container is stopped drain_seconds after the new one serves, so requests in flight finish
-    routes_provider: str = "traefik-file"
-    routes_caddy_admin: str = "http://127.0.0.1:2019"
-    routes_listen: str = ":80"
-    routes_drain_seconds: float = 5.0
-    # console
-    poll_interval: float = 1.0
-    keys: dict = field(default_factory=dict)
-    hosts: dict = field(default_factory=dict)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    cleanup: CleanupSettings = field(default_factory=CleanupSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    routes: RoutesSettings = field(default_factory=RoutesSettings)
+    keys: dict = field(default_factory=dict)       # [keys]: console key bindings (Textual keymap ids)
+    hosts: dict = field(default_factory=dict)      # [hosts.NAME]: url, tls_ca, tls_cert, tls_key, default
     # where a setting came from when it matters to the operator ("config", "env" or "flag"): `host ls` shows it
     origins: dict = field(default_factory=dict)
 
     @property
     def db_url(self) -> str:
-        return self.db or str(self.data_dir / "deployer.db")
+        return self.store.db or str(self.data_dir / "deployer.db")
 
     @property
     def config_path(self) -> Path:
         return Path(os.environ.get("DEPLOYER_CONFIG") or self.data_dir / "config.toml")
 
 
-ENV_PREFIX = "DEPLOYER_"
-# 0 or less would make the archive budget delete every backup, or keep none: refused, not guessed at
-POSITIVE = ("archive_max_mb", "backup_keep_days")
-_CASTS = {float: float, int: int, bool: lambda v: str(v).lower() in ("1", "true", "yes", "on"), str: str}
+def _names() -> dict[str, tuple[str | None, str, dict]]:
+    """Every setting by its flat name (DEPLOYER_<NAME>, and load()'s keyword): (section, key, rule)."""
+    out = {name: (None, name, rule) for name, rule in TOP_LEVEL.items()}
+    for section, (cls, prefix) in SECTIONS.items():
+        for f in fields(cls):
+            out[prefix + f.name] = (section, f.name, f.metadata["rule"])
+    return out
 
 
-def _cast(name: str, value):
-    f = {f.name: f for f in dataclasses.fields(Settings)}[name]
-    # f.type is the class itself (float) or, for unions, a string ('str | None'): accept both
-    kind = {"float": float, "int": int, "bool": bool, "str": str, "str | None": str, "list": list}.get(
-        getattr(f.type, "__name__", str(f.type)), None)
-    if kind is list:  # a TOML array, or an environment string of items separated by commas or spaces
-        items = value.replace(",", " ").split() if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-            raise InputError(f"invalid setting {name}={value!r}: expected a list of strings")
-        return list(items)
-    if kind is None:
+NAMES = _names()
+
+
+def _label(section: str | None, key: str) -> str:
+    return f"[{section}] {key}" if section else key
+
+
+def _checked(value, rule: dict, label: str, where: str, from_env: bool = False):
+    """`value` as the setting's kind, in its range; else a ConfigError naming the setting and `where`."""
+    kind = rule["kind"]
+
+    def bad(expected: str):
+        return ConfigError(f"invalid setting {label} = {value!r} in {where}: expected {expected}")
+
+    if kind in (int, float):
+        if from_env and isinstance(value, str):
+            try:
+                value = int(value) if kind is int else float(value)
+            except ValueError:
+                raise bad("a whole number" if kind is int else "a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)):
+            raise bad("a whole number" if kind is int else "a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
+        value = kind(value)
+        if rule["low"] is not None and value < rule["low"]:
+            raise bad(f"a number of at least {rule['low']}")
+        if rule["above"] is not None and not value > rule["above"]:
+            raise bad(f"a number greater than {rule['above']}")
+        if rule["high"] is not None and value > rule["high"]:
+            raise bad(f"a number of at most {rule['high']}")
         return value
-    try:
-        return _CASTS[kind](value)
-    except (TypeError, ValueError):
-        raise InputError(f"invalid setting {name}={value!r}: expected {kind.__name__}") from None
+    if kind is bool:
+        if from_env and isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind in (str, "text", "path", "listen", "url", "port"):
+        if not isinstance(value, str):
+            raise bad("a string")
+        if rule["choices"] and value not in rule["choices"]:
+            raise bad(" or ".join(rule["choices"]))
+        if kind == "listen":
+            try:
+                listen_address(value)
+            except ConfigError:
+                raise bad(f'HOST:PORT (e.g. {METRICS_LISTEN}), or "" for off') from None
+        if kind == "url" and (not value.startswith(("http://", "https://")) or not value.split("://", 1)[1].strip("/")):
+            raise bad("an http:// URL (e.g. http://127.0.0.1:2019)")
+        if kind == "port":
+            _, sep, port = value.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise bad("[HOST]:PORT (e.g. :80)")
+        return value
+    if kind == "strings":  # a TOML array, or an environment string of items separated by commas or spaces
+        items = value.replace(",", " ").split() if isinstance(value, str) and from_env else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise bad("a list of strings")
+        unknown = sorted(set(items) - set(rule["choices"] or items))
+        if unknown:
+            raise ConfigError(f"invalid setting {label}: {', '.join(unknown)} in {where}: choose among "
+                              f"{', '.join(rule['choices'])}")
+        return list(items)
+    if kind == "deadlines":
+        if not isinstance(value, dict):
+            raise bad(f"a table of phase = seconds ({', '.join(PHASE_DEADLINES)})")
+        out = {}
+        for phase, seconds in value.items():
+            name = str(phase).upper()
+            if name not in PHASE_DEADLINES:
+                raise ConfigError(f"unknown phase {phase!r} in {label} in {where}: one of {', '.join(PHASE_DEADLINES)}")
+            out[name] = _checked(seconds, _rule(float, above=0), f"{label}.{name}", where)
+        return out
+    raise AssertionError(kind)
 
 
 def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides) -> Settings:
+    """The settings of this run. `overrides` are flat setting names (as in DEPLOYER_<NAME>: `workers`,
+    `metrics_listen`, `notify_urls`), checked like the others."""
     data_dir = data_dir or os.environ.get("DEPLOYER_DATA_DIR")
     settings = Settings(**({"data_dir": Path(data_dir).expanduser()} if data_dir else {}))
     path = settings.config_path
     if path.exists():
         try:
             raw = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, OSError) as e:
-            raise InputError(f"cannot read config {path}: {e}") from None
-        _apply(settings, raw, str(path))
-    names = {f.name for f in dataclasses.fields(Settings)} - {"data_dir", "keys", "hosts", "phase_deadlines", "origins"}
-    for name in names:
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        _apply(settings, raw, path)
+    for name, (section, key, rule) in NAMES.items():
         env = os.environ.get(ENV_PREFIX + name.upper())
-        if env is not None:
-            setattr(settings, name, _cast(name, env))
+        if env is not None and name != "read_only":
+            _set(settings, section, key, _checked(env, rule, _label(section, key), f"{ENV_PREFIX}{name.upper()}",
+                                                  from_env=True))
             settings.origins[name] = "env"
     for phase in PHASE_DEADLINES:
-        env = os.environ.get(f"{ENV_PREFIX}DEADLINE_{phase}")
+        variable = f"{ENV_PREFIX}DEADLINE_{phase}"
+        env = os.environ.get(variable)
         if env is not None:
-            settings.phase_deadlines[phase] = float(env)
+            settings.pipeline.phase_deadlines[phase] = _checked(env, _rule(float, above=0), variable, "the environment",
+                                                                from_env=True)
     if db:
-        settings.db = db
+        settings.store.db = db
     if docker_host:
         settings.docker_host = docker_host
         settings.origins["docker_host"] = "flag"
     if read_only or os.environ.get("DEPLOYER_READ_ONLY", "").lower() in ("1", "true", "yes"):
         settings.read_only = True
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    if settings.zombie_policy not in ("resume", "fail"):
-        raise InputError(f"invalid zombie_policy {settings.zombie_policy!r}: resume or fail")
-    for name in POSITIVE:
-        if not getattr(settings, name) > 0:
-            raise InputError(f"invalid setting {name}={getattr(settings, name)!r}: must be greater than 0")
-    if isinstance(settings.keep_releases, bool) or not isinstance(settings.keep_releases, int) or \
-            settings.keep_releases < 1:
-        raise InputError(f"invalid keep_releases {settings.keep_releases!r}: a whole number of at least 1 (the "
-                         f"previous release is the default rollback target)")
-    listen_address(settings.metrics_listen)
-    unknown = sorted(set(settings.notify_events) - set(NOTIFY_EVENTS))
-    if unknown:
-        raise InputError(f"invalid [notify] events {', '.join(unknown)}: choose among {', '.join(NOTIFY_EVENTS)}")
-    if settings.notify_fold_seconds < 0 or settings.notify_cleanup_failing_after < 1:
-        raise InputError("invalid [notify] settings: fold_seconds must be 0 or more, cleanup_failing_after 1 or more")
-    _check_routes(settings)
+    for name, value in overrides.items():
+        if name in ("keys", "hosts"):
+            _apply(settings, {name: value}, Path("the options"))
+            continue
+        if name not in NAMES:
+            raise ConfigError(f"unknown setting {name!r}")
+        section, key, rule = NAMES[name]
+        _set(settings, section, key, _checked(value, rule, _label(section, key), "the options"))
     return settings
-
-
-ROUTE_PROVIDERS = ("traefik-file", "caddy")
-
-
-def _check_routes(settings: Settings) -> None:
-    if settings.routes_provider not in ROUTE_PROVIDERS:
-        raise InputError(f"invalid [routes] provider {settings.routes_provider!r}: {' or '.join(ROUTE_PROVIDERS)}")
-    admin = str(settings.routes_caddy_admin)
-    if not admin.startswith(("http://", "https://")) or not admin.split("://", 1)[1].strip("/"):
-        raise InputError(f"invalid [routes] caddy_admin {admin!r}: an http:// URL (e.g. http://127.0.0.1:2019)")
-    host, sep, port = str(settings.routes_listen).rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"invalid [routes] listen {settings.routes_listen!r}: [HOST]:PORT (e.g. :80)")
-    drain = settings.routes_drain_seconds
-    if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not 0 <= drain <= 3600:
-        raise InputError(f"invalid [routes] drain_seconds {drain!r}: seconds between 0 and 3600")
 
 
 def listen_address(listen: str) -> tuple[str, int] | None:
@@ -176,30 +282,62 @@ def listen_address(listen: str) -> tuple[str, int] | None:
     host, sep, port = str(listen).rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:9464
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"invalid [metrics] listen {listen!r}: HOST:PORT (e.g. {METRICS_LISTEN}), or \"\" for off")
+        raise ConfigError(f"invalid [metrics] listen {listen!r}: HOST:PORT (e.g. {METRICS_LISTEN}), or \"\" for off")
     return host, int(port)
 
 
-def _apply(settings: Settings, raw: dict, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(Settings)}
-    sections = {"cleanup": "", "retention": "", "pipeline": "", "scheduler": "", "console": "", "store": "",
-                "metrics": "metrics_", "notify": "notify_", "routes": "routes_"}
-    # [metrics] listen is the setting metrics_listen, [routes] provider is routes_provider
-    flat = {}
-    for key, value in raw.items():
-        if key in sections and isinstance(value, dict):
-            flat.update({sections[key] + k: v for k, v in value.items()})
+def _set(settings: Settings, section: str | None, key: str, value) -> None:
+    setattr(getattr(settings, section) if section else settings, key, value)
+
+
+def _apply(settings: Settings, raw: dict, path: Path) -> None:
+    where = str(path)
+    flat_name = {(section, key): name for name, (section, key, _) in NAMES.items()}
+    for top, value in raw.items():
+        if top in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"invalid [{top}] in {where}: expected a table ([{top}] then key = value lines)")
+            known = {f.name: f.metadata["rule"] for f in fields(SECTIONS[top][0])}
+            for key, item in value.items():
+                if key not in known:
+                    raise ConfigError(f"unknown setting {key!r} in [{top}] in {where}: one of {', '.join(known)}")
+                label = _label(top, key)
+                item = _checked(item, known[key], label, where)
+                if top == "pipeline" and key == "phase_deadlines":
+                    item = {**PHASE_DEADLINES, **item}
+                if top == "store" and key == "db" and "://" not in item:
+                    item = str((path.parent / Path(item).expanduser()).resolve())   # relative to the config file
+                _set(settings, top, key, item)
+                settings.origins[flat_name[(top, key)]] = "config"
+        elif top == "keys":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"invalid [keys] in {where}: expected a table of action = \"key\"")
+            settings.keys = {str(k): v for k, v in value.items()}
+        elif top == "hosts":
+            settings.hosts = _hosts(value, where)
+        elif top in TOP_LEVEL:
+            _set(settings, None, top, _checked(value, TOP_LEVEL[top], top, where))
+            settings.origins[top] = "config"
         else:
-            flat[key] = value
-    for key, value in flat.items():
-        if key == "hosts":
-            settings.hosts = dict(value)
-        elif key == "keys":
-            settings.keys = {str(k): str(v) for k, v in value.items()}
-        elif key == "phase_deadlines":
-            settings.phase_deadlines.update({str(k).upper(): float(v) for k, v in value.items()})
-        elif key in known and key not in ("data_dir", "origins"):
-            setattr(settings, key, _cast(key, value))
-            settings.origins[key] = "config"
-        else:
-            raise InputError(f"unknown setting {key!r} in {where}")
+            raise ConfigError(f"unknown setting {top!r} in {where}")
+
+
+def _hosts(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"invalid [hosts] in {where}: expected [hosts.NAME] tables")
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"invalid setting [hosts] {name} = {table!r} in {where}: expected a table "
+                              f"[hosts.{name}] with url = \"...\"")
+        unknown = sorted(set(table) - set(HOST_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r} in [hosts.{name}] in {where}: one of "
+                              f"{', '.join(HOST_KEYS)}")
+        if not isinstance(table.get("url"), str) or not table["url"]:
+            raise ConfigError(f"invalid setting [hosts.{name}] url in {where}: expected a string")
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            if key in table and not isinstance(table[key], str):
+                raise ConfigError(f"invalid setting [hosts.{name}] {key} in {where}: expected a string")
+        if "default" in table and not isinstance(table["default"], bool):
+            raise ConfigError(f"invalid setting [hosts.{name}] default in {where}: expected true or false")
+    return dict(value)

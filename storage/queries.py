@@ -94,7 +94,7 @@ def pipeline_alive(dep: Deployment, settings) -> bool:
     keeps beating until it has stopped."""
     import os
     import socket
-    if dep.heartbeat_at is None or now() - dep.heartbeat_at > settings.zombie_after:
+    if dep.heartbeat_at is None or now() - dep.heartbeat_at > settings.scheduler.zombie_after:
         return False
     if dep.owner_machine == socket.gethostname() and dep.owner_pid:
         try:

@@ -105,8 +105,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     s = make_settings(tmp_path / "data")
-    if s.db:  # subprocesses (deployer-console deploy/engine) inherit the store: DEPLOYER_DB
-        monkeypatch.setenv("DEPLOYER_DB", s.db)
+    if s.store.db:  # subprocesses (deployer-console deploy/engine) inherit the store: DEPLOYER_DB
+        monkeypatch.setenv("DEPLOYER_DB", s.store.db)
     return s
 
 

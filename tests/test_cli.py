@@ -22,8 +22,8 @@ CONTAINER_KEYS = {"id", "name", "deployment_id", "service", "state", "host"}
 def cli(engine):
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20")
     env.pop("DEPLOYER_READ_ONLY", None)
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
 
     def run(*args, timeout=120):
         return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
@@ -119,8 +119,8 @@ def test_a_bare_group_prints_its_help(cli, engine):
 @pytest.mark.parametrize("args", [["ls", "--json"], ["show", "--help"], ["service", "ls", "--json"]])
 def test_a_store_only_command_starts_without_docker_py_textual_prometheus_or_apprise(engine, args):
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir))
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     code = ("import runpy, sys\n"
             f"sys.argv = ['deployer-console', *{args!r}]\n"
             "try:\n    runpy.run_module('console.cli', run_name='__main__')\n"

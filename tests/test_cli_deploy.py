@@ -17,8 +17,8 @@ def run_cli(env, *args, timeout=180):
 
 def cli_env(engine):
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20")
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     return env
 
 

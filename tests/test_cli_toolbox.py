@@ -23,8 +23,8 @@ from tests.test_cli import CLI
 def cli_env(engine, **extra) -> dict:
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), **extra)
     env.pop("DEPLOYER_READ_ONLY", None)
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     return env
 
 
@@ -144,7 +144,7 @@ def test_follow_sees_an_event_committed_after_a_higher_id_on_postgresql(engine):
     """PostgreSQL takes an id at insert and shows the row at commit: a lower id can appear after a higher one."""
     from playhouse.db_url import connect
     follower = engine.follow_events()
-    slow = connect(engine.settings.db)
+    slow = connect(engine.settings.store.db)
     slow.connect()
     try:
         slow.execute_sql("BEGIN")

@@ -27,8 +27,8 @@ OTHER_SECRET = "pl41n-looking-but-secret"
 def env_for(engine, **extra) -> dict:
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20", **extra)
     env.pop("DEPLOYER_READ_ONLY", None)
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     return env
 
 

@@ -66,7 +66,7 @@ class Archive:
         return out
 
     def _young(self, entry: Entry, t: float) -> bool:
-        return t - entry.mtime < float(self.settings.backup_keep_days) * DAY
+        return t - entry.mtime < float(self.settings.cleanup.backup_keep_days) * DAY
 
     def room(self) -> int:
         """Bytes a new backup may take: the budget minus what it can never prune (young backups, parts being
@@ -74,13 +74,13 @@ class Archive:
         t = time.time()
         fixed = sum(e.size for e in self.entries()
                     if (e.kind == "backup" and self._young(e, t)) or (e.kind == "part" and t - e.mtime < STALE_PART_S))
-        budget = int(float(self.settings.archive_max_mb) * MB) - fixed
+        budget = int(float(self.settings.cleanup.archive_max_mb) * MB) - fixed
         free = shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
         return max(0, min(budget, free))
 
     def prune(self) -> list[tuple[Path, str]]:
         """Apply retention; returns (file, why) for each file removed."""
-        s = self.settings
+        s = self.settings.cleanup
         t = time.time()
         entries = sorted(self.entries(), key=lambda e: e.mtime)
         max_age = float(s.archive_max_age_days) * DAY
@@ -133,7 +133,7 @@ class Archive:
             _one_backup.release()
 
     def _no_room(self, name: str, room: int) -> str:
-        s = self.settings
+        s = self.settings.cleanup
         return (f"the backup of volume {name} does not fit in the archive ({room / MB:.1f} MB left of "
                 f"archive_max_mb={s.archive_max_mb:g} after the backups younger than backup_keep_days="
                 f"{s.backup_keep_days:g}, or on the disk); the volume is kept until there is room")

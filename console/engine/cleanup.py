@@ -89,7 +89,7 @@ def releases_beyond_keep(paths, svc: Service, keep: int) -> list[Deployment]:
 def queue_release_retention(engine, svc: Service) -> int:
     """Superseded releases beyond `keep_releases` get a cleanup task (reason `superseded`): the Cleaner archives
     their logs and removes container, image and release directory with events, as for a failed deployment."""
-    keep = int(engine.settings.keep_releases)
+    keep = int(engine.settings.cleanup.keep_releases)
     try:
         with engine.store.write():
             beyond = releases_beyond_keep(engine.paths, svc, keep)
@@ -176,7 +176,7 @@ class Cleaner:
 
     def _retry(self, task: CleanupTask, dep: Deployment, error: Exception) -> None:
         attempts = task.attempts + 1
-        delay = min(self.engine.settings.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
+        delay = min(self.engine.settings.cleanup.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if not isinstance(error, (EngineUnavailable, CleanupFailed)):
             log.exception("cleanup of %s", dep.id)
@@ -208,13 +208,13 @@ class Cleaner:
             return "linked"
         if pipeline_alive(dep, self.engine.settings):
             return "pipeline"
-        if task.reason == "failed" and self.engine.settings.keep_failed > 0 and \
+        if task.reason == "failed" and self.engine.settings.cleanup.keep_failed > 0 and \
                 dep.id in self.kept_failed_ids(dep.service_id):
             return "retention"
         return None
 
     def kept_failed_ids(self, service_id: int) -> set[str]:
-        n = int(self.engine.settings.keep_failed)
+        n = int(self.engine.settings.cleanup.keep_failed)
         if n <= 0:
             return set()
         rows = (Deployment.select(Deployment.id).where((Deployment.service == service_id) &
@@ -256,7 +256,8 @@ class Cleaner:
                 D.event(dep.id, f"Stopped container {info.name} (kept for inspection)", kind="cleanup",
                         host=dep.host)
             self._finish(task, "kept", f"Keeping deployment {dep.id} for inspection: one of the last "
-                         f"{self.engine.settings.keep_failed} failed deployments of {dep.service.name}", dep=dep)
+                         f"{self.engine.settings.cleanup.keep_failed} failed deployments of {dep.service.name}",
+                         dep=dep)
             self._rearm_older_failed(dep.service_id)
             return "kept"
         reason = task.reason

@@ -350,7 +350,8 @@ class Engine:
             gone = queries.is_stuck(dep, self.settings)
             with self.store.write():
                 D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
-                       cleanup_delay=self.settings.cleanup_delay, heartbeat_at=None if gone else dep.heartbeat_at,
+                       cleanup_delay=self.settings.cleanup.cleanup_delay,
+                       heartbeat_at=None if gone else dep.heartbeat_at,
                        message=f"Deployment {dep.id} cancelled by {actor}")
                 if gone:  # no pipeline will ever close its phase rows
                     D.close_phases(dep.id, f"interrupted: the pipeline was gone when {actor} cancelled it")

@@ -5,7 +5,6 @@ The doctor changes nothing on purpose: it does not create the data dir or the st
 does not write Host rows (opening an existing SQLite store still tightens a too-open file mode, as every command does).
 Every check that waits for something (a Docker engine, the metrics port) is bounded by `host_timeout`.
 """
-import dataclasses
 import errno
 import os
 import shutil
@@ -16,11 +15,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from console import config
-from console.engine.errors import InputError
 from storage import migrations
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
-METRICS_DEFAULT = "127.0.0.1:9464"
 ARCHIVE_FLOOR_MB = 64.0      # below this much free space the archive (log copies, volume backups) cannot work
 START_DOCKER = ("start Docker (`bash scripts/docker-engine`, or `systemctl start docker`), or point the host at a "
                 "running engine")
@@ -63,10 +60,10 @@ def failed(checks: list[dict]) -> bool:
 def _config(options: dict, checks: list) -> config.Settings:
     try:
         settings = config.load(**options)
-    except InputError as e:
+    except config.ConfigError as e:
         fallback = config.Settings(**({"data_dir": Path(options["data_dir"]).expanduser()}
                                       if options.get("data_dir") else {}))
-        fallback.db, fallback.docker_host = options.get("db"), options.get("docker_host")
+        fallback.store.db, fallback.docker_host = options.get("db"), options.get("docker_host")
         checks.append(check("config", FAIL, _one_line(e), f"fix {fallback.config_path} or the DEPLOYER_* variable "
                                                           f"it names (README: Configuration)"))
         return fallback
@@ -203,7 +200,7 @@ def _probe_host(name: str, url: str | None, tls: dict, timeout: float) -> list[d
 
 
 def _engines(settings, store) -> list[dict]:
-    timeout = float(settings.host_timeout)
+    timeout = float(settings.scheduler.host_timeout)
     hosts = _host_list(settings, store)
     pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="doctor")
     futures = [pool.submit(_probe_host, name, url, tls, timeout) for name, url, tls in hosts]
@@ -226,22 +223,18 @@ def _disk(settings) -> dict:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free_mb = shutil.disk_usage(probe).free / 1e6
-    budget = float(settings.archive_max_mb)
+    budget = float(settings.cleanup.archive_max_mb)
     detail = f"{free_mb:,.0f} MB free for {path} (archive budget archive_max_mb = {budget:,.0f} MB)"
     if free_mb < ARCHIVE_FLOOR_MB:
         return check("archive disk", FAIL, detail, f"free space on the file system of {probe}, or move --data-dir")
     if free_mb < budget:
         return check("archive disk", WARN, detail, f"free space on {probe}, or lower archive_max_mb in the config "
-                                                   f"([retention] archive_max_mb = {int(free_mb // 2)})")
+                                                   f"([cleanup] archive_max_mb = {int(free_mb // 2)})")
     return check("archive disk", OK, detail)
 
 
 def _metrics_port(settings) -> dict:
-    names = {f.name for f in dataclasses.fields(settings)}
-    listen = getattr(settings, "metrics_listen", None) if "metrics_listen" in names else None
-    note = "" if "metrics_listen" in names else " (the default; this version has no metrics setting)"
-    if listen is None:
-        listen = METRICS_DEFAULT
+    listen = settings.metrics.listen
     if not listen:
         return check("metrics port", OK, "metrics are off ([metrics] listen = \"\")")
     host, _, port_text = str(listen).rpartition(":")
@@ -257,31 +250,31 @@ def _metrics_port(settings) -> dict:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection in TIME_WAIT is not "busy"
         sock.bind((host, port))
-        return check("metrics port", OK, f"{host}:{port} is free{note}")
+        return check("metrics port", OK, f"{host}:{port} is free")
     except OSError as e:
         if e.errno != errno.EADDRINUSE:
-            return check("metrics port", FAIL, f"cannot listen on {host}:{port}: {e.strerror}{note}", fix)
+            return check("metrics port", FAIL, f"cannot listen on {host}:{port}: {e.strerror}", fix)
     finally:
         sock.close()
-    if _serves_our_metrics(host, port, float(settings.host_timeout)):
-        return check("metrics port", OK, f"{host}:{port} is served by a running deployer-console engine{note}")
-    return check("metrics port", FAIL, f"{host}:{port} is in use by another program{note}", fix)
+    if _serves_our_metrics(host, port, float(settings.scheduler.host_timeout)):
+        return check("metrics port", OK, f"{host}:{port} is served by a running deployer-console engine")
+    return check("metrics port", FAIL, f"{host}:{port} is in use by another program", fix)
 
 
 def _router(settings) -> dict:
     """[routes]: the route files' directory, or Caddy's admin API answering (bounded by host_timeout)."""
-    if getattr(settings, "routes_provider", "traefik-file") != "caddy":
+    if settings.routes.provider != "caddy":
         return check("routes", OK, f"Traefik file provider: route files in {Path(settings.data_dir) / 'routes'}")
-    admin = settings.routes_caddy_admin.rstrip("/")
+    admin = settings.routes.caddy_admin.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{admin}/config/", timeout=min(float(settings.host_timeout), 3.0)):
+        with urllib.request.urlopen(f"{admin}/config/", timeout=min(float(settings.scheduler.host_timeout), 3.0)):
             pass
     except Exception as e:  # noqa: BLE001 - any failure means no route can be set
         return check("routes", FAIL, f"Caddy admin API at {admin} does not answer: {_one_line(e)}",
                      f"start Caddy with its admin API at {admin} (`caddy run`, or `bash scripts/caddy start DIR "
                      f"PORT`), or set [routes] caddy_admin")
     return check("routes", OK, f"Caddy admin API at {admin} answers; the console's server `deployer` listens on "
-                               f"{settings.routes_listen}")
+                               f"{settings.routes.listen}")
 
 
 def _serves_our_metrics(host: str, port: int, timeout: float) -> bool:

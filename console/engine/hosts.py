@@ -3,7 +3,7 @@ config's [hosts.NAME] tables or `host add`. One cached client per host; every Do
 the client of the host the deployment records.
 
 Timeouts: one dead or blackholed host must not hold up the others. Every client connects with a timeout of
-`settings.host_timeout` (a stopped engine's unix socket refuses at once; a blackholed tcp host fails after
+`settings.scheduler.host_timeout` (a stopped engine's unix socket refuses at once; a blackholed tcp host fails after
 host_timeout), including the API-version handshake docker-py makes when a client is created. Reading an answer may
 take longer (`timeout`, 60 s: removing a big container or image under load) except for probes (`probe()`, `host ls`,
 the status bar), which are bounded by host_timeout as a whole. Builds and log streams have no read timeout.
@@ -114,7 +114,7 @@ class Hosts:
         # a host that just failed fails again at once for a few seconds (instead of every task waiting out its own
         # connect timeout); probes bypass this, and the first success clears it
         self._down_until: dict[str, tuple[float, str]] = {}
-        self.breaker_s = min(5.0, float(settings.host_timeout))
+        self.breaker_s = min(5.0, float(settings.scheduler.host_timeout))
         self.overlay = self._overlay(settings)
         self._seen: dict[str, dict] = {}   # reachability of hosts that are not Host rows: {name: state}
         self._checked_at: dict[str, float] = {}   # when this process last noted a host's reachability (monotonic)
@@ -163,7 +163,7 @@ class Hosts:
         import docker.errors
 
         from console.engine.docker_gateway import Gateway
-        timeout = float(self.settings.host_timeout)
+        timeout = float(self.settings.scheduler.host_timeout)
         try:
             client = make_client(url, tls, self.timeout if base_image else timeout, timeout)
         except docker.errors.DockerException as e:
@@ -304,7 +304,7 @@ class Hosts:
         self._check_breaker(name)
         try:
             client = make_client(url, {"tls_ca": row.tls_ca, "tls_cert": row.tls_cert, "tls_key": row.tls_key},
-                             self.timeout, float(self.settings.host_timeout))
+                             self.timeout, float(self.settings.scheduler.host_timeout))
         except docker.errors.DockerException as e:
             self._trip(name, str(e))
             metrics.docker_error(name)
@@ -342,7 +342,7 @@ class Hosts:
         """Ping every host (or `names`) in parallel, bounded by the timeout as a whole. Returns {name: None if up
         else error}; see `record` to note it."""
         names = self.names() if names is None else list(names)
-        timeout = timeout or self.settings.host_timeout
+        timeout = timeout or self.settings.scheduler.host_timeout
         results: dict[str, str | None] = {n: f"no answer within {timeout:.0f} s" for n in names}
 
         def ping(name):

@@ -85,7 +85,7 @@ class LeaseKeeper:
             if got:
                 # counted from the moment the write lock was held and `expires_at` computed, so the local deadline
                 # always falls (lease_duration - renew_deadline) before the expiry everybody else sees
-                self._valid_until = self._stamp + float(self.settings.lease_renew_deadline)
+                self._valid_until = self._stamp + float(self.settings.scheduler.lease_renew_deadline)
             else:
                 self._valid_until = 0.0
             if takeover:
@@ -93,7 +93,7 @@ class LeaseKeeper:
             return self.is_leader
 
     def _try(self) -> tuple[bool, str | None]:
-        duration = float(self.settings.lease_duration)
+        duration = float(self.settings.scheduler.lease_duration)
         with self.store.write():
             t, self._stamp = now(), time.monotonic()
             row = Lease.get_or_none(Lease.name == self.name)

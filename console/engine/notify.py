@@ -35,10 +35,10 @@ class Message:
 class Notifier:
     def __init__(self, store, settings, record_event=None):
         self.store = store
-        self.urls = [u for u in settings.notify_urls if u]
-        self.events = set(settings.notify_events) & set(NOTIFY_EVENTS)
-        self.fold_s = float(settings.notify_fold_seconds)
-        self.cleanup_failing_after = int(settings.notify_cleanup_failing_after)
+        self.urls = [u for u in settings.notify.urls if u]
+        self.events = set(settings.notify.events) & set(NOTIFY_EVENTS)
+        self.fold_s = float(settings.notify.fold_seconds)
+        self.cleanup_failing_after = int(settings.notify.cleanup_failing_after)
         self._record = record_event or self._record_failed_send
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=QUEUE_MAX)
         self._lock = threading.Lock()
@@ -177,7 +177,7 @@ def uninstall(notifier: Notifier) -> None:
 def foreground(store, settings, flush_s: float = FOREGROUND_FLUSH_S):
     """An operator action run in the foreground of a process that hosts no runtime (a CLI `deploy`, `resume`,
     `rollback`) sends its notifications too: before the action returns, waiting at most `flush_s` for them."""
-    if _active is not None or not settings.notify_urls:
+    if _active is not None or not settings.notify.urls:
         yield
         return
     notifier = Notifier(store, settings).start()

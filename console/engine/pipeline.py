@@ -132,7 +132,7 @@ class RunControl:
             try:
                 if self.stop_reason is None:
                     self.stop_reason = self._why_stop()
-                if time.monotonic() - last_beat >= self.ctx.settings.heartbeat_interval:
+                if time.monotonic() - last_beat >= self.ctx.settings.pipeline.heartbeat_interval:
                     with self.ctx.store.write():
                         Deployment.update(heartbeat_at=now()).where(
                             (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner)).execute()
@@ -152,7 +152,7 @@ class RunControl:
         if row.owner != self.owner:
             return "taken-over", f"deployment was taken over by {row.owner}"
         if row.phase and row.phase_started_at:
-            deadline = float(self.ctx.settings.phase_deadlines.get(row.phase, 300))
+            deadline = float(self.ctx.settings.pipeline.phase_deadlines.get(row.phase, 300))
             if now() - row.phase_started_at > deadline:
                 return "deadline", f"phase {row.phase} overran its deadline of {deadline:.0f} s"
         return None
@@ -530,7 +530,7 @@ class Pipeline:
             gw.start(info)
             started = True
         self._fault_point(job, "UPDATING_ROUTES")
-        answered = wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
+        answered = wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.pipeline.health_timeout,
                                 job.control.check, job.control.sleep)
         job.control.check()
         routed = releases.route(self.ctx, svc, dep.id, gw, info)
@@ -545,10 +545,10 @@ class Pipeline:
         if info is None:
             raise RuntimeError(f"container {container_name(svc.name, dep.id)} is missing; resume from COPYING_FILES")
         if self.ctx.router.proxy_check is None:
-            return wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.health_timeout,
+            return wait_healthy(gw, info, svc.port, svc.health_path, self.ctx.settings.pipeline.health_timeout,
                                 job.control.check, job.control.sleep)
         return wait_through_proxy(self.ctx.router, route_for(gw, svc, dep.id, info), svc.health_path,
-                                  self.ctx.settings.health_timeout, job.control.check, job.control.sleep)
+                                  self.ctx.settings.pipeline.health_timeout, job.control.check, job.control.sleep)
 
     # ---- endings
     def _set(self, deployment_id: str, **fields):
@@ -565,7 +565,7 @@ class Pipeline:
             for old in older:
                 D.move(self.ctx.store, old.id, "superseded", message=f"Deployment {old.id} superseded by {dep.id}")
         if older:  # requests the proxy sent to the superseded container before the switch finish first
-            time.sleep(float(self.ctx.settings.routes_drain_seconds))
+            time.sleep(float(self.ctx.settings.routes.drain_seconds))
         for old in older:
             self.stop_service_container(svc, old.id, old.host)
         if older:
@@ -592,7 +592,7 @@ class Pipeline:
             log.exception("restoring previous release of %s", job.service.name)
         try:
             D.move(self.ctx.store, job.deployment.id, "failed", error=reason, expect={"deploying"},
-                   cleanup_delay=self.ctx.settings.cleanup_delay)
+                   cleanup_delay=self.ctx.settings.cleanup.cleanup_delay)
         except InputError:
             return Deployment.get_by_id(job.deployment.id).status
         notify.deployment_failed(job.deployment.id, job.service.name, job.deployment.host, reason)

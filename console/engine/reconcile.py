@@ -223,8 +223,8 @@ class Pass:
         # a cleanup being run right now may be backing up a volume: its helper container is in use
         cleaning = {r.deployment_id for r in tasks if r.state == "running" and r.updated_at >= t - STALE_RUNNING_S}
         rollbacks = active_rollback_ids()
-        stuck_rollbacks = orphaned_rollbacks(float(s.zombie_after))
-        errors, containers, volumes = observe_hosts(self.engine, float(s.host_timeout), self.counter)
+        stuck_rollbacks = orphaned_rollbacks(float(s.scheduler.zombie_after))
+        errors, containers, volumes = observe_hosts(self.engine, float(s.scheduler.host_timeout), self.counter)
         for r in stuck_rollbacks:
             if errors.get(r["host"]):
                 r["action"] = f"wait (host {r['host']} unreachable)"
@@ -343,7 +343,7 @@ class Pass:
             return None, 0
         if status is not None and dep_id in open_tasks:
             return None, 0  # its cleanup task is already queued (or it is kept for inspection)
-        if age < float(self.settings.orphan_grace):
+        if age < float(self.settings.scheduler.orphan_grace):
             return None, 1
         known = status is not None and dep.host == host
         return {"kind": kind, "host": host, "id": obj_id, "name": name, "deployment_id": dep_id,
@@ -355,19 +355,19 @@ class Pass:
         removed once older than the orphan grace, unless its deployment's cleanup is running right now."""
         if not L.is_ours(c.labels, self.engine.store_id, c.deployment_id) or c.deployment_id in cleaning:
             return None, 0
-        if age < float(self.settings.orphan_grace):
+        if age < float(self.settings.scheduler.orphan_grace):
             return None, 1
         return {"kind": "backup-helper", "host": host, "id": c.id, "name": c.name, "deployment_id": c.deployment_id,
                 "deployment_status": dep.status if dep is not None else "unknown", "age": round(age, 1),
                 "action": "remove"}, 0
 
     def _diff_deploying(self, deps, host_errors, running_here, t):
-        s = self.settings
+        s = self.settings.scheduler
         zombies, deadlines = [], []
         for d in deps.values():
             if d.status != "deploying" or d.id in running_here:
                 continue
-            if is_stuck(d, s):
+            if is_stuck(d, self.settings):
                 gone_pid = d.heartbeat_at is not None and t - d.heartbeat_at <= s.zombie_after
                 why = (f"owner pid {d.owner_pid} is gone on {d.owner_machine}" if gone_pid else
                        "no heartbeat ever" if d.heartbeat_at is None else
@@ -389,7 +389,7 @@ class Pass:
                                 "action": action})
                 continue
             if d.phase and d.phase_started_at:
-                limit = float(s.phase_deadlines.get(d.phase, 300))
+                limit = float(self.settings.pipeline.phase_deadlines.get(d.phase, 300))
                 if t - d.phase_started_at > limit:
                     deadlines.append({"deployment_id": d.id, "service": d.service_name, "phase": d.phase,
                                       "host": d.host, "running_for": round(t - d.phase_started_at, 1),
@@ -471,7 +471,7 @@ class Pass:
             if not check():
                 return "no longer applies"
             D.move(self.engine.store, dep_id, "failed", error=reason, expect={"deploying"},
-                   cleanup_delay=self.settings.cleanup_delay, message=f"Reconcile: deployment {dep_id} failed: "
+                   cleanup_delay=self.settings.cleanup.cleanup_delay, message=f"Reconcile: deployment {dep_id} failed: "
                                                                       f"{reason}")
             D.close_phases(dep_id, f"interrupted: {reason}")
         self._restore_current(dep_id)

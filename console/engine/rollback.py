@@ -115,13 +115,13 @@ def rollback(engine, service_name: str, to: str | None = None, actor_name: str |
     with engine.store.write():
         running = Rollback.get_or_none((Rollback.service == svc.id) & (Rollback.state == "active"))
         if running is not None:
-            gone = owner_gone(running, float(engine.settings.zombie_after))
+            gone = owner_gone(running, float(engine.settings.scheduler.zombie_after))
             raise InputError(f"a rollback of {svc.name} is already in progress" + (
                 f" (its process is gone: {gone}; `deployer-console reconcile` finishes or undoes it)" if gone else ""))
         rb = Rollback.create(service=svc, from_deployment=serving, to_deployment=target, actor=actor_name, **owner)
         D.event(target.id, f"Rollback of {svc.name} from {serving.id if serving else '-'} to {target.id} started "
                            f"by {actor_name}", kind="rollback", actor_name=actor_name, host=target.host)
-    beat = Heartbeat(engine.store, rb.id, owner["owner"], float(engine.settings.heartbeat_interval)).start()
+    beat = Heartbeat(engine.store, rb.id, owner["owner"], float(engine.settings.pipeline.heartbeat_interval)).start()
     try:
         return _run(engine, rb, svc, serving, target, actor_name)
     finally:
@@ -142,15 +142,15 @@ def _run(engine, rb: Rollback, svc: Service, serving, target: Deployment, actor_
             gw.start(info)
             started_here = True
         # the route moves only to a container that answers; then the check end to end, through the proxy
-        detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.health_timeout)
+        detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.pipeline.health_timeout)
         releases.make_current(engine.paths, svc.name, target.id, previous_id=before)
         releases.route(engine, svc, target.id, gw, info)
         _fault_point(target.id)
         if engine.router.proxy_check is not None:
             detail = wait_through_proxy(engine.router, route_for(gw, svc, target.id, info), svc.health_path,
-                                        engine.settings.health_timeout)
+                                        engine.settings.pipeline.health_timeout)
         else:
-            detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.health_timeout)
+            detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.pipeline.health_timeout)
     except BaseException as e:  # any failure, Ctrl-C and SIGTERM too: record it, put back what was serving
         interrupted = not isinstance(e, Exception)
         reason = ("interrupted (Ctrl-C or SIGTERM)" if interrupted else
@@ -185,7 +185,7 @@ def _complete(engine, rb: Rollback, svc: Service, serving, target: Deployment, d
         Rollback.update(state="completed", finished_at=now(), heartbeat_at=None).where(Rollback.id == rb.id).execute()
         D.event(target.id, message, kind="rollback", actor_name=actor_name, host=target.host)
     if serving is not None:  # requests in flight to the replaced container finish first
-        time.sleep(float(engine.settings.routes_drain_seconds))
+        time.sleep(float(engine.settings.routes.drain_seconds))
         engine.pipeline.stop_service_container(svc, serving.id, serving.host)
     queue_release_retention(engine, svc)
     return True
@@ -267,16 +267,16 @@ def recover(engine, rollback_id: int) -> str:
     settings = engine.settings
     with engine.store.write():
         rb = Rollback.get_or_none(Rollback.id == rollback_id)
-        if rb is None or owner_gone(rb, float(settings.zombie_after)) is None:
+        if rb is None or owner_gone(rb, float(settings.scheduler.zombie_after)) is None:
             return "no longer orphaned"
-        why = owner_gone(rb, float(settings.zombie_after))
+        why = owner_gone(rb, float(settings.scheduler.zombie_after))
         mine = new_owner()
         if Rollback.update(**mine).where((Rollback.id == rb.id) & (Rollback.state == "active") &
                                          (Rollback.owner == rb.owner)).execute() != 1:
             return "taken over elsewhere"
     rb = Rollback.get_by_id(rollback_id)
     svc, target, serving = rb.service, rb.to_deployment, rb.from_deployment
-    beat = Heartbeat(engine.store, rb.id, rb.owner, float(settings.heartbeat_interval)).start()
+    beat = Heartbeat(engine.store, rb.id, rb.owner, float(settings.pipeline.heartbeat_interval)).start()
     try:
         gw = engine.hosts.gateway(target.host)
         name = container_name(svc.name, target.id)

@@ -223,6 +223,6 @@ def _route_deployment(route: dict) -> str | None:
 
 def make(settings, paths):
     """The router `[routes] provider` names."""
-    if settings.routes_provider == "caddy":
-        return Caddy(settings.routes_caddy_admin, settings.routes_listen)
+    if settings.routes.provider == "caddy":
+        return Caddy(settings.routes.caddy_admin, settings.routes.listen)
     return TraefikFile(paths)

@@ -74,7 +74,7 @@ class Runtime:
         self._lease_thread: threading.Thread | None = None
         self._was_leader = False
         self._role_lock = threading.Lock()
-        self.workers = max(1, int(self.settings.workers))
+        self.workers = max(1, int(self.settings.scheduler.workers))
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pipeline")
         self._running: dict[str, Future] = {}
         self._running_lock = threading.Lock()
@@ -89,7 +89,7 @@ class Runtime:
             executors={"default": JobExecutor(len(JOBS) + 1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC)
-        s = self.settings
+        s = self.settings.scheduler
         self.intervals = {"dispatch": float(s.dispatch_interval), "cleanup": float(s.cleanup_interval),
                           "reconcile": float(s.reconcile_interval), "retention": float(s.retention_interval)}
         self._functions = {"dispatch": self.dispatch, "cleanup": self.cleanup, "reconcile": self.reconcile,
@@ -105,7 +105,7 @@ class Runtime:
             self.scheduler.add_job(self._job, "interval", seconds=self.intervals[name], args=(name,), id=name,
                                    name=name)
         self.scheduler.start(paused=True)
-        self.metrics.start(listen_address(self.settings.metrics_listen))
+        self.metrics.start(listen_address(self.settings.metrics.listen))
         notify.install(self.notifier.start())
         if self.run_jobs:
             self._elect()  # the first attempt right away, so status is right from the start
@@ -164,7 +164,7 @@ class Runtime:
 
     # ---- the lease
     def _lease_loop(self) -> None:
-        while not self._stop.wait(float(self.settings.lease_retry)):
+        while not self._stop.wait(float(self.settings.scheduler.lease_retry)):
             self._elect()
 
     def _elect(self) -> None:
@@ -471,8 +471,9 @@ def status(engine, probe: bool = False) -> dict:
     last_reconcile = (JobRun.select(JobRun.finished_at).where((JobRun.job == "reconcile") &
                                                               JobRun.finished_at.is_null(False))
                       .order_by(JobRun.id.desc()).first())
-    intervals = {"dispatch": engine.settings.dispatch_interval, "cleanup": engine.settings.cleanup_interval,
-                 "reconcile": engine.settings.reconcile_interval, "retention": engine.settings.retention_interval}
+    s = engine.settings.scheduler
+    intervals = {"dispatch": s.dispatch_interval, "cleanup": s.cleanup_interval, "reconcile": s.reconcile_interval,
+                 "retention": s.retention_interval}
     jobs = []
     for name in JOBS + tuple(sorted(set(latest) - set(JOBS))):
         run = latest.get(name)
@@ -488,7 +489,7 @@ def status(engine, probe: bool = False) -> dict:
     queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
     # hosts that are this run's own (config, environment, default socket) are known to no other process: checked
     # here when this process has not done so within a reconcile interval
-    names = None if probe else engine.hosts.stale(float(engine.settings.reconcile_interval))
+    names = None if probe else engine.hosts.stale(float(engine.settings.scheduler.reconcile_interval))
     if probe or names:
         from console.engine.hosts import note_reachability
         note_reachability(engine, engine.hosts.probe(names=names))

@@ -48,7 +48,7 @@ def prepare(engine) -> None:
         raise InputError("the demo deploys services; run it without --read-only")
     engine.hosts.gateway().ensure_base_image()
     # the failing deployment should fail (and be cleaned up) within the first minute
-    engine.settings.health_timeout = min(engine.settings.health_timeout, DEMO_HEALTH_TIMEOUT)
+    engine.settings.pipeline.health_timeout = min(engine.settings.pipeline.health_timeout, DEMO_HEALTH_TIMEOUT)
     for name, src in write_sources(engine).items():
         engine.add_service(name, src, port=8080, health_path=SERVICES[name][2], project="demo", replace=True)
 

@@ -11,7 +11,6 @@ from console import config
 from console.engine import labels as L
 from console.engine.cleanup import Cleaner
 from console.engine.docker_gateway import BASE_IMAGE
-from console.engine.errors import InputError
 from console.engine.pipeline import container_name, deployment_volume
 from storage.clock import now
 from storage.models import CleanupTask, DeploymentEvent
@@ -25,7 +24,7 @@ DAY = 86400
 
 @pytest.fixture
 def failing(engine, tmp_path):
-    engine.settings.health_timeout = 3
+    engine.settings.pipeline.health_timeout = 3
     src = make_service_dir(tmp_path / "failing", dockerfile=FAILING)
     engine.add_service("failing", str(src), volumes=["data:/data"], shared_volumes=["shared:/shared"])
     return engine
@@ -55,7 +54,7 @@ def test_a_backup_alone_over_the_budget_is_kept_while_young_and_logs_are_pruned_
     backup = archive / f"{deployment_volume(dep.id, 'data')}.tar.gz"
     assert log.exists() and backup.stat().st_size > 3 * MB  # the only copy of a volume that is gone
 
-    failing.settings.archive_max_mb = 1  # the backup alone is three times the budget
+    failing.settings.cleanup.archive_max_mb = 1  # the backup alone is three times the budget
     assert Cleaner(failing).retention()["archives_pruned"] == 1
     assert not log.exists(), "the container log goes first"
     assert backup.exists(), "a backup younger than backup_keep_days was pruned"
@@ -63,8 +62,8 @@ def test_a_backup_alone_over_the_budget_is_kept_while_young_and_logs_are_pruned_
     assert Cleaner(failing).retention()["archives_pruned"] == 0  # and at every later pass
 
     # past backup_keep_days the budget may take it (archive_max_age_days alone would keep it 100 days)
-    failing.settings.archive_max_age_days = 100
-    failing.settings.backup_keep_days = 2
+    failing.settings.cleanup.archive_max_age_days = 100
+    failing.settings.cleanup.backup_keep_days = 2
     age(backup, 1)
     assert Cleaner(failing).retention()["archives_pruned"] == 0 and backup.exists()
     age(backup, 3)
@@ -78,8 +77,8 @@ def test_age_prunes_logs_but_a_backup_only_past_backup_keep_days(failing, docker
     Cleaner(failing).run_due()
     archive = failing.paths.archive(dep.id)
     log, backup = next(archive.glob("*.log.gz")), next(archive.glob("*.tar.gz"))
-    failing.settings.archive_max_age_days = 1
-    failing.settings.backup_keep_days = 10
+    failing.settings.cleanup.archive_max_age_days = 1
+    failing.settings.cleanup.backup_keep_days = 10
     for path in (log, backup):
         age(path, 5)
     assert Cleaner(failing).retention()["archives_pruned"] == 1
@@ -92,13 +91,13 @@ def test_age_prunes_logs_but_a_backup_only_past_backup_keep_days(failing, docker
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_a_zero_or_negative_archive_budget_or_backup_keep_days_is_refused(tmp_path, monkeypatch, name, value):
     monkeypatch.setenv(f"DEPLOYER_{name.upper()}", value)
-    with pytest.raises(InputError) as e:
+    with pytest.raises(config.ConfigError) as e:
         config.load(data_dir=str(tmp_path / "data"))
     assert name in str(e.value) and len(str(e.value).splitlines()) == 1
     monkeypatch.delenv(f"DEPLOYER_{name.upper()}")
-    (tmp_path / "config.toml").write_text(f"[retention]\n{name} = {value}\n")
+    (tmp_path / "config.toml").write_text(f"[cleanup]\n{name} = {value}\n")
     monkeypatch.setenv("DEPLOYER_CONFIG", str(tmp_path / "config.toml"))
-    with pytest.raises(InputError, match=name):
+    with pytest.raises(config.ConfigError, match=name):
         config.load(data_dir=str(tmp_path / "data"))
 
 
@@ -106,7 +105,7 @@ def test_a_backup_that_does_not_fit_keeps_the_volume_and_the_task_waits(failing,
     dep = failing.deploy("failing")
     volume = deployment_volume(dep.id, "data")
     fill(docker_client, volume, 3)
-    failing.settings.archive_max_mb = 2
+    failing.settings.cleanup.archive_max_mb = 2
     assert Cleaner(failing).run_due()["retried"] == 1
     assert volume in volume_names(docker_client, dep.id), "the volume was removed without its backup"
     archive = failing.paths.archive(dep.id)
@@ -121,7 +120,7 @@ def test_a_backup_that_does_not_fit_keeps_the_volume_and_the_task_waits(failing,
     assert Cleaner(failing).run_due()["retried"] == 1
     assert len([m for m in messages(dep.id) if m.startswith("Volume kept:")]) == 1
 
-    failing.settings.archive_max_mb = 100  # room again (an operator raised the budget)
+    failing.settings.cleanup.archive_max_mb = 100  # room again (an operator raised the budget)
     CleanupTask.update(due_at=now()).where(CleanupTask.id == task.id).execute()
     assert Cleaner(failing).run_due()["done"] == 1
     assert volume_names(docker_client, dep.id) == []
@@ -156,7 +155,7 @@ def test_reconcile_removes_a_leftover_helper_and_the_volume_can_go(failing, dock
     assert Cleaner(failing).run_due()["done"] == 1
     volume = docker_client.api.create_volume(labels=L.deployment_labels(failing.store_id, dep.id, "failing", 1))
     helper = leave_a_helper(docker_client, failing, volume["Name"])
-    failing.settings.orphan_grace = 0
+    failing.settings.scheduler.orphan_grace = 0
     result = failing.reconcile()
     found = [o for o in result["orphans"] if o["kind"] == "backup-helper"]
     assert [o["id"] for o in found] == [helper] and found[0]["result"] == "removed"

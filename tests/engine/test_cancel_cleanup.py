@@ -26,7 +26,7 @@ def ours(client, dep_id):
 
 def test_cancel_during_a_fault_pause_leaves_removal_to_the_cleanup_task(engine, tmp_path, docker_client,
                                                                        monkeypatch):
-    engine.settings.cleanup_delay = 3.0
+    engine.settings.cleanup.cleanup_delay = 3.0
     monkeypatch.setenv("DEPLOYER_FAULT_PAUSE", "HEALTH_CHECK:30")
     engine.add_service("web", str(make_service_dir(tmp_path / "web")))
     dep = engine.create_deployment("web")

@@ -39,7 +39,7 @@ def volume_names(client, dep_id):
 
 @pytest.fixture
 def failing(engine, tmp_path):
-    engine.settings.health_timeout = 3
+    engine.settings.pipeline.health_timeout = 3
     src = make_service_dir(tmp_path / "failing", dockerfile=FAILING)
     engine.add_service("failing", str(src), volumes=["data:/data"], shared_volumes=["shared:/shared"])
     return engine
@@ -208,7 +208,7 @@ def test_look_alike_and_foreign_containers_survive(failing, docker_client):
 
 
 def test_keep_last_n_failed_stops_but_keeps_and_cleans_older_ones(failing, docker_client):
-    failing.settings.keep_failed = 1
+    failing.settings.cleanup.keep_failed = 1
     first = failing.deploy("failing")
     Cleaner(failing).run_due()
     kept = ours(docker_client, first.id)
@@ -223,7 +223,7 @@ def test_keep_last_n_failed_stops_but_keeps_and_cleans_older_ones(failing, docke
 
 
 def test_cleanup_delay_holds(failing, docker_client):
-    failing.settings.cleanup_delay = 3
+    failing.settings.cleanup.cleanup_delay = 3
     dep = failing.deploy("failing")
     assert Cleaner(failing).run_due()["done"] == 0
     assert len(ours(docker_client, dep.id)) == 1
@@ -247,7 +247,7 @@ def test_dry_run_plan_touches_nothing(failing, docker_client):
 def test_engine_down_cleanups_retry_and_complete_after_restart(engine, tmp_path, h2):
     """Three cleanups due on host h2 while h2's dockerd is stopped (a real outage of a real engine)."""
     import docker as dockerlib
-    engine.settings.health_timeout = 3
+    engine.settings.pipeline.health_timeout = 3
     engine.add_service("fail2", str(make_service_dir(tmp_path / "f2", dockerfile=FAILING)), host="h2",
                        volumes=["data:/data"], shared_volumes=["shared:/shared"])
     deps = [engine.deploy("fail2") for _ in range(3)]

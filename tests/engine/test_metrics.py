@@ -8,7 +8,6 @@ import pytest
 from peewee import fn
 
 from console import config
-from console.engine.errors import InputError
 from storage.models import CleanupTask, Deployment, Service
 from tests.conftest import make_service_dir, make_settings, wait_for
 from tests.prometheus import Prometheus
@@ -83,7 +82,7 @@ def test_listen_empty_serves_nothing(tmp_path, docker_client, base_image):
     (data / "config.toml").write_text('[metrics]\nlisten = ""\n')
     eng = Engine(make_settings(data))
     try:
-        assert eng.settings.metrics_listen == ""
+        assert eng.settings.metrics.listen == ""
         runtime = eng.start_runtime()
         assert runtime.metrics.address is None
         assert not [t for t in threading.enumerate() if "serve_forever" in t.name]
@@ -115,7 +114,7 @@ def test_a_metrics_port_in_use_is_one_warning_and_the_engine_runs_on(engine, tmp
 
 def test_the_engine_serves_prometheus_text_on_its_listen_address(engine):
     port = free_port()
-    engine.settings.metrics_listen = f"127.0.0.1:{port}"
+    engine.settings.metrics.listen = f"127.0.0.1:{port}"
     runtime = engine.start_runtime()
     wait_for(lambda: runtime.is_leader, timeout=10, what="the lease")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -131,5 +130,5 @@ def test_the_engine_serves_prometheus_text_on_its_listen_address(engine):
 
 @pytest.mark.parametrize("listen", ["9464", "localhost", ":9464", "host:0", "host:70000", "host:port"])
 def test_a_listen_address_that_is_not_host_port_is_refused(tmp_path, listen):
-    with pytest.raises(InputError, match="HOST:PORT"):
+    with pytest.raises(config.ConfigError, match="HOST:PORT"):
         config.load(data_dir=str(tmp_path), metrics_listen=listen)

@@ -8,7 +8,6 @@ import pytest
 
 from console import config
 from console.engine import notify
-from console.engine.errors import InputError
 from storage.models import Deployment, DeploymentEvent
 from tests.conftest import make_service_dir, make_settings, purge_store_resources, wait_for
 from tests.servers import free_port
@@ -98,7 +97,7 @@ def test_a_slow_or_dead_receiver_never_delays_the_engine_and_a_failed_send_is_an
     slow = Receiver(delay=3.0)  # slow, but inside apprise's read timeout: it does take the messages
     dead_port = free_port()
     dead = f"json://127.0.0.1:{dead_port}/"
-    engine.settings.notify_urls = [slow.url, dead]
+    engine.settings.notify.urls = [slow.url, dead]
     notifier = notify.Notifier(engine.store, engine.settings).start()
     notify.install(notifier)
     try:
@@ -120,8 +119,8 @@ def test_a_slow_or_dead_receiver_never_delays_the_engine_and_a_failed_send_is_an
 
 
 def test_duplicates_within_the_window_are_folded(engine, receiver):
-    engine.settings.notify_urls = [receiver.url]
-    engine.settings.notify_fold_seconds = 1.0
+    engine.settings.notify.urls = [receiver.url]
+    engine.settings.notify.fold_seconds = 1.0
     notifier = notify.Notifier(engine.store, engine.settings).start()
     notify.install(notifier)
     try:
@@ -142,9 +141,9 @@ def test_duplicates_within_the_window_are_folded(engine, receiver):
 
 
 def test_events_not_chosen_are_not_sent_and_cleanup_failing_waits_for_n_attempts(engine, receiver):
-    engine.settings.notify_urls = [receiver.url]
-    engine.settings.notify_events = ["cleanup-failing"]
-    engine.settings.notify_cleanup_failing_after = 3
+    engine.settings.notify.urls = [receiver.url]
+    engine.settings.notify.events = ["cleanup-failing"]
+    engine.settings.notify.cleanup_failing_after = 3
     notifier = notify.Notifier(engine.store, engine.settings).start()
     notify.install(notifier)
     try:
@@ -163,8 +162,8 @@ def test_notify_settings_come_from_the_config_file_and_unknown_events_are_refuse
     (tmp_path / "config.toml").write_text('[notify]\nurls = ["json://127.0.0.1:9/", "ntfy://topic"]\n'
                                           'events = ["deployment-failed", "host-down"]\nfold_seconds = 60\n')
     s = config.load(data_dir=str(tmp_path))
-    assert s.notify_urls == ["json://127.0.0.1:9/", "ntfy://topic"]
-    assert s.notify_events == ["deployment-failed", "host-down"] and s.notify_fold_seconds == 60
+    assert s.notify.urls == ["json://127.0.0.1:9/", "ntfy://topic"]
+    assert s.notify.events == ["deployment-failed", "host-down"] and s.notify.fold_seconds == 60
     monkeypatch.setenv("DEPLOYER_NOTIFY_EVENTS", "deployment-failed,deployment-exploded")
-    with pytest.raises(InputError, match="deployment-exploded"):
+    with pytest.raises(config.ConfigError, match="deployment-exploded"):
         config.load(data_dir=str(tmp_path))

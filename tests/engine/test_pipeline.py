@@ -47,7 +47,7 @@ def test_second_success_supersedes_the_first_and_stops_it(engine, service_dir, d
 def test_failing_health_check_ends_failed(engine, tmp_path):
     src = make_service_dir(tmp_path / "bad", dockerfile="FROM deployer/base:busybox\n"
                            'CMD ["httpd", "-f", "-p", "8080", "-h", "/nonexistent"]\n')
-    engine.settings.health_timeout = 4
+    engine.settings.pipeline.health_timeout = 4
     engine.add_service("bad", str(src), health_path="/missing")
     dep = engine.deploy("bad")
     assert dep.status == "failed"
@@ -150,14 +150,14 @@ def test_resume_from_health_check_after_cleanup_redoes_what_is_missing(engine, t
     src = make_service_dir(tmp_path / "web")
     (src / "Dockerfile").write_text((src / "Dockerfile").read_text().replace("echo ok", "echo broken").replace(
         "/www/index.html", "/www/other.html"))
-    engine.settings.health_timeout = 3
+    engine.settings.pipeline.health_timeout = 3
     engine.add_service("web", str(src))
     dep = engine.deploy("web")
     assert dep.status == "failed"
     Cleaner(engine).run_due()
     assert not engine.paths.release(dep.id).exists()
     make_service_dir(src)  # the operator fixes the source
-    engine.settings.health_timeout = 20
+    engine.settings.pipeline.health_timeout = 20
     again = engine.resume(dep.id, from_phase="HEALTH_CHECK")
     assert again.status == "success", again.error
     assert again.attempts == 1

@@ -36,7 +36,7 @@ def _exists(client, cid) -> bool:
 
 
 def test_orphans_older_than_the_grace_are_cleaned_fresh_and_foreign_ones_are_not(engine, service_dir, docker_client):
-    engine.settings.orphan_grace = 3.0
+    engine.settings.scheduler.orphan_grace = 3.0
     engine.add_service("web", str(service_dir))
     sid, token = engine.store_id, uuid.uuid4().hex[:6]
     # a failed deployment whose cleanup already ran, then a container of it shows up again
@@ -124,7 +124,7 @@ def test_a_host_that_hangs_is_given_up_after_the_host_timeout(engine, tmp_path):
     server.bind(path)
     server.listen(16)
     try:
-        engine.settings.host_timeout = 1.0
+        engine.settings.scheduler.host_timeout = 1.0
         engine.hosts.add("hung", f"unix://{path}")
         t0 = time.monotonic()
         result = engine.reconcile()
@@ -140,8 +140,8 @@ def test_a_host_that_hangs_is_given_up_after_the_host_timeout(engine, tmp_path):
 def test_a_wedged_pipeline_fails_with_the_phase_that_overran(engine, service_dir, tmp_path):
     """A live process (pid exists, heartbeat recent) that makes no progress: SIGSTOP freezes it in BUILDING."""
     engine.add_service("web", str(service_dir))
-    engine.settings.phase_deadlines["BUILDING"] = 3.0
-    engine.settings.zombie_after = 60.0
+    engine.settings.pipeline.phase_deadlines["BUILDING"] = 3.0
+    engine.settings.scheduler.zombie_after = 60.0
     proc = spawn(["deploy", "web"], cli_env(engine.settings, fault="BUILDING:60"), tmp_path / "deploy.log")
     try:
         dep = wait_for_fault_pause("BUILDING")

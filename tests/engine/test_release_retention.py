@@ -26,7 +26,7 @@ def cleanup_messages(dep_id):
 
 
 def test_only_the_newest_superseded_releases_keep_container_image_and_release(engine, tmp_path, docker_client):
-    engine.settings.keep_releases = 2
+    engine.settings.cleanup.keep_releases = 2
     engine.add_service("web", str(make_service_dir(tmp_path / "web")))
     deps = [engine.deploy("web") for _ in range(7)]
     assert [d.status for d in deps] == ["success"] * 7
@@ -55,7 +55,7 @@ def test_retention_job_spares_the_previous_release_and_an_active_rollback(engine
     engine.add_service("web", str(make_service_dir(tmp_path / "web")))
     deps = [engine.deploy("web") for _ in range(4)]
     assert CleanupTask.select().count() == 0, "the default keeps five superseded releases"
-    engine.settings.keep_releases = 1
+    engine.settings.cleanup.keep_releases = 1
     oldest, middle, previous, serving = deps
     with engine.store.write():  # a rollback to the oldest is running (in some other process)
         Rollback.create(service=oldest.service, from_deployment=serving.id, to_deployment=oldest.id)

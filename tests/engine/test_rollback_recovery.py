@@ -112,7 +112,7 @@ def test_killed_rollback_whose_target_does_not_answer_is_undone_by_reconcile(two
 def test_rollback_without_a_heartbeat_for_the_zombie_window_is_recovered(two_releases, docker_client):
     """An owner on another machine (its pid cannot be checked here) is judged by its heartbeat alone."""
     engine, first, second = two_releases
-    engine.settings.zombie_after = 5
+    engine.settings.scheduler.zombie_after = 5
     with engine.store.write():
         rb = Rollback.create(service=first.service, from_deployment=second.id, to_deployment=first.id,
                              owner="elsewhere:1:1", owner_machine="elsewhere", owner_pid=1,
@@ -154,7 +154,7 @@ def test_running_engine_recovers_a_lost_rollback_within_the_zombie_window(two_re
     """With the engine running: cleanup re-checks every couple of seconds while the rollback holds it back, but says
     so once; the scheduled reconcile undoes the rollback once its heartbeat is older than `zombie_after`."""
     engine, first, second = two_releases
-    engine.settings.zombie_after = 6
+    engine.settings.scheduler.zombie_after = 6
     with engine.store.write():  # the owner ran on another machine, so only its heartbeat can tell
         rb = Rollback.create(service=first.service, from_deployment=second.id, to_deployment=first.id,
                              owner="elsewhere:1:1", owner_machine="elsewhere", owner_pid=1, heartbeat_at=now())

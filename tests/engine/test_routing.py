@@ -11,7 +11,6 @@ import yaml
 from console import config
 from console.engine import doctor
 from console.engine.core import Engine
-from console.engine.errors import InputError
 from storage.models import Deployment, DeploymentEvent
 from tests.caddy import Caddy, RequestLoop
 from tests.conftest import make_service_dir, make_settings, purge_store_resources, wait_for
@@ -70,7 +69,7 @@ def test_a_failing_deploy_never_answers_from_the_failing_container(routed, caddy
     versioned(src, "v1")
     routed.add_service("web", str(src), route_host=HOST)
     v1 = routed.deploy("web")
-    routed.settings.health_timeout = 3
+    routed.settings.pipeline.health_timeout = 3
     with RequestLoop(caddy, HOST) as loop:
         bad = deploy_version(routed, src, "v2", broken=True)
     assert bad.status == "failed" and "UPDATING_ROUTES" in bad.error
@@ -86,7 +85,7 @@ def test_a_failing_check_through_the_proxy_restores_the_previous_route(routed, c
     versioned(src, "v1")
     routed.add_service("web", str(src), route_host=HOST)
     v1 = routed.deploy("web")
-    routed.settings.health_timeout = 2
+    routed.settings.pipeline.health_timeout = 2
     real = routed.router.proxy_check
     monkeypatch.setattr(routed.router, "proxy_check", lambda route, path: (False, "blocked by the test")
                         if route.deployment_id != v1.id else real(route, path))
@@ -162,16 +161,16 @@ def test_routes_settings_come_from_the_config_file_and_bad_values_are_refused(tm
     (tmp_path / "config.toml").write_text('[routes]\nprovider = "caddy"\ncaddy_admin = "http://127.0.0.1:2020"\n'
                                           'listen = "127.0.0.1:8081"\ndrain_seconds = 0.5\n')
     s = config.load(data_dir=str(tmp_path))
-    assert (s.routes_provider, s.routes_caddy_admin, s.routes_listen, s.routes_drain_seconds) == \
+    assert (s.routes.provider, s.routes.caddy_admin, s.routes.listen, s.routes.drain_seconds) == \
         ("caddy", "http://127.0.0.1:2020", "127.0.0.1:8081", 0.5)
     defaults = config.load(data_dir=str(tmp_path / "none"))
-    assert (defaults.routes_provider, defaults.routes_caddy_admin, defaults.routes_listen,
-            defaults.routes_drain_seconds) == ("traefik-file", "http://127.0.0.1:2019", ":80", 5.0)
+    assert (defaults.routes.provider, defaults.routes.caddy_admin, defaults.routes.listen,
+            defaults.routes.drain_seconds) == ("traefik-file", "http://127.0.0.1:2019", ":80", 5.0)
     for bad, named in (('provider = "nginx"', "provider"), ('caddy_admin = "127.0.0.1:2019"', "caddy_admin"),
                        ('listen = "eighty"', "listen"), ("drain_seconds = -1", "drain_seconds"),
                        ("drain_seconds = nan", "drain_seconds")):
         (tmp_path / "config.toml").write_text(f"[routes]\n{bad}\n")
-        with pytest.raises(InputError, match=named):
+        with pytest.raises(config.ConfigError, match=named):
             config.load(data_dir=str(tmp_path))
 
 

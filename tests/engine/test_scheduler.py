@@ -18,7 +18,7 @@ from tests.conftest import make_service_dir, wait_for
 def _keeper(engine, **timing):
     settings = engine.settings
     for key, value in timing.items():
-        setattr(settings, key, value)
+        setattr(settings.scheduler, key, value)
     return LeaseKeeper(engine.store, settings)
 
 
@@ -99,8 +99,8 @@ def test_runtime_dispatches_queued_deployments_and_records_every_job_run(engine,
 
 
 def test_runtime_runs_an_operator_resume_request(engine, tmp_path):
-    engine.settings.health_timeout = 2
-    engine.settings.cleanup_delay = 3600  # keep its resources: the operator fixes the config and resumes
+    engine.settings.pipeline.health_timeout = 2
+    engine.settings.cleanup.cleanup_delay = 3600  # keep its resources: the operator fixes the config and resumes
     engine.add_service("web", str(make_service_dir(tmp_path / "src")), health_path="/missing")
     dep = engine.deploy("web")
     assert dep.status == "failed" and "UPDATING_ROUTES" in dep.error  # never routed to

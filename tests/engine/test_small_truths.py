@@ -88,7 +88,7 @@ def _phases(dep_id):
 
 def test_a_zombie_failed_by_reconcile_has_no_running_phase_rows(engine, service_dir, tmp_path):
     engine.add_service("web", str(service_dir))
-    engine.settings.zombie_policy = "fail"
+    engine.settings.scheduler.zombie_policy = "fail"
     dep = _killed_in(engine, tmp_path, "COPYING_FILES")
     result = engine.reconcile()
     assert [z["deployment_id"] for z in result["zombies"]] == [dep.id]
@@ -121,7 +121,7 @@ def _create(client, name, labels, running=False):
 
 
 def test_containers_marks_as_orphan_exactly_what_reconcile_would_sweep(engine, service_dir, docker_client):
-    engine.settings.orphan_grace = 0
+    engine.settings.scheduler.orphan_grace = 0
     engine.add_service("web", str(service_dir))
     sid, token, project = engine.store_id, uuid.uuid4().hex[:6], engine.service("web").project_id
     ghost = uuid.uuid4().hex[:12]

@@ -29,8 +29,8 @@ def cli(engine, *args, timeout=90, **env_extra):
     for name in ("DEPLOYER_READ_ONLY", "DEPLOYER_DOCKER_HOST", "DEPLOYER_CONFIG"):
         if name not in env_extra:
             env.pop(name, None)
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -115,7 +115,7 @@ def test_a_runs_docker_host_and_config_hosts_stay_in_that_run(engine, dead, tmp_
 
 
 def test_host_rm_force_abandons_the_open_cleanups_of_a_dead_host_and_removes_it(engine, dead, tmp_path):
-    engine.settings.host_timeout = 2.0
+    engine.settings.scheduler.host_timeout = 2.0
     H.add_host(engine, "gone", dead, force=True)
     src = make_service_dir(tmp_path / "bad", dockerfile=BAD)
     engine.add_service("bad", str(src), host="gone")
@@ -218,7 +218,7 @@ def test_the_status_bar_checks_the_hosts_only_this_run_knows(engine, dead):
     st = {h["name"]: h for h in engine.status()["hosts"]}
     assert st["local"]["reachable"] is True and st["local"]["source"] == "default"
     other = Engine(load(data_dir=str(engine.settings.data_dir), docker_host=dead,
-                        **({"db": engine.settings.db} if engine.settings.db else {})))
+                        **({"db": engine.settings.store.db} if engine.settings.store.db else {})))
     try:
         st = {h["name"]: h for h in other.status()["hosts"]}
         assert st["local"]["reachable"] is False and st["local"]["source"] == "flag"
@@ -228,7 +228,7 @@ def test_the_status_bar_checks_the_hosts_only_this_run_knows(engine, dead):
 
 
 def test_host_add_is_all_or_nothing_and_force_adds_an_unreachable_host_saying_so(engine, dead, silent):
-    engine.settings.host_timeout = 2.0
+    engine.settings.scheduler.host_timeout = 2.0
     # a dead engine, with and without --base-image: exit 3, one line, nothing added
     for args in (["host", "add", "gone", dead, "--base-image"], ["host", "add", "gone", dead],
                  ["host", "add", "wedged", silent]):

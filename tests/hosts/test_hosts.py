@@ -29,8 +29,8 @@ BAD = 'FROM deployer/base:busybox\nCMD ["httpd", "-f", "-p", "8080", "-h", "/non
 
 def cli(engine, *args, timeout=60, **env_extra):
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), **env_extra)
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -48,7 +48,7 @@ def ours(client, dep_id, kind="containers"):
 
 
 def failing_on(engine, tmp_path, host, name="bad", volume=True):
-    engine.settings.health_timeout = 3
+    engine.settings.pipeline.health_timeout = 3
     src = make_service_dir(tmp_path / name, dockerfile=BAD)
     engine.add_service(name, str(src), health_path="/missing", host=host, volumes=["data:/data"] if volume else ())
     dep = engine.deploy(name)
@@ -132,7 +132,7 @@ def test_cancelled_deployment_on_h2_is_cleaned_on_h2_only(engine, h2, service_di
 
 def test_h2_down_leaves_local_working_and_its_cleanup_completes_after_restart(engine, h2, tmp_path, service_dir,
                                                                                docker_client):
-    engine.settings.host_timeout = 3.0
+    engine.settings.scheduler.host_timeout = 3.0
     engine.hosts.breaker_s = 3.0
     dep2 = failing_on(engine, tmp_path, "h2", name="bad2")
     c2 = h2_client(h2)
@@ -224,7 +224,8 @@ def test_config_hosts_apply_to_their_runs_and_cannot_be_removed_from_the_cli(eng
     from tests.conftest import make_settings
     (engine.settings.data_dir / "config.toml").write_text(
         f'[hosts.h2]\nurl = "{h2.URL}"\ndefault = true\n\n[hosts.far]\nurl = "tcp://127.0.0.1:9"\n')
-    settings = make_settings(engine.settings.data_dir, **({"db": engine.settings.db} if engine.settings.db else {}))
+    db = engine.settings.store.db
+    settings = make_settings(engine.settings.data_dir, **({"db": db} if db else {}))
     other = Engine(settings)
     try:
         assert set(other.hosts.names()) == {"local", "h2", "far"}
@@ -267,7 +268,7 @@ def _silent_unix(tmp_path):
 
 
 def test_dead_blackholed_and_silent_hosts_fail_fast_and_never_hold_up_the_others(engine, tmp_path):
-    engine.settings.host_timeout = 2.0
+    engine.settings.scheduler.host_timeout = 2.0
     engine.hosts.breaker_s = 2.0
     bh_srv, fill, bh_url = _blackholed_tcp()
     silent_srv, silent_url = _silent_unix(tmp_path)

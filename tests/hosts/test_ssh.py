@@ -26,7 +26,7 @@ def sshd(tmp_path, h2_session, engine, monkeypatch):
     h2_session.start()
     server = Sshd(tmp_path / "sshd").start()
     monkeypatch.setenv("PATH", server.path_env())   # `ssh` = the system client with this test's keys/known_hosts
-    engine.settings.host_timeout = 10.0
+    engine.settings.scheduler.host_timeout = 10.0
     client = docker.DockerClient(base_url=h2_session.URL, timeout=60)
     yield server, client
     server.stop()
@@ -98,7 +98,7 @@ def test_deploy_fail_cleanup_rollback_and_orphan_sweep_over_ssh(engine, sshd, tm
     ghost = h2.api.create_container("deployer/base:busybox", command=["sleep", "300"], name=f"ghost-{GHOST}-"
                                     f"{uuid.uuid4().hex[:4]}", labels=L.deployment_labels(engine.store_id, GHOST,
                                                                                          "web", project))
-    engine.settings.orphan_grace = 0.0
+    engine.settings.scheduler.orphan_grace = 0.0
     result = engine.reconcile()                                    # the orphan sweep lists and removes over ssh
     assert ghost["Id"] in {o["id"] for o in result["orphans"]}, result
     with pytest.raises(docker.errors.NotFound):

@@ -21,8 +21,8 @@ FAST = {"heartbeat_interval": 0.5, "health_timeout": 20, "reconcile_interval": 1
 def cli_env(settings, fault: str | None = None, **overrides) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYER_")}
     env["DEPLOYER_DATA_DIR"] = str(settings.data_dir)
-    if settings.db:
-        env["DEPLOYER_DB"] = settings.db
+    if settings.store.db:
+        env["DEPLOYER_DB"] = settings.store.db
     for key, value in {**FAST, **overrides}.items():
         env[f"DEPLOYER_{key.upper()}"] = str(value)
     if fault:

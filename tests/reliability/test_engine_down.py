@@ -33,7 +33,7 @@ def test_engine_down_blocks_no_status_update_loses_no_cleanup_and_all_complete_w
     engine.add_service("slow", str(slow), host="h2", health_path="/never-healthy")
     # a second service: two deployments of one service never run side by side (one waits queued for the other)
     engine.add_service("slow2", str(slow), host="h2", health_path="/never-healthy")
-    engine.settings.health_timeout = 600  # `slow` waits for its container to answer until the engine goes away
+    engine.settings.pipeline.health_timeout = 600  # `slow` waits for its container to answer until the engine goes away
 
     failed_before = [engine.deploy("crash") for _ in range(2)]  # failed, containers left on h2, cleanup not run
     assert all(d.status == "failed" for d in failed_before)
@@ -78,8 +78,8 @@ def test_engine_down_blocks_no_status_update_loses_no_cleanup_and_all_complete_w
         cancel_times[d.id] = time.monotonic() - t0
     assert max(cancel_times.values()) < 0.5, cancel_times
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir))
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     t0 = time.monotonic()
     result = subprocess.run(CLI + ["cancel", queued[2].id], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -142,7 +142,7 @@ def test_a_cancelled_build_leaves_no_untagged_image_behind_after_its_cleanup(eng
         f"RUN echo {token}-two > /two\n"
         f"RUN echo {token}-sleep >/dev/null && sleep 30\n"
         'CMD ["httpd", "-f", "-p", "8080"]\n'))
-    engine.settings.cleanup_delay = 0
+    engine.settings.cleanup.cleanup_delay = 0
     engine.add_service("slow", str(src))
     dep = engine.create_deployment("slow")
     worker = threading.Thread(target=engine.pipeline.run, args=(dep.id,))

@@ -32,7 +32,7 @@ def _killed_in(engine, tmp_path, phase):
 @pytest.mark.parametrize("phase", PHASES)
 def test_killed_deploy_is_resumed_to_success(engine, service_dir, docker_client, tmp_path, phase):
     engine.add_service("web", str(service_dir))
-    engine.settings.reconcile_interval = 1.0
+    engine.settings.scheduler.reconcile_interval = 1.0
     runtime = engine.start_runtime()
     wait_for(lambda: runtime.is_leader, timeout=5, what="the lease")
     dep = _killed_in(engine, tmp_path, phase)
@@ -56,7 +56,7 @@ def test_killed_deploy_is_resumed_to_success(engine, service_dir, docker_client,
 
 def test_killed_deploy_with_fail_policy_ends_failed_and_cleaned(engine, service_dir, docker_client, tmp_path):
     engine.add_service("web", str(service_dir))
-    engine.settings.zombie_policy = "fail"
+    engine.settings.scheduler.zombie_policy = "fail"
     runtime = engine.start_runtime()
     wait_for(lambda: runtime.is_leader, timeout=5, what="the lease")
     dep = _killed_in(engine, tmp_path, "UPDATING_ROUTES")  # its container is created and running by now
@@ -73,8 +73,8 @@ def test_killed_deploy_with_fail_policy_ends_failed_and_cleaned(engine, service_
 
 def test_resume_from_building_of_a_failed_deployment_reaches_success(engine, service_dir, docker_client, tmp_path):
     engine.add_service("web", str(service_dir))
-    engine.settings.max_resume_attempts = 0   # the pass gives up at once: failed, with the reason
-    engine.settings.cleanup_delay = 3600      # the operator resumes before its cleanup is due
+    engine.settings.scheduler.max_resume_attempts = 0   # the pass gives up at once: failed, with the reason
+    engine.settings.cleanup.cleanup_delay = 3600      # the operator resumes before its cleanup is due
     dep = _killed_in(engine, tmp_path, "BUILDING")
     result = engine.reconcile()
     assert [z["deployment_id"] for z in result["zombies"]] == [dep.id]

@@ -125,7 +125,7 @@ def no_foreign_in_findings(result: dict, token: str) -> None:
 
 def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_reconcile_path(
         engine, tmp_path, docker_client, foreign):
-    engine.settings.keep_failed = 1
+    engine.settings.cleanup.keep_failed = 1
     src = make_service_dir(tmp_path / "bad", dockerfile=CRASHING)
     # (no shared project volume here: its name `prj<project id>-<name>` is the same for every store on the engine,
     # so concurrent test stores collide on it; the foreign `project-scope` resources stand in for it)
@@ -156,7 +156,7 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
     no_foreign_in(cleaner.plan())
     assert cleaner.retention()["rearmed"] == 0
     # keep nothing any more: retention re-arms b, the next run cleans it
-    engine.settings.keep_failed = 0
+    engine.settings.cleanup.keep_failed = 0
     assert cleaner.retention()["rearmed"] == 1
     no_foreign_in(cleaner.plan())
     assert cleaner.run_due()["done"] == 1
@@ -165,7 +165,7 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
         engine.cleanup()
     if hasattr(engine, "reconcile"):
         # with no grace at all, so that the orphan path really acts on whatever it judges an orphan
-        engine.settings.orphan_grace = 0
+        engine.settings.scheduler.orphan_grace = 0
         no_foreign_in_findings(engine.reconcile(dry_run=True), token)
         no_foreign_in_findings(engine.reconcile(), token)
     assert cleaner.run_due() == {"done": 0, "kept": 0, "skipped": 0, "retried": 0}

@@ -40,8 +40,8 @@ print("released", flush=True)
 def cli_env(settings, **extra) -> dict:
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(settings.data_dir), **extra)
     env.pop("DEPLOYER_READ_ONLY", None)
-    if settings.db:
-        env["DEPLOYER_DB"] = settings.db
+    if settings.store.db:
+        env["DEPLOYER_DB"] = settings.store.db
     return env
 
 

@@ -37,7 +37,7 @@ def test_engine_survives_two_postgres_restarts_during_a_deployment_with_cleanups
         cluster, tmp_path, docker_client, base_image, service_dir, monkeypatch):
     from console.engine.core import Engine
     settings = make_settings(tmp_path / "data", db=cluster.url())
-    monkeypatch.setenv("DEPLOYER_DB", settings.db)
+    monkeypatch.setenv("DEPLOYER_DB", settings.store.db)
     engine = Engine(settings)
     env = cli_env(settings, fault="HEALTH_CHECK:4")
     proc = spawn(["engine"], env, tmp_path / "engine.log")

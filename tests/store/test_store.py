@@ -139,7 +139,7 @@ def test_lease_compare_and_set_has_one_holder_and_expiry_hands_it_over(store, se
     assert winner.step() is True                       # renew
     others = [k for k in keepers if k is not winner]
     assert not any(k.step() for k in others)           # not expired: nobody takes it
-    freeze(now() + settings.lease_duration + 1)         # the holder stopped renewing; its lease expired
+    freeze(now() + settings.scheduler.lease_duration + 1)         # the holder stopped renewing; its lease expired
     leaders = in_threads(5, lambda i: others[i].step())
     assert leaders.count(True) == 1
     freeze(None)
@@ -185,8 +185,8 @@ def test_status_moves_are_a_compare_and_set(store):
 def test_the_cli_works_on_the_configured_store(settings, tmp_path):
     """Every command reaches the same store (SQLite file, or the PostgreSQL URL given by DEPLOYER_DB)."""
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(settings.data_dir))
-    if settings.db:
-        env["DEPLOYER_DB"] = settings.db
+    if settings.store.db:
+        env["DEPLOYER_DB"] = settings.store.db
     src = tmp_path / "src"
     src.mkdir()
     (src / "Dockerfile").write_text("FROM deployer/base:busybox\n")
@@ -234,7 +234,7 @@ def test_postgres_write_takes_the_advisory_lock(store, settings):
     holder = threading.Thread(target=hold)
     holder.start()
     assert entered.wait(10)
-    conn = psycopg2.connect(settings.db)
+    conn = psycopg2.connect(settings.store.db)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
@@ -255,8 +255,8 @@ def test_postgres_store_is_shared_by_consoles_with_their_own_data_dirs(settings,
     """Two consoles (own data dirs) on one PostgreSQL URL: one store id, one truth."""
     from console import config
     from console.engine.core import Engine
-    a = Engine(config.load(data_dir=str(tmp_path / "a"), db=settings.db))
-    b = Engine(config.load(data_dir=str(tmp_path / "b"), db=settings.db))
+    a = Engine(config.load(data_dir=str(tmp_path / "a"), db=settings.store.db))
+    b = Engine(config.load(data_dir=str(tmp_path / "b"), db=settings.store.db))
     try:
         assert a.store_id == b.store_id
         src = tmp_path / "src"
@@ -275,7 +275,7 @@ def test_postgres_store_is_shared_by_consoles_with_their_own_data_dirs(settings,
 @pytest.mark.postgres_only
 def test_postgres_url_errors_are_one_line_and_hide_the_password(settings, tmp_path):
     from urllib.parse import urlparse
-    u = urlparse(settings.db)
+    u = urlparse(settings.store.db)
     bad = f"postgresql://{u.username}:wrong-secret@{u.hostname}:{u.port}{u.path}"
     with pytest.raises(StoreError) as e:
         open_store(bad)

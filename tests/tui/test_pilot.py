@@ -25,7 +25,7 @@ async def select(pilot, deployment_id: str):
 
 
 def test_c_y_on_a_deploying_deployment_cancels_it_and_its_containers_go(engine, tmp_path, docker_client):
-    engine.settings.health_timeout = 120          # it waits with a running container that never answers
+    engine.settings.pipeline.health_timeout = 120          # it waits with a running container that never answers
     src = make_service_dir(tmp_path / "hang")      # httpd answers 404 on /never: UPDATING_ROUTES keeps waiting
     engine.add_service("hang", str(src), health_path="/never")
     dep = engine.create_deployment("hang")
@@ -55,7 +55,7 @@ def test_c_y_on_a_deploying_deployment_cancels_it_and_its_containers_go(engine, 
 
 
 def test_r_with_building_chosen_on_a_failed_deployment_brings_it_to_success(engine, tmp_path):
-    engine.settings.cleanup_delay = 600           # the failed release stays while the operator fixes it
+    engine.settings.cleanup.cleanup_delay = 600           # the failed release stays while the operator fixes it
     src = make_service_dir(tmp_path / "fix", extra="RUN test -f /www/fixed")
     engine.add_service("fix", str(src))
     dep = engine.deploy("fix")

@@ -192,7 +192,7 @@ class DetailsScreen(Screen):
         elif event.state == WorkerState.ERROR:
             self.app.notify(f"details of {self.deployment_id}: {one_line(event.worker.error)}", severity="error")
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR) and self.is_attached:
-            self._timer = self.set_timer(self.app.engine.settings.poll_interval, self.poll)
+            self._timer = self.set_timer(self.app.engine.settings.console.poll_interval, self.poll)
 
     def show(self, data: dict, containers: list[dict], errors: list[str]) -> None:
         if not data.get("started_at") and data["phases"]:

@@ -177,7 +177,7 @@ class MainScreen(Screen):
                     self._timer = self.set_timer(0.01, lambda: self.poll(containers=False))
                 else:
                     self._timer = self.set_timer(
-                        0.01 if self.polls <= 1 else self.app.engine.settings.poll_interval, self.poll)
+                        0.01 if self.polls <= 1 else self.app.engine.settings.console.poll_interval, self.poll)
         elif worker.group == "action" and event.state == WorkerState.ERROR:
             self.report(one_line(worker.error), remember=False)
 
