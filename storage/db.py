@@ -26,22 +26,13 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlsplit, urlu
 import peewee
 
 from storage import migrations
+from storage.errors import StoreError, StoreUnavailable  # noqa: F401 (storage.db.StoreError is public)
 from storage.models import MODELS, database
 
 log = logging.getLogger(__name__)
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30
 QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024   # quick_check reads the whole file: about 0.1 s for 16 MB here
-
-
-class StoreError(Exception):
-    """The store cannot be opened or used; the message is one line for the operator."""
-
-
-class StoreUnavailable(StoreError, peewee.OperationalError):
-    """The store's server does not answer (its connection dropped and could not be re-opened). Exit code 4 in the CLI.
-    Also a peewee OperationalError, so code that handles a failed statement handles this one too."""
-    exit_code = 4
 
 
 IDLE_TX_TIMEOUT_S = 10    # a write transaction never waits on anything outside the store that long

@@ -7,6 +7,7 @@ from peewee import CharField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as run_migrations
 
+from storage.errors import StoreError
 from storage.models import MODELS, JSONField, Meta
 
 LATEST = 4
@@ -49,7 +50,6 @@ def migrate(store) -> int:
     with store.write():
         version = current_version(store)
         if version > LATEST:
-            from storage.db import StoreError
             raise StoreError(f"the store has schema version {version}, newer than this program's {LATEST}; upgrade")
         if version == 0:
             store.db.create_tables(MODELS, safe=True)
