@@ -1,5 +1,4 @@
 """Queries both faces use. One query per table: no per-row lookups in loops."""
-from storage.clock import now
 from storage.models import CleanupTask, Deployment, Service
 
 
@@ -81,26 +80,3 @@ def cleanup_states(ids=None) -> dict[str, str]:
 
 def known_deployments() -> dict[str, str]:
     return {row["id"]: row["status"] for row in Deployment.select(Deployment.id, Deployment.status).dicts()}
-
-
-def is_stuck(dep: Deployment, settings) -> bool:
-    """A deploying deployment whose pipeline is gone: no heartbeat for zombie_after, or its process is dead here."""
-    return dep.status == "deploying" and not pipeline_alive(dep, settings)
-
-
-def pipeline_alive(dep: Deployment, settings) -> bool:
-    """Whether the process that ran this deployment's pipeline may still be running it: a heartbeat younger than
-    zombie_after and, on this machine, its pid alive. A pipeline clears the heartbeat when it ends; a cancelled one
-    keeps beating until it has stopped."""
-    import os
-    import socket
-    if dep.heartbeat_at is None or now() - dep.heartbeat_at > settings.scheduler.zombie_after:
-        return False
-    if dep.owner_machine == socket.gethostname() and dep.owner_pid:
-        try:
-            os.kill(dep.owner_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return True

@@ -34,7 +34,7 @@ from console.engine.pipeline import container_name, image_tag
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Rollback, Service
-from storage.queries import pipeline_alive
+from console.engine.liveness import pipeline_alive
 
 log = logging.getLogger(__name__)
 STALE_RUNNING_S = 300
@@ -83,7 +83,7 @@ def releases_beyond_keep(paths, svc: Service, keep: int) -> list[Deployment]:
     for t in CleanupTask.select().where(CleanupTask.deployment.in_([d.id for d in older])):
         tasks.setdefault(t.deployment_id, []).append(t)
     return [d for d in older if d.id not in protected and not any(
-        t.state in ("pending", "running", "kept") or t.created_at >= d.updated_at for t in tasks.get(d.id, []))]
+        t.state in D.OPEN_TASK or t.created_at >= d.updated_at for t in tasks.get(d.id, []))]
 
 
 def queue_release_retention(engine, svc: Service) -> int:
@@ -116,19 +116,19 @@ class Cleaner:
         self.archive = Archive(engine.paths.archive_root(), engine.settings)
 
     # ---- which tasks
+    @staticmethod
+    def _due_condition(t: float):
+        """Pending and due, or claimed by a run that stopped touching it (a stale claim)."""
+        return (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
+                ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
+
     def _due_query(self, t: float):
-        return CleanupTask.select().where(
-            ((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
-            ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S))
-        ).order_by(CleanupTask.due_at, CleanupTask.id)
+        return CleanupTask.select().where(self._due_condition(t)).order_by(CleanupTask.due_at, CleanupTask.id)
 
     def claim(self, task_id: int) -> bool:
         t = now()
         with self.engine.store.write():
-            return CleanupTask.update(state="running", updated_at=t).where(
-                (CleanupTask.id == task_id) & (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) | (
-                    (CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
-            ).execute() == 1
+            return D.move_task("running", (CleanupTask.id == task_id) & self._due_condition(t), updated_at=t) == 1
 
     def run_due(self, limit: int = 200, deployment_id: str | None = None) -> dict:
         """Run every due task now. Returns counts: done, kept, skipped, retried."""
@@ -169,8 +169,8 @@ class Cleaner:
         """Back to pending without counting an attempt; with `once`, the event is not repeated at every recheck."""
         repeat = once and task.last_error == message[:500]
         with self.engine.store.write():
-            CleanupTask.update(state="pending", last_error=message[:500], due_at=now() + delay,
-                               updated_at=now()).where(CleanupTask.id == task.id).execute()
+            D.move_task("pending", CleanupTask.id == task.id, last_error=message[:500], due_at=now() + delay,
+                        updated_at=now())
             if not repeat:
                 D.event(dep.id, message, kind="cleanup", level="warning", host=dep.host)
 
@@ -181,8 +181,8 @@ class Cleaner:
         if not isinstance(error, (EngineUnavailable, CleanupFailed)):
             log.exception("cleanup of %s", dep.id)
         with self.engine.store.write():
-            CleanupTask.update(state="pending", attempts=attempts, last_error=message[:500], due_at=now() + delay,
-                               updated_at=now()).where(CleanupTask.id == task.id).execute()
+            D.move_task("pending", CleanupTask.id == task.id, attempts=attempts, last_error=message[:500],
+                        due_at=now() + delay, updated_at=now())
             D.event(dep.id, f"Cleanup of deployment {dep.id} failed (attempt {attempts}): {message}; "
                             f"retrying in {delay:.0f} s", kind="cleanup", level="warning", host=dep.host)
         notify.cleanup_failed(dep.id, attempts, message)
@@ -190,10 +190,9 @@ class Cleaner:
 
     def _finish(self, task: CleanupTask, state: str, message: str, level: str = "info", dep=None) -> None:
         with self.engine.store.write():
-            CleanupTask.update(state=state, updated_at=now(), last_error=None,
-                               finished_at=now() if state == "done" else None,
-                               attempts=task.attempts + (1 if state == "done" else 0)).where(
-                CleanupTask.id == task.id).execute()
+            D.move_task(state, CleanupTask.id == task.id, updated_at=now(), last_error=None,
+                        finished_at=now() if state == "done" else None,
+                        attempts=task.attempts + (1 if state == "done" else 0))
             D.event(task.deployment_id, message, kind="cleanup", level=level, host=dep.host if dep else None)
         log.info("cleanup of %s %s: %s", task.deployment_id, state, message)
 
@@ -202,11 +201,11 @@ class Cleaner:
         """Why this deployment's resources stay for now, or None."""
         if dep.id in (rollbacks if rollbacks is not None else active_rollback_ids()):
             return "rollback"
-        if dep.status in ("deploying", "queued", "success", "degraded"):
+        if dep.status in D.ACTIVE | D.SERVING:
             return "active"
         if dep.status == "superseded" and dep.id in linked_releases(self.engine.paths, dep.service.name):
             return "linked"
-        if pipeline_alive(dep, self.engine.settings):
+        if pipeline_alive(dep, self.engine.settings.scheduler.zombie_after):
             return "pipeline"
         if task.reason == "failed" and self.engine.settings.cleanup.keep_failed > 0 and \
                 dep.id in self.kept_failed_ids(dep.service_id):
@@ -228,8 +227,7 @@ class Cleaner:
         if why == "rollback":
             message = f"Skipping cleanup for deployment {dep.id} - active rollback in progress"
             with self.engine.store.write():
-                CleanupTask.update(state="pending", due_at=now() + ROLLBACK_RECHECK_S, updated_at=now()).where(
-                    CleanupTask.id == task.id).execute()
+                D.move_task("pending", CleanupTask.id == task.id, due_at=now() + ROLLBACK_RECHECK_S, updated_at=now())
                 if not _skip_noted(dep.id, message):  # once per rollback, not every re-check
                     D.event(dep.id, message, kind="cleanup", host=dep.host)
             return "skipped"
@@ -243,8 +241,8 @@ class Cleaner:
         if why == "pipeline":
             # a cancelled (or failed-by-reconcile) pipeline may still create a container: remove only once it ended
             with self.engine.store.write():
-                CleanupTask.update(state="pending", due_at=now() + PIPELINE_RECHECK_S, updated_at=now(),
-                                   last_error=WAITS_FOR_PIPELINE).where(CleanupTask.id == task.id).execute()
+                D.move_task("pending", CleanupTask.id == task.id, due_at=now() + PIPELINE_RECHECK_S, updated_at=now(),
+                            last_error=WAITS_FOR_PIPELINE)
                 if task.last_error != WAITS_FOR_PIPELINE:  # said once, not every pass
                     D.event(dep.id, f"Cleanup of deployment {dep.id} {WAITS_FOR_PIPELINE} ({dep.owner})",
                             kind="cleanup", host=dep.host)
@@ -365,8 +363,7 @@ class Cleaner:
         rearm = [r.id for r in rows if r.deployment_id not in keep]
         if rearm:
             with self.engine.store.write():
-                CleanupTask.update(state="pending", reason="retention", due_at=now(), updated_at=now()).where(
-                    CleanupTask.id.in_(rearm)).execute()
+                D.move_task("pending", CleanupTask.id.in_(rearm), reason="retention", due_at=now(), updated_at=now())
         return len(rearm)
 
     def retention(self) -> dict:
@@ -392,7 +389,7 @@ class Cleaner:
         """What a run would do for every open task, without touching anything: one list call per host."""
         store_id = self.engine.store_id
         tasks = list(CleanupTask.select(CleanupTask, Deployment, Service).join(Deployment).join(Service)
-                     .where(CleanupTask.state.in_(["pending", "running", "kept"])).order_by(CleanupTask.due_at))
+                     .where(CleanupTask.state.in_(D.OPEN_TASK)).order_by(CleanupTask.due_at))
         by_host: dict[str, dict[str, list]] = {}
         vols_by_host: dict[str, dict[str, list]] = {}
         errors = {}

@@ -7,7 +7,7 @@ import uuid
 
 from console.config import Settings
 from console.engine import deployments as D
-from console.engine import notify, validate
+from console.engine import liveness, notify, validate
 from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError, one_line
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
@@ -347,7 +347,7 @@ class Engine:
                                  f"cancelled")
             # A live pipeline stops by itself and keeps its heartbeat until it has (the cleanup task waits for that);
             # one whose process is gone leaves `current` and the route behind, so they are put back here.
-            gone = queries.is_stuck(dep, self.settings)
+            gone = liveness.is_stuck(dep, self.settings.scheduler.zombie_after)
             with self.store.write():
                 D.move(self.store, dep.id, "cancelled", expect=D.ACTIVE, actor_name=actor,
                        cleanup_delay=self.settings.cleanup.cleanup_delay,
@@ -370,10 +370,10 @@ class Engine:
             act.deployment_id, act.target, act.host = dep.id, dep.id, dep.host
             phase = validate.phase(from_phase) if from_phase is not None else None
             act.known = True
-            if dep.status not in ("failed", "deploying"):
+            if dep.status not in D.RESUMABLE:
                 raise InputError(f"deployment {dep.id} is {dep.status}; only failed or stuck deployments can be "
                                  f"resumed")
-            if dep.status == "deploying" and not queries.is_stuck(dep, self.settings):
+            if dep.status == "deploying" and not liveness.is_stuck(dep, self.settings.scheduler.zombie_after):
                 raise InputError(f"deployment {dep.id} is deploying and its pipeline is alive; cancel it first")
             if detach:
                 with self.store.write():
@@ -427,7 +427,7 @@ class Engine:
             act.known = True
             # the hosts the open tasks need: none answering is an outage (exit 3), some down is a warning
             needed = {d.host for d in Deployment.select(Deployment.host).join(CleanupTask).where(
-                CleanupTask.state.in_(["pending", "running"]))}
+                CleanupTask.state.in_(D.QUEUED_TASK))}
             down = self.hosts.require(needed)
             counts = cleaner.run_due()
             with self.store.write():

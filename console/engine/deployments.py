@@ -21,10 +21,24 @@ LEGAL_MOVES: dict[str, set[str]] = {
     "cancelled": set(),
     "superseded": {"success"},                                         # a rollback brings it back
 }
-TERMINAL = {"failed", "cancelled", "superseded"}
-ACTIVE = {"queued", "deploying"}
-CLEANUP_ON = {"failed", "cancelled"}
-RUN_ENDS = {"success", "failed", "cancelled"}
+# the status sets, named here once
+TERMINAL = frozenset({"failed", "cancelled", "superseded"})
+ACTIVE = frozenset({"queued", "deploying"})               # holds its service: one deployment at a time
+SERVING = frozenset({"success", "degraded"})              # its container is the service's current one
+RESUMABLE = frozenset({"failed", "deploying"})            # `resume` may run it again from a phase
+CLEANUP_ON = frozenset({"failed", "cancelled"})           # a move here writes the cleanup task (and its leftovers
+RUN_ENDS = frozenset({"success", "failed", "cancelled"})  # are orphans for reconcile)
+# a cleanup task's states and their legal moves, as LEGAL_MOVES is for deployments: done and abandoned are final
+TASK_MOVES: dict[str, frozenset[str]] = {
+    # re-armed, claimed; done/kept too: a run whose claim was handed back at shutdown may still finish it
+    "pending": frozenset({"pending", "running", "done", "kept", "abandoned"}),
+    "running": frozenset({"pending", "running", "done", "kept", "abandoned"}),   # retry/wait, stale reclaim, ends
+    "kept": frozenset({"pending", "abandoned"}),    # kept for inspection until retention (or a new failure) re-arms it
+    "done": frozenset(),
+    "abandoned": frozenset(),                       # its host was removed with --force
+}
+OPEN_TASK = frozenset({"pending", "running", "kept"})   # the deployment may still have something to remove
+QUEUED_TASK = frozenset({"pending", "running"})         # the cleanup queue
 MACHINE = socket.gethostname()
 
 
@@ -153,16 +167,23 @@ def close_phases(deployment_id: str, detail: str, outcome: str = "interrupted") 
 def enqueue_cleanup(deployment_id: str, reason: str, delay: float = 0.0) -> CleanupTask:
     """Create (or re-arm) the deployment's cleanup task; call inside a write transaction."""
     t = now()
-    task = CleanupTask.get_or_none((CleanupTask.deployment == deployment_id) &
-                                   (CleanupTask.state.in_(["pending", "running", "kept"])))
+    task = CleanupTask.get_or_none((CleanupTask.deployment == deployment_id) & (CleanupTask.state.in_(OPEN_TASK)))
     if task is not None:
         if task.state == "kept" and reason != "retention":
             return task
-        CleanupTask.update(reason=reason, due_at=min(task.due_at, t + delay), updated_at=t,
-                           state="pending" if task.state == "kept" else task.state).where(
-            CleanupTask.id == task.id).execute()
+        move_task("pending" if task.state == "kept" else task.state, CleanupTask.id == task.id, reason=reason,
+                  due_at=min(task.due_at, t + delay), updated_at=t)
         return CleanupTask.get_by_id(task.id)
     return CleanupTask.create(deployment=deployment_id, reason=reason, due_at=t + delay, created_at=t, updated_at=t)
+
+
+def move_task(to: str, where, **fields) -> int:
+    """Move the cleanup tasks matching `where` to state `to`, only from a state that may move there (TASK_MOVES);
+    the number moved. Call inside a write transaction."""
+    sources = [state for state, moves in TASK_MOVES.items() if to in moves]
+    if not sources:
+        raise ValueError(f"no cleanup task moves to {to!r}")
+    return CleanupTask.update(state=to, **fields).where(where & CleanupTask.state.in_(sources)).execute()
 
 
 def as_dict(dep: Deployment, service_name: str | None = None) -> dict:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from console.engine import deployments as D
 from console.engine import metrics, notify, validate
 from console.engine.errors import EngineUnavailable, InputError
 from storage.clock import now
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from console.engine.docker_gateway import Gateway
 
 DEFAULT = "local"
-ACTIVE_STATUSES = ("queued", "deploying")
-OPEN_TASK_STATES = ("pending", "running")
 
 
 def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeout: float | None = None
@@ -231,11 +230,10 @@ class Hosts:
     def _let_go(self, row: Host, actor_name: str | None, store) -> None:
         """Decommission: every deployment still queued, deploying or serving on the host ends (queued ones are
         cancelled, the others failed), and every open cleanup task there is `abandoned` (terminal)."""
-        from console.engine import deployments as D
         from storage.models import CleanupTask
         why = f"host {row.name} removed by {actor_name}"
         for dep in list(Deployment.select(Deployment.id, Deployment.status).where(
-                (Deployment.host == row.name) & Deployment.status.in_(ACTIVE_STATUSES + ("success", "degraded")))):
+                (Deployment.host == row.name) & Deployment.status.in_(D.ACTIVE | D.SERVING))):
             if dep.status == "success":
                 D.move(store, dep.id, "degraded", actor_name=actor_name, message=f"Deployment {dep.id} degraded: {why}")
             D.move(store, dep.id, "cancelled" if dep.status == "queued" else "failed", actor_name=actor_name,
@@ -243,10 +241,9 @@ class Hosts:
                                       f"{why}")
         t = now()
         tasks = (CleanupTask.select(CleanupTask.id, CleanupTask.deployment).join(Deployment)
-                 .where((Deployment.host == row.name) & CleanupTask.state.in_(OPEN_TASK_STATES + ("kept",))))
+                 .where((Deployment.host == row.name) & CleanupTask.state.in_(D.OPEN_TASK)))
         for task in list(tasks):
-            CleanupTask.update(state="abandoned", finished_at=t, updated_at=t, last_error=why).where(
-                CleanupTask.id == task.id).execute()
+            D.move_task("abandoned", CleanupTask.id == task.id, finished_at=t, updated_at=t, last_error=why)
             D.event(task.deployment_id, f"Cleanup of deployment {task.deployment_id} abandoned ({why}): its "
                     f"containers, volumes and images may remain on engine {row.url}", kind="cleanup",
                     level="warning", actor_name=actor_name, host=row.name)
@@ -275,11 +272,11 @@ class Hosts:
         if pinned:
             reasons.append(f"service(s) {', '.join(pinned)} pinned to it (service add NAME --replace --host ...)")
         active = [d.id for d in Deployment.select(Deployment.id).where(
-            (Deployment.host == name) & (Deployment.status.in_(ACTIVE_STATUSES + ("success", "degraded"))))]
+            (Deployment.host == name) & (Deployment.status.in_(D.ACTIVE | D.SERVING)))]
         if active:
             reasons.append(f"{len(active)} active or serving deployment(s) ({', '.join(active[:5])})")
         tasks = (CleanupTask.select(CleanupTask.id).join(Deployment)
-                 .where((Deployment.host == name) & (CleanupTask.state.in_(OPEN_TASK_STATES))).count())
+                 .where((Deployment.host == name) & (CleanupTask.state.in_(D.QUEUED_TASK))).count())
         if tasks:
             reasons.append(f"{tasks} cleanup task(s) not done yet (host rm {name} --force abandons them)")
         return "; ".join(reasons) or None
@@ -479,7 +476,6 @@ def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list
 
 def note_reachability(engine, results: dict[str, str | None]) -> None:
     """Record probe results; a host going down or coming back is an event (not in a read-only process)."""
-    from console.engine import deployments as D
     if engine.settings.read_only:
         engine.hosts.record(results)
         return

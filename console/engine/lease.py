@@ -9,7 +9,7 @@ a compare-and-set: exactly one process holds the lease at a time.
   measured on its own monotonic clock. A holder whose renews fail or hang (store locked, disk stalled) therefore stops
   acting at least `lease_duration - renew_deadline` (5 s) before anyone else may take the lease.
 - A follower takes the lease once `expires_at` has passed, or at once when the recorded holder ran on this machine and
-  its pid is provably gone (`os.kill(pid, 0)` raises ProcessLookupError), the same proof `queries.is_stuck` uses.
+  its pid is provably gone (`os.kill(pid, 0)` raises ProcessLookupError), the same proof `liveness.is_stuck` uses.
 - A clean stop releases the lease (expires_at = now) so a follower takes over at its next attempt.
 
 Followers write nothing; an acquire or a takeover is recorded as an event of kind `reconcile`.
@@ -21,6 +21,7 @@ import threading
 import time
 
 from console.engine import deployments as D
+from console.engine.liveness import pid_gone
 from storage.clock import now
 from storage.models import Lease
 
@@ -30,19 +31,6 @@ LEASE_NAME = "engine"
 
 def new_holder_id() -> str:
     return f"{D.MACHINE}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def pid_gone(machine: str | None, pid: int | None) -> bool:
-    """True only when `pid` ran on this machine and no longer exists (proof, not a guess)."""
-    if machine != D.MACHINE or not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, under another user
-        return False
-    return False
 
 
 def lease_dict(row: Lease | None, at: float | None = None) -> dict | None:

@@ -18,6 +18,7 @@ import logging
 import threading
 from types import SimpleNamespace
 
+from console.engine import deployments as D
 from console.engine.validate import PHASES
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class StoreCollector:
                 deployments.add_metric([status, service, host or ""], n)
             t = now()
             n_open, = (CleanupTask.select(fn.COUNT(CleanupTask.id))
-                       .where(CleanupTask.state.in_(["pending", "running"])).tuples().get())
+                       .where(CleanupTask.state.in_(D.QUEUED_TASK)).tuples().get())
             first_due, = (CleanupTask.select(fn.MIN(CleanupTask.due_at))
                           .where((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)).tuples().get())
             depth.add_metric([], n_open)

@@ -27,7 +27,7 @@ from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import StoreUnavailable
 from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
-from storage.queries import pipeline_alive
+from console.engine.liveness import pipeline_alive
 
 log = logging.getLogger(__name__)
 WAIT_POLL_S = 1.0  # a deployment waiting for its service polls the claim this often
@@ -126,7 +126,7 @@ class RunControl:
 
     def _watch(self):
         """Until closed: watch the row, and heartbeat. The heartbeat goes on after a stop (a cancel) until the
-        pipeline has really stopped, so the cleanup task knows to wait for it (`queries.pipeline_alive`)."""
+        pipeline has really stopped, so the cleanup task knows to wait for it (`liveness.pipeline_alive`)."""
         last_beat = 0.0
         while not self._done.wait(0.2):
             try:
@@ -205,7 +205,7 @@ class Pipeline:
             if dep is None:
                 raise InputError(f"unknown deployment {deployment_id}")
             if resume:
-                if dep.status not in ("failed", "deploying"):
+                if dep.status not in D.RESUMABLE:
                     raise InputError(f"deployment {deployment_id} is {dep.status}; only failed or stuck "
                                      f"(deploying) deployments can be resumed")
                 phase = from_phase or dep.phase or PHASES[0]
@@ -242,7 +242,7 @@ class Pipeline:
                                                              Deployment.heartbeat_at.is_null(False))))
                   .order_by(Deployment.created_at))
         for other in others:
-            if pipeline_alive(other, self.ctx.settings):
+            if pipeline_alive(other, self.ctx.settings.scheduler.zombie_after):
                 return f"waits for deployment {other.id} of the same service to " + \
                     ("end" if other.status == "deploying" else "stop")
             if other.status == "deploying" and not resume:
@@ -561,7 +561,7 @@ class Pipeline:
             D.move(self.ctx.store, dep.id, "success", expect={"deploying"}, phase="HEALTH_CHECK",
                    message=f"Deployment {dep.id} succeeded")
             older = list(Deployment.select().where((Deployment.service == svc.id) & (Deployment.id != dep.id) &
-                                                   (Deployment.status.in_(["success", "degraded"]))))
+                                                   (Deployment.status.in_(D.SERVING))))
             for old in older:
                 D.move(self.ctx.store, old.id, "superseded", message=f"Deployment {old.id} superseded by {dep.id}")
         if older:  # requests the proxy sent to the superseded container before the switch finish first

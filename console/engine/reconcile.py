@@ -7,7 +7,7 @@ The store is read *before* Docker, so anything that appears in Docker after the 
 right now) is either newer than the orphan grace or belongs to a row the snapshot already knows.
 
 Diff (and the decisions, each in one place here):
-- zombies: `deploying` rows whose pipeline is gone (`queries.is_stuck`: heartbeat older than `zombie_after`, or the
+- zombies: `deploying` rows whose pipeline is gone (`liveness.is_stuck`: heartbeat older than `zombie_after`, or the
   owner pid provably dead on this machine). Policy `resume` resumes from the recorded phase (at most
   `max_resume_attempts`, then `failed` with the reason); policy `fail` moves it to `failed` (the move writes the
   cleanup task). A zombie whose host did not answer waits for it.
@@ -55,12 +55,11 @@ from console.engine.rollback import orphaned as orphaned_rollbacks
 from console.engine.rollback import recover as recover_rollback
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, JobRun, Service
-from storage.queries import is_stuck
+from console.engine.liveness import is_stuck
 
 log = logging.getLogger(__name__)
-JUDGED = ("deploying", "success", "degraded")
-ORPHAN_STATUSES = ("failed", "cancelled")
-OPEN_TASK_STATES = ("pending", "running", "kept")
+JUDGED = {"deploying"} | D.SERVING
+ORPHAN_STATUSES = D.CLEANUP_ON
 
 
 # ---- counting Docker API calls
@@ -218,7 +217,7 @@ class Pass:
         store_id = self.engine.store_id
         # the store first (see the module docstring), one query per table
         tasks = list(CleanupTask.select(CleanupTask.deployment, CleanupTask.state, CleanupTask.updated_at)
-                     .where(CleanupTask.state.in_(OPEN_TASK_STATES)))
+                     .where(CleanupTask.state.in_(D.OPEN_TASK)))
         open_tasks = {r.deployment_id for r in tasks}
         # a cleanup being run right now may be backing up a volume: its helper container is in use
         cleaning = {r.deployment_id for r in tasks if r.state == "running" and r.updated_at >= t - STALE_RUNNING_S}
@@ -250,7 +249,7 @@ class Pass:
         zombies, deadlines = self._diff_deploying(deps, errors, running_here, t)
         orphans, drift, in_grace = [], [], 0
         routed = self._routed({d.service_name for d in deps.values()
-                               if d.status in ("success", "degraded") and d.service_id not in busy})
+                               if d.status in D.SERVING and d.service_id not in busy})
         for host, cs in containers.items():
             by_dep: dict[str, list] = {}
             for c in cs:
@@ -271,7 +270,7 @@ class Pass:
                     if found:
                         (drift if found.get("problem") else orphans).append(found)
             for d in deps.values():
-                if d.host != host or d.status not in ("success", "degraded") or d.id in rollbacks:
+                if d.host != host or d.status not in D.SERVING or d.id in rollbacks:
                     continue
                 mine = by_dep.get(d.id, [])
                 running = any(c.running for c in mine)
@@ -367,7 +366,7 @@ class Pass:
         for d in deps.values():
             if d.status != "deploying" or d.id in running_here:
                 continue
-            if is_stuck(d, self.settings):
+            if is_stuck(d, self.settings.scheduler.zombie_after):
                 gone_pid = d.heartbeat_at is not None and t - d.heartbeat_at <= s.zombie_after
                 why = (f"owner pid {d.owner_pid} is gone on {d.owner_machine}" if gone_pid else
                        "no heartbeat ever" if d.heartbeat_at is None else
@@ -426,7 +425,7 @@ class Pass:
         d = Deployment.get_or_none(Deployment.id == dep_id)
         if d is None or d.status != "deploying" or (d.phase or validate.PHASES[0]) != phase or d.resume_from:
             return None
-        return d if is_stuck(d, self.settings) else None
+        return d if is_stuck(d, self.settings.scheduler.zombie_after) else None
 
     def _act_zombie(self, z: dict) -> str:
         action, dep_id, phase = z["action"], z["deployment_id"], z["phase"]
@@ -519,7 +518,7 @@ class Pass:
     def _reapply_route(self, item: dict) -> str:
         dep_id, service = item["deployment_id"], item["service"]
         dep = Deployment.get_or_none(Deployment.id == dep_id)
-        if dep is None or dep.status not in ("success", "degraded") or dep.id in active_rollback_ids() or \
+        if dep is None or dep.status not in D.SERVING or dep.id in active_rollback_ids() or \
                 serving_problems(self.engine.paths, service, dep_id) or Deployment.select().where(
                     (Deployment.service == dep.service_id) & (Deployment.status == "deploying")).exists():
             return "no longer applies"
@@ -547,7 +546,7 @@ class Pass:
                 if d is None or d.status not in ORPHAN_STATUSES:
                     return "no longer an orphan"
                 if CleanupTask.select().where((CleanupTask.deployment == dep_id) &
-                                              (CleanupTask.state.in_(OPEN_TASK_STATES))).exists():
+                                              (CleanupTask.state.in_(D.OPEN_TASK))).exists():
                     return "cleanup already queued"
                 D.enqueue_cleanup(dep_id, "orphan")
                 D.event(dep_id, f"Reconcile: {item['kind']} {item['name']} of {d.status} deployment {dep_id} "
@@ -611,7 +610,7 @@ def container_verdicts(engine, infos: list) -> dict[str, dict]:
     (a look-alike, a shared-scope label, no or a malformed deployment id), so no pass will ever touch it}}."""
     judge, t, store_id = Pass(engine, dry_run=True), now(), engine.store_id
     open_tasks = {r.deployment_id for r in CleanupTask.select(CleanupTask.deployment)
-                  .where(CleanupTask.state.in_(OPEN_TASK_STATES))}
+                  .where(CleanupTask.state.in_(D.OPEN_TASK))}
     rollbacks = active_rollback_ids()
     ids = sorted({c.deployment_id for c in infos if c.deployment_id})
     deps = {d.id: d for d in (Deployment.select(Deployment.id, Deployment.status, Deployment.host,

@@ -21,7 +21,7 @@ from console.engine import deployments as D
 from console.engine import notify, releases
 from console.engine.cleanup import queue_release_retention
 from console.engine.errors import DeployerError, ForeignContainer, InputError
-from console.engine.lease import pid_gone
+from console.engine.liveness import pid_gone
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, wait_healthy
 from console.engine.routes import route_for, wait_through_proxy
@@ -37,7 +37,7 @@ class RollbackFailed(DeployerError):
 
 def pick_target(svc: Service, to: str | None, paths) -> tuple[Deployment | None, Deployment]:
     serving = (Deployment.select().where((Deployment.service == svc.id) &
-                                         (Deployment.status.in_(["success", "degraded"])))
+                                         (Deployment.status.in_(D.SERVING)))
                .order_by(Deployment.finished_at.desc()).first())
     if to:
         target = D.resolve(None, to)
@@ -179,7 +179,7 @@ def _complete(engine, rb: Rollback, svc: Service, serving, target: Deployment, d
             return False
         D.move(engine.store, target.id, "success", message=f"Deployment {target.id} serving again after rollback "
                                                            f"({detail})", actor_name=actor_name)
-        if serving is not None and Deployment.get_by_id(serving.id).status in ("success", "degraded"):
+        if serving is not None and Deployment.get_by_id(serving.id).status in D.SERVING:
             D.move(engine.store, serving.id, "superseded", actor_name=actor_name,
                    message=f"Deployment {serving.id} superseded by rollback to {target.id}")
         Rollback.update(state="completed", finished_at=now(), heartbeat_at=None).where(Rollback.id == rb.id).execute()

@@ -50,7 +50,7 @@ from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import BUSY_TIMEOUT_S, StoreUnavailable
 from storage.models import CleanupTask, Deployment, JobRun, Lease
-from storage.queries import is_stuck
+from console.engine.liveness import is_stuck
 
 log = logging.getLogger(__name__)
 JOBS = ("dispatch", "cleanup", "reconcile", "retention")
@@ -260,9 +260,8 @@ class Runtime:
                                         f"of {dep.id}; it resumes from {phase}", kind="reconcile", level="warning")
                     elif kind == "job" and what == "cleanup":
                         # claimed by the cut run (a later run claims with a later time); removal is idempotent
-                        CleanupTask.update(state="pending", updated_at=now()).where(
-                            (CleanupTask.state == "running") & (CleanupTask.updated_at >= started) &
-                            (CleanupTask.updated_at <= at)).execute()
+                        D.move_task("pending", (CleanupTask.state == "running") & (CleanupTask.updated_at >= started) &
+                                    (CleanupTask.updated_at <= at), updated_at=now())
                 with self._jobs_cv:
                     open_ids = [run_id for run_id, _ in self._in_flight.values()]
                 JobRun.update(finished_at=now(), outcome="interrupted", error="the store was unreachable").where(
@@ -285,8 +284,8 @@ class Runtime:
                 if cleanup is not None and self.lease.is_leader:
                     # tasks claimed by the unfinished cleanup run go back to the queue at once instead of waiting
                     # for the stale-claim timeout; removal is idempotent if that run still finishes one
-                    CleanupTask.update(state="pending", updated_at=now()).where(
-                        (CleanupTask.state == "running") & (CleanupTask.updated_at >= cleanup[1])).execute()
+                    D.move_task("pending", (CleanupTask.state == "running") & (CleanupTask.updated_at >= cleanup[1]),
+                                updated_at=now())
         except Exception:
             log.exception("closing open job runs of %s", self.holder)
 
@@ -367,12 +366,12 @@ class Runtime:
             return counts
         busy = self.running_ids()
         requests = list(Deployment.select().where(Deployment.resume_from.is_null(False) &
-                                                  Deployment.status.in_(["failed", "deploying"]))
+                                                  Deployment.status.in_(D.RESUMABLE))
                         .order_by(Deployment.updated_at).limit(free + len(busy)))
         for dep in requests:
             if dep.id in busy or not self.may_act():
                 continue
-            if dep.status == "deploying" and not is_stuck(dep, self.settings):
+            if dep.status == "deploying" and not is_stuck(dep, self.settings.scheduler.zombie_after):
                 with self.engine.store.write():
                     Deployment.update(resume_from=None).where(Deployment.id == dep.id).execute()
                     D.event(dep.id, f"Resume request of {dep.id} dropped: its pipeline is alive", kind="reconcile")
@@ -380,7 +379,8 @@ class Runtime:
             phase = dep.resume_from
 
             def still_requested(row, phase=phase):
-                return row.resume_from == phase and (row.status == "failed" or is_stuck(row, self.settings))
+                return row.resume_from == phase and (row.status == "failed" or
+                                                     is_stuck(row, self.settings.scheduler.zombie_after))
             if self.start_pipeline(dep.id, from_phase=phase, resume=True, verify=still_requested):
                 counts["resumed"] += 1
         free = self.workers - len(self.running_ids())
@@ -486,7 +486,7 @@ def status(engine, probe: bool = False) -> dict:
                      "holder": run.holder if run else None, "error": run.error if run else None,
                      "next_run_at": nxt})
     rec = next(j for j in jobs if j["name"] == "reconcile")
-    queue = CleanupTask.select().where(CleanupTask.state.in_(["pending", "running"])).count()
+    queue = CleanupTask.select().where(CleanupTask.state.in_(D.QUEUED_TASK)).count()
     # hosts that are this run's own (config, environment, default socket) are known to no other process: checked
     # here when this process has not done so within a reconcile interval
     names = None if probe else engine.hosts.stale(float(engine.settings.scheduler.reconcile_interval))

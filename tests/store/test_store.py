@@ -182,6 +182,27 @@ def test_status_moves_are_a_compare_and_set(store):
         D.move(store, dep.id, "deploying" if final == "cancelled" else "queued")
 
 
+def test_cleanup_task_states_move_only_as_their_table_allows(store):
+    """Issue 12 item 3: cleanup tasks have a legal-moves table like deployments; done and abandoned are final."""
+    assert set(D.TASK_MOVES) == {"pending", "running", "done", "kept", "abandoned"}
+    assert all(moves <= set(D.TASK_MOVES) for moves in D.TASK_MOVES.values())
+    with store.write():
+        dep = make_deployment()
+        D.move(store, dep.id, "failed", expect={"deploying"})
+        task = CleanupTask.get(CleanupTask.deployment == dep.id)
+        assert task.state == "pending"
+        assert D.move_task("running", CleanupTask.id == task.id) == 1
+        assert D.move_task("kept", CleanupTask.id == task.id) == 1
+        assert D.move_task("running", CleanupTask.id == task.id) == 0, "a kept task is re-armed (pending) first"
+        assert D.move_task("pending", CleanupTask.id == task.id) == 1
+        assert D.move_task("abandoned", CleanupTask.id == task.id) == 1
+        for state in D.TASK_MOVES:
+            assert D.move_task(state, CleanupTask.id == task.id) == 0, f"abandoned -> {state}"
+    assert CleanupTask.get_by_id(task.id).state == "abandoned"
+    with pytest.raises(ValueError):
+        D.move_task("exploded", CleanupTask.id == task.id)
+
+
 def test_the_cli_works_on_the_configured_store(settings, tmp_path):
     """Every command reaches the same store (SQLite file, or the PostgreSQL URL given by DEPLOYER_DB)."""
     env = dict(os.environ, DEPLOYER_DATA_DIR=str(settings.data_dir))
