@@ -330,6 +330,7 @@ def base_image(ctx):
     import docker
     import requests
 
+    from console.engine import docker_compat
     from console.engine.docker_gateway import Gateway
     from console.engine.hosts import make_client
     settings = ctx.settings
@@ -338,7 +339,7 @@ def base_image(ctx):
         # connects, the version handshake and the first answer are bounded by host_timeout (an engine that accepts
         # and never answers); the build itself may take longer
         client = make_client(url, None, 300.0, wait)
-        client.api._raise_for_status(client.api._get(client.api._url("/_ping"), timeout=wait))
+        docker_compat.ping_within(client.api, wait)
         built = Gateway("local", client).ensure_base_image()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
         raise EngineUnavailable(f"no Docker engine answers at {url or 'DOCKER_HOST / the default socket'} within "

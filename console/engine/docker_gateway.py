@@ -6,7 +6,6 @@ low-level API, which returns the engine's summaries without an inspect per conta
 """
 import gzip
 import io
-import json
 import logging
 import os
 import re
@@ -21,6 +20,8 @@ import docker.errors
 import requests.exceptions
 from docker.utils import tar as make_build_context
 
+from console.engine import docker_compat
+from console.engine.breaker import Breaker
 from console.engine import labels as L
 from console.engine.errors import Cancelled, EngineUnavailable, ForeignContainer
 
@@ -49,8 +50,8 @@ class FollowedLogs:
             return
         except Exception:  # noqa: BLE001 - the ssh transport: end its process below
             pass
-        response = getattr(self._stream, "_response", None)
-        channel = getattr(getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None), "channel", None)
+        response = docker_compat.stream_response(self._stream)
+        channel = docker_compat.ssh_channel(response)
         try:
             if channel is not None:
                 channel.shutdown()
@@ -135,12 +136,34 @@ def _is_gone(e: docker.errors.APIError) -> bool:
 
 
 class Gateway:
-    def __init__(self, host: str, client: docker.DockerClient):
+    """Every Docker call of one host. `breaker` (optional) fails calls fast after a failure; `on_call(host, what)`
+    (optional, the one public hook) is called before each Docker API call: the reconcile pass and the benches count
+    calls with it."""
+
+    def __init__(self, host: str, client: docker.DockerClient, breaker: Breaker | None = None, on_call=None):
         self.host = host
         self.client = client
         self.api = client.api
+        self.breaker = breaker
+        self.on_call = on_call
 
     def _call(self, what: str, fn, *args, **kwargs):
+        if self.breaker is not None:
+            self.breaker.check(self.host)
+        try:
+            result = self._attempt(what, fn, *args, **kwargs)
+        except EngineUnavailable as e:
+            if self.breaker is not None:
+                self.breaker.trip(self.host, str(e))
+            raise
+        if self.breaker is not None:
+            self.breaker.clear(self.host)
+        return result
+
+    def _attempt(self, what: str, fn, *args, **kwargs):
+        """One Docker call, the breaker left out of it: an unreachable engine is EngineUnavailable."""
+        if self.on_call is not None:
+            self.on_call(self.host, what)
         try:
             return fn(*args, **kwargs)
         except docker.errors.APIError:  # an answer from the engine (404, 409...), not an unreachable engine
@@ -152,8 +175,20 @@ class Gateway:
             raise EngineUnavailable(f"Docker host {self.host} unreachable while {what}: {why}") from e
 
     # ---- engine
-    def ping(self) -> bool:
-        return bool(self._call("pinging", self.api.ping))
+    def ping(self, timeout: float | None = None, probe: bool = False) -> bool:
+        """Ask the engine; with `timeout` the ping is bounded by it (a host that accepts and never answers). A
+        probe asks the engine itself, whatever the breaker says."""
+        if timeout is None:
+            return bool(self._call("pinging", self.api.ping))
+        if probe:
+            if self.breaker is not None:
+                self.breaker.clear(self.host)
+            self._attempt("pinging", docker_compat.ping_within, self.api, timeout)
+            if self.breaker is not None:
+                self.breaker.clear(self.host)
+            return True
+        self._call("pinging", docker_compat.ping_within, self.api, timeout)
+        return True
 
     def version(self) -> dict:
         """The engine's `docker version` answer (Version, ApiVersion, Os, Arch...)."""
@@ -191,29 +226,25 @@ class Gateway:
         turns true the HTTP connection is shut down, which makes the engine abort the build and remove its
         intermediate containers, and Cancelled is raised."""
         context = make_build_context(context_dir, gzip=False)
-        params = {"t": tag, "labels": json.dumps(labels), "rm": True, "forcerm": True, "q": False}
-        response = self._call("starting a build", self.api._post, self.api._url("/build"), data=context,
-                              params=params, headers={"Content-Type": "application/tar"}, stream=True, timeout=None)
-        self.api._raise_for_status(response)
+        stream = self._call("starting a build", self.api.build, fileobj=context, custom_context=True, tag=tag,
+                            labels=labels, rm=True, forcerm=True, quiet=False, decode=True, timeout=None)
+        response = docker_compat.build_response(stream)
         stopped = threading.Event()
         done = threading.Event()
-        sock = None
-        try:
-            sock = self.api._get_raw_response_socket(response)
-        except Exception:  # not every transport exposes its socket; then closing the response must do
-            pass
+        sock = docker_compat.response_socket(self.api, response) if response is not None else None
 
         def watch():
             while not done.wait(0.2):
                 if should_stop():
                     stopped.set()
                     try:
-                        if sock is not None:  # a SocketIO wraps the real socket on unix transports
-                            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+                        if sock is not None:
+                            sock.shutdown(socket.SHUT_RDWR)
                     except Exception:  # already closed, or a transport without a socket
                         pass
                     try:
-                        response.close()
+                        if response is not None:
+                            response.close()
                     except Exception:
                         pass
                     return
@@ -222,7 +253,7 @@ class Gateway:
         watcher.start()
         image_id = None
         try:
-            for chunk in self.api._stream_helper(response, decode=True):
+            for chunk in stream:
                 if "stream" in chunk:
                     for line in chunk["stream"].splitlines():
                         if line.strip():
@@ -237,7 +268,9 @@ class Gateway:
             raise EngineUnavailable(f"Docker host {self.host}: build stream broke: {type(e).__name__}") from e
         finally:
             done.set()
-            response.close()
+            stream.close()
+            if response is not None:
+                response.close()
         if stopped.is_set():
             raise Cancelled()
         if image_id is None and not self.image_exists(tag):

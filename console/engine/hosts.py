@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from console.engine import deployments as D
 from console.engine import metrics, notify, validate
+from console.engine.breaker import Breaker
 from console.engine.errors import EngineUnavailable, InputError
 from storage.clock import now
 from storage.models import Deployment, Host, Service
@@ -55,17 +56,9 @@ def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeo
                                      use_ssh_client=url.startswith("ssh://"))
     api = client.api
     api.timeout = timeout
-    if not (url or "").startswith("ssh://"):
-        plain = api.request
-
-        def request(method, target, **kwargs):
-            # docker-py passes one number; requests takes (connect, read): connects fail fast, reads may be slow
-            t = kwargs.get("timeout")
-            if isinstance(t, (int, float)) and not isinstance(t, bool):
-                kwargs["timeout"] = (min(connect_timeout, t), t)
-            return plain(method, target, **kwargs)
-
-        api.request = request
+    if not (url or "").startswith("ssh://"):   # connects fail fast, reads may be slow
+        from console.engine import docker_compat
+        docker_compat.split_connect_timeout(api, connect_timeout)
     return client
 
 
@@ -112,8 +105,7 @@ class Hosts:
         self._lock = threading.Lock()
         # a host that just failed fails again at once for a few seconds (instead of every task waiting out its own
         # connect timeout); probes bypass this, and the first success clears it
-        self._down_until: dict[str, tuple[float, str]] = {}
-        self.breaker_s = min(5.0, float(settings.scheduler.host_timeout))
+        self.breaker = Breaker(min(5.0, float(settings.scheduler.host_timeout)), on_failure=metrics.docker_error)
         self.overlay = self._overlay(settings)
         self._seen: dict[str, dict] = {}   # reachability of hosts that are not Host rows: {name: state}
         self._checked_at: dict[str, float] = {}   # when this process last noted a host's reachability (monotonic)
@@ -169,8 +161,7 @@ class Hosts:
             return one_line(e), None
         try:
             gw = Gateway(name, client)
-            response = gw._call("pinging", gw.api._get, gw.api._url("/_ping"), timeout=timeout)
-            gw.api._raise_for_status(response)
+            gw.ping(timeout=timeout, probe=True)
             if not base_image:
                 return None, None
             return None, "built" if gw.ensure_base_image() else "present"
@@ -298,42 +289,25 @@ class Hosts:
                 return gw
         row = self.spec(name)
         url = row.url or None
-        self._check_breaker(name)
+        self.breaker.check(name)
         try:
             client = make_client(url, {"tls_ca": row.tls_ca, "tls_cert": row.tls_cert, "tls_key": row.tls_key},
                              self.timeout, float(self.settings.scheduler.host_timeout))
         except docker.errors.DockerException as e:
-            self._trip(name, str(e))
-            metrics.docker_error(name)
+            self.breaker.trip(name, str(e))
             raise EngineUnavailable(f"Docker host {name} ({url or 'from environment'}) unreachable: {e}") from e
-        gw = Gateway(name, client)
-        gw._raw_call = raw = gw._call
-
-        def guarded(what, fn, *args, **kwargs):
-            self._check_breaker(name)
-            try:
-                result = raw(what, fn, *args, **kwargs)
-            except EngineUnavailable as e:
-                self._trip(name, str(e))
-                metrics.docker_error(name)
-                raise
-            self._down_until.pop(name, None)
-            return result
-
-        gw._call = guarded
+        gw = Gateway(name, client, breaker=self.breaker)
         with self._lock:
             self._gateways.setdefault(name, gw)
             return self._gateways[name]
 
-    def _trip(self, name: str, error: str) -> None:
-        if self.breaker_s > 0:
-            self._down_until[name] = (time.monotonic() + self.breaker_s, error.splitlines()[0][:200] if error else "")
+    @property
+    def breaker_s(self) -> float:
+        return self.breaker.seconds
 
-    def _check_breaker(self, name: str) -> None:
-        until, error = self._down_until.get(name, (0.0, ""))
-        if time.monotonic() < until:
-            raise EngineUnavailable(f"Docker host {name} unreachable (failed under {self.breaker_s:.0f} s ago: "
-                                    f"{error}); retrying later")
+    @breaker_s.setter
+    def breaker_s(self, seconds: float) -> None:
+        self.breaker.seconds = seconds
 
     def probe(self, timeout: float | None = None, names=None) -> dict[str, str | None]:
         """Ping every host (or `names`) in parallel, bounded by the timeout as a whole. Returns {name: None if up
@@ -344,12 +318,9 @@ class Hosts:
 
         def ping(name):
             try:
-                self._down_until.pop(name, None)  # a probe always asks the engine itself
-                gw = self.gateway(name)
+                self.breaker.clear(name)  # a probe always asks the engine itself
                 # the ping itself is bounded too (a host that accepts but never answers)
-                response = gw._raw_call("pinging", gw.api._get, gw.api._url("/_ping"), timeout=timeout)
-                gw.api._raise_for_status(response)
-                self._down_until.pop(name, None)
+                self.gateway(name).ping(timeout=timeout, probe=True)
                 results[name] = None
             except Exception as e:  # any failure means "down" for the status bar; the message says why
                 results[name] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__

@@ -66,16 +66,15 @@ ORPHAN_STATUSES = D.CLEANUP_ON
 _local = threading.local()
 
 
-def _count_response(response, *args, **kwargs):
+def _count_call(host: str, what: str) -> None:
     counter = getattr(_local, "counter", None)
     if counter is not None:
         counter.add()
-    return response
 
 
 class CallCounter:
-    """Counts the HTTP requests a pass makes to Docker engines: a response hook on each docker client's session
-    (docker's APIClient is a requests.Session) that counts only in threads attached to this counter."""
+    """Counts the Docker API calls a pass makes: the gateways' `on_call` hook, counting only in threads attached to
+    this counter."""
 
     def __init__(self):
         self.calls = 0
@@ -86,10 +85,8 @@ class CallCounter:
             self.calls += 1
 
     @staticmethod
-    def install(api) -> None:
-        hooks = api.hooks.setdefault("response", [])
-        if _count_response not in hooks:
-            hooks.append(_count_response)
+    def install(gateway) -> None:
+        gateway.on_call = _count_call
 
     def attach(self):
         _local.counter = self
@@ -114,7 +111,7 @@ def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, d
         counter.attach()
         try:
             gw = engine.hosts.gateway(name)
-            counter.install(gw.api)
+            counter.install(gw)
             result = gw.list_managed(engine.store_id, all=True) if what == "containers" else \
                 gw.list_volumes(engine.store_id)
             with lock:

@@ -122,11 +122,11 @@ def install() -> None:
     """Put SystemSsh in place of docker-py's shell-out socket (once; docker-py's ssh module imports paramiko, so
     only processes that use an ssh:// host load it)."""
     global SystemSsh
-    from docker.transport import sshconn
+    from console.engine import docker_compat
     with _lock:
         if SystemSsh is None:
-            SystemSsh = _system_ssh(sshconn.SSHSocket)
-        sshconn.SSHSocket = SystemSsh
+            SystemSsh = _system_ssh(docker_compat.ssh_socket_base())
+        docker_compat.use_ssh_socket(SystemSsh)
 
 
 SystemSsh = None
