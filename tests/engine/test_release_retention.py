@@ -5,7 +5,7 @@ never one `current`/`previous` points at, never one in an active rollback."""
 import pytest
 
 from console.engine.cleanup import Cleaner
-from console.engine.errors import InputError
+from console import config
 from console.engine.pipeline import container_name
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Rollback
 from tests.conftest import make_service_dir, make_settings
@@ -75,5 +75,5 @@ def test_retention_job_spares_the_previous_release_and_an_active_rollback(engine
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_keep_releases_must_be_a_whole_number_of_at_least_one(tmp_path, monkeypatch, value):
     monkeypatch.setenv("DEPLOYER_KEEP_RELEASES", value)
-    with pytest.raises(InputError, match="keep_releases"):
+    with pytest.raises(config.ConfigError, match="keep_releases"):
         make_settings(tmp_path / "data")
