@@ -1,4 +1,4 @@
-"""Cleanup of 50 failed deployments x 2 running containers: our `Cleaner(engine).run_due()` against (a) an
+"""Cleanup of 50 failed deployments x 2 running containers: our `Cleaner(engine.ctx).run_due()` against (a) an
 operator's per-deployment shell loop `docker rm -f -v $(docker ps -aq --filter label=deployer.deployment_id=<id>)`
 and (b) one bulk `docker rm -f -v <all 100 ids>`.
 
@@ -102,7 +102,7 @@ def remaining(api, store_id: str) -> int:
 
 
 def side_ours(engine, ids, cids) -> float:
-    cleaner = Cleaner(engine)
+    cleaner = Cleaner(engine.ctx)
     seconds, counts = B.timed(cleaner.run_due)
     if counts.get("done") != len(ids):
         raise RuntimeError(f"our cleanup did not finish every task: {counts}")

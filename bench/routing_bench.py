@@ -115,7 +115,7 @@ def one_side(ours: bool, workdir: Path) -> dict:
         with B.temp_engine(health_timeout=6.0, routes_drain_seconds=DRAIN if ours else 0.0,
                            **caddy.settings()) as engine:
             if not ours:
-                engine.pipeline = SwitchFirst(engine)
+                engine.pipeline = SwitchFirst(engine.ctx)
             src = workdir / ("src-ours" if ours else "src-old")
             write_source(src, "v1")
             engine.add_service("web", str(src), route_host=HOST)

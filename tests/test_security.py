@@ -50,7 +50,7 @@ def test_store_archive_release_and_route_files_are_0600_and_directories_0700(eng
     engine.add_service("crash", str(crash), volumes=["data:/data"])
     failed = engine.deploy("crash")
     assert failed.status == "failed"
-    assert Cleaner(engine).run_due()["done"] == 1
+    assert Cleaner(engine.ctx).run_due()["done"] == 1
     data = engine.settings.data_dir
     archive = data / "archive" / failed.id
     assert list(archive.glob("*.log.gz")) and list(archive.glob("*.tar.gz")), list(archive.iterdir())

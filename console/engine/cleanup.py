@@ -86,13 +86,13 @@ def releases_beyond_keep(paths, svc: Service, keep: int) -> list[Deployment]:
         t.state in D.OPEN_TASK or t.created_at >= d.updated_at for t in tasks.get(d.id, []))]
 
 
-def queue_release_retention(engine, svc: Service) -> int:
+def queue_release_retention(ctx, svc: Service) -> int:
     """Superseded releases beyond `keep_releases` get a cleanup task (reason `superseded`): the Cleaner archives
     their logs and removes container, image and release directory with events, as for a failed deployment."""
-    keep = int(engine.settings.cleanup.keep_releases)
+    keep = int(ctx.settings.cleanup.keep_releases)
     try:
-        with engine.store.write():
-            beyond = releases_beyond_keep(engine.paths, svc, keep)
+        with ctx.store.write():
+            beyond = releases_beyond_keep(ctx.paths, svc, keep)
             for dep in beyond:
                 D.enqueue_cleanup(dep.id, "superseded")
                 D.event(dep.id, f"Deployment {dep.id} is older than the newest {keep} superseded release(s) of "
@@ -108,12 +108,12 @@ class CleanupFailed(Exception):
 
 
 class Cleaner:
-    def __init__(self, engine, workers: int = 8, container_workers: int = 4, should_stop=None):
-        self.engine = engine
+    def __init__(self, ctx, workers: int = 8, container_workers: int = 4, should_stop=None):
+        self.ctx = ctx
         self.workers = workers                      # deployments cleaned side by side
         self.container_workers = container_workers  # containers of one deployment removed side by side
         self.should_stop = should_stop or (lambda: False)  # the runtime stopping: claim nothing more, abandon backups
-        self.archive = Archive(engine.paths.archive_root(), engine.settings)
+        self.archive = Archive(ctx.paths.archive_root(), ctx.settings)
 
     # ---- which tasks
     @staticmethod
@@ -127,7 +127,7 @@ class Cleaner:
 
     def claim(self, task_id: int) -> bool:
         t = now()
-        with self.engine.store.write():
+        with self.ctx.store.write():
             return D.move_task("running", (CleanupTask.id == task_id) & self._due_condition(t), updated_at=t) == 1
 
     def run_due(self, limit: int = 200, deployment_id: str | None = None) -> dict:
@@ -168,7 +168,7 @@ class Cleaner:
     def _wait(self, task: CleanupTask, dep: Deployment, message: str, delay: float, once: bool = False) -> None:
         """Back to pending without counting an attempt; with `once`, the event is not repeated at every recheck."""
         repeat = once and task.last_error == message[:500]
-        with self.engine.store.write():
+        with self.ctx.store.write():
             D.move_task("pending", CleanupTask.id == task.id, last_error=message[:500], due_at=now() + delay,
                         updated_at=now())
             if not repeat:
@@ -176,11 +176,11 @@ class Cleaner:
 
     def _retry(self, task: CleanupTask, dep: Deployment, error: Exception) -> None:
         attempts = task.attempts + 1
-        delay = min(self.engine.settings.cleanup.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
+        delay = min(self.ctx.settings.cleanup.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if not isinstance(error, (EngineUnavailable, CleanupFailed)):
             log.exception("cleanup of %s", dep.id)
-        with self.engine.store.write():
+        with self.ctx.store.write():
             D.move_task("pending", CleanupTask.id == task.id, attempts=attempts, last_error=message[:500],
                         due_at=now() + delay, updated_at=now())
             D.event(dep.id, f"Cleanup of deployment {dep.id} failed (attempt {attempts}): {message}; "
@@ -189,7 +189,7 @@ class Cleaner:
         log.warning("cleanup of %s failed (attempt %d): %s; retrying in %.0f s", dep.id, attempts, message, delay)
 
     def _finish(self, task: CleanupTask, state: str, message: str, level: str = "info", dep=None) -> None:
-        with self.engine.store.write():
+        with self.ctx.store.write():
             D.move_task(state, CleanupTask.id == task.id, updated_at=now(), last_error=None,
                         finished_at=now() if state == "done" else None,
                         attempts=task.attempts + (1 if state == "done" else 0))
@@ -203,17 +203,17 @@ class Cleaner:
             return "rollback"
         if dep.status in D.ACTIVE | D.SERVING:
             return "active"
-        if dep.status == "superseded" and dep.id in linked_releases(self.engine.paths, dep.service.name):
+        if dep.status == "superseded" and dep.id in linked_releases(self.ctx.paths, dep.service.name):
             return "linked"
-        if pipeline_alive(dep, self.engine.settings.scheduler.zombie_after):
+        if pipeline_alive(dep, self.ctx.settings.scheduler.zombie_after):
             return "pipeline"
-        if task.reason == "failed" and self.engine.settings.cleanup.keep_failed > 0 and \
+        if task.reason == "failed" and self.ctx.settings.cleanup.keep_failed > 0 and \
                 dep.id in self.kept_failed_ids(dep.service_id):
             return "retention"
         return None
 
     def kept_failed_ids(self, service_id: int) -> set[str]:
-        n = int(self.engine.settings.cleanup.keep_failed)
+        n = int(self.ctx.settings.cleanup.keep_failed)
         if n <= 0:
             return set()
         rows = (Deployment.select(Deployment.id).where((Deployment.service == service_id) &
@@ -222,11 +222,11 @@ class Cleaner:
         return {r.id for r in rows}
 
     def apply(self, task: CleanupTask, dep: Deployment) -> str:
-        store_id = self.engine.store_id
+        store_id = self.ctx.store_id
         why = self.keep_reason(task, dep, active_rollback_ids())
         if why == "rollback":
             message = f"Skipping cleanup for deployment {dep.id} - active rollback in progress"
-            with self.engine.store.write():
+            with self.ctx.store.write():
                 D.move_task("pending", CleanupTask.id == task.id, due_at=now() + ROLLBACK_RECHECK_S, updated_at=now())
                 if not _skip_noted(dep.id, message):  # once per rollback, not every re-check
                     D.event(dep.id, message, kind="cleanup", host=dep.host)
@@ -240,26 +240,26 @@ class Cleaner:
             return "skipped"
         if why == "pipeline":
             # a cancelled (or failed-by-reconcile) pipeline may still create a container: remove only once it ended
-            with self.engine.store.write():
+            with self.ctx.store.write():
                 D.move_task("pending", CleanupTask.id == task.id, due_at=now() + PIPELINE_RECHECK_S, updated_at=now(),
                             last_error=WAITS_FOR_PIPELINE)
                 if task.last_error != WAITS_FOR_PIPELINE:  # said once, not every pass
                     D.event(dep.id, f"Cleanup of deployment {dep.id} {WAITS_FOR_PIPELINE} ({dep.owner})",
                             kind="cleanup", host=dep.host)
             return "skipped"
-        gw = self.engine.hosts.gateway(dep.host)
+        gw = self.ctx.hosts.gateway(dep.host)
         if why == "retention":
             for info in gw.list_managed(store_id, dep.id, all=False):
                 gw.stop(info)
                 D.event(dep.id, f"Stopped container {info.name} (kept for inspection)", kind="cleanup",
                         host=dep.host)
             self._finish(task, "kept", f"Keeping deployment {dep.id} for inspection: one of the last "
-                         f"{self.engine.settings.cleanup.keep_failed} failed deployments of {dep.service.name}",
+                         f"{self.ctx.settings.cleanup.keep_failed} failed deployments of {dep.service.name}",
                          dep=dep)
             self._rearm_older_failed(dep.service_id)
             return "kept"
         reason = task.reason
-        with self.engine.store.write():
+        with self.ctx.store.write():
             D.event(dep.id, f"Starting cleanup of resources for {reason} deployment {dep.id}", kind="cleanup",
                     host=dep.host)
         found = gw.list_managed(store_id, dep.id)
@@ -271,13 +271,13 @@ class Cleaner:
                     level="warning", host=dep.host)
         found = [c for c in found if not L.is_backup_helper(c.labels)]
         D.event(dep.id, f"Found {len(found)} container(s) for deployment {dep.id}", kind="cleanup", host=dep.host)
-        archive = self.engine.paths.ensure(self.engine.paths.archive(dep.id))
+        archive = self.ctx.paths.ensure(self.ctx.paths.archive(dep.id))
 
         def remove(info) -> str | None:
             """One container: archive its log, then remove it; a failed archive keeps it. None when done."""
             try:
                 size = gw.archive_logs(info.id, archive / f"{info.name}.log.gz")
-                with self.engine.store.write():  # two events, one write transaction
+                with self.ctx.store.write():  # two events, one write transaction
                     D.event(dep.id, f"Archived logs of {info.name} ({size} bytes)", kind="cleanup", level="debug",
                             host=dep.host)
                     D.event(dep.id, f"Removing container /{info.name} for deployment {dep.id}", kind="cleanup",
@@ -345,11 +345,11 @@ class Cleaner:
 
     def _remove_release(self, dep: Deployment) -> None:
         svc = dep.service.name
-        if dep.id in (link_target(self.engine.paths.current(svc)), link_target(self.engine.paths.previous(svc))):
+        if dep.id in (link_target(self.ctx.paths.current(svc)), link_target(self.ctx.paths.previous(svc))):
             D.event(dep.id, f"Release directory of {dep.id} kept: the service's current/previous link points at it",
                     kind="cleanup", host=dep.host)
             return
-        release = self.engine.paths.release(dep.id)
+        release = self.ctx.paths.release(dep.id)
         if release.exists():
             shutil.rmtree(release)
             D.event(dep.id, f"Removed release directory {release}", kind="cleanup", level="debug", host=dep.host)
@@ -362,7 +362,7 @@ class Cleaner:
                 .where((CleanupTask.state == "kept") & (Deployment.service == service_id)))
         rearm = [r.id for r in rows if r.deployment_id not in keep]
         if rearm:
-            with self.engine.store.write():
+            with self.ctx.store.write():
                 D.move_task("pending", CleanupTask.id.in_(rearm), reason="retention", due_at=now(), updated_at=now())
         return len(rearm)
 
@@ -371,7 +371,7 @@ class Cleaner:
         `keep_releases`, prune the archive by age and size."""
         services = list(Service.select())
         rearmed = sum(self._rearm_older_failed(s.id) for s in services)
-        releases = sum(queue_release_retention(self.engine, s) for s in services)
+        releases = sum(queue_release_retention(self.ctx, s) for s in services)
         pruned = self.prune_archive()
         return {"rearmed": rearmed, "releases_queued": releases, "archives_pruned": pruned}
 
@@ -387,7 +387,7 @@ class Cleaner:
     # ---- plan
     def plan(self) -> list[dict]:
         """What a run would do for every open task, without touching anything: one list call per host."""
-        store_id = self.engine.store_id
+        store_id = self.ctx.store_id
         tasks = list(CleanupTask.select(CleanupTask, Deployment, Service).join(Deployment).join(Service)
                      .where(CleanupTask.state.in_(D.OPEN_TASK)).order_by(CleanupTask.due_at))
         by_host: dict[str, dict[str, list]] = {}
@@ -395,7 +395,7 @@ class Cleaner:
         errors = {}
         for host in {t.deployment.host for t in tasks}:
             try:
-                gw = self.engine.hosts.gateway(host)
+                gw = self.ctx.hosts.gateway(host)
                 grouped: dict[str, list] = {}
                 for c in gw.list_managed(store_id):
                     # as apply() does: a project-scoped label is never removed, a backup helper is not the deployment's
@@ -427,7 +427,7 @@ class Cleaner:
                 action += f" (host {dep.host} unreachable: {errors[dep.host]})"
             containers = by_host.get(dep.host, {}).get(dep.id, [])
             volumes = vols_by_host.get(dep.host, {}).get(dep.id, [])
-            release = self.engine.paths.release(dep.id)
+            release = self.ctx.paths.release(dep.id)
             out.append({"deployment_id": dep.id, "service": dep.service.name, "status": dep.status,
                         "host": dep.host, "reason": task.reason, "state": task.state, "attempts": task.attempts,
                         "last_error": task.last_error, "due_at": task.due_at, "action": action,
@@ -438,12 +438,12 @@ class Cleaner:
         return out
 
 
-def run_inline_if_due(engine, deployment_id: str) -> None:
+def run_inline_if_due(ctx, deployment_id: str) -> None:
     """After a foreground deploy ends failed/cancelled, run its cleanup here if it is due (no engine needed)."""
     try:
         task = CleanupTask.get_or_none((CleanupTask.deployment == deployment_id) &
                                        (CleanupTask.state == "pending") & (CleanupTask.due_at <= now()))
         if task is not None:
-            Cleaner(engine).run_due(deployment_id=deployment_id)
+            Cleaner(ctx).run_due(deployment_id=deployment_id)
     except Exception as e:  # the task stays queued for the engine; the operator sees a notice in the events
         log.warning("inline cleanup of %s: %s", deployment_id, e)

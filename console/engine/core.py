@@ -8,6 +8,7 @@ import uuid
 from console.config import Settings
 from console.engine import deployments as D
 from console.engine import liveness, notify, validate
+from console.engine.context import Context
 from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError, one_line
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
@@ -93,19 +94,20 @@ class Engine:
         self.store_id = self.store.meta("store_id")
         # this run's hosts (config, environment, flag) lie over the store's in memory: opening the store writes nothing
         self.hosts = Hosts(settings)
+        # what the engine's parts are given instead of the Engine (context.py)
+        self.ctx = Context(self.store, settings, self.hosts, self.paths, self.store_id)
         self.runtime = None  # the scheduler, when this process hosts one
 
-    @functools.cached_property
+    @property
     def router(self):
-        """Where routes go (routes.py: the traefik-file directory or Caddy's admin API), made when first used."""
-        from console.engine import routes
-        return routes.make(self.settings, self.paths)
+        """Where routes go (the context's router, made when first used)."""
+        return self.ctx.router
 
     @functools.cached_property
     def pipeline(self):
         """Made when first used: the store-only commands start without the pipeline's imports."""
         from console.engine.pipeline import Pipeline
-        return Pipeline(self)
+        return Pipeline(self.ctx)
 
     def release_connection(self) -> None:
         """Close the calling thread's store connection: a face's worker thread calls this when it is done (each
@@ -249,7 +251,7 @@ class Engine:
             self._run_here(dep, act.actor, on_phase, on_wait, on_cancel)
             if clean_up:
                 from console.engine.cleanup import run_inline_if_due
-                run_inline_if_due(self, dep.id)
+                run_inline_if_due(self.ctx, dep.id)
         return Deployment.get_by_id(dep.id)
 
     def _run_here(self, dep: Deployment, actor_name: str, on_phase, on_wait, on_cancel) -> None:
@@ -358,7 +360,7 @@ class Engine:
                 act.ok()
         if gone:
             from console.engine import releases
-            releases.restore(self, Deployment.get_by_id(dep.id))
+            releases.restore(self.ctx, Deployment.get_by_id(dep.id))
         return Deployment.get_by_id(dep.id)
 
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):
@@ -398,7 +400,7 @@ class Engine:
             if to is not None:  # `--to ''` is bad input, not "the previous release"
                 self.get(to)
             act.known = True
-            return rollback(self, service_name, to, act.actor)
+            return rollback(self.ctx, self.pipeline, self.service(service_name), to, act.actor)
 
     def rollback_target(self, service_name: str) -> dict:
         """What `rollback(service_name)` would do now: {"serving": {id, status} or None, "target": id}. Raises
@@ -420,7 +422,7 @@ class Engine:
     def cleanup(self, dry_run: bool = False) -> dict:
         """Run the due cleanup tasks now, or (dry_run) the plan: what would be removed, archived, kept, and why."""
         from console.engine.cleanup import Cleaner
-        cleaner = Cleaner(self)
+        cleaner = Cleaner(self.ctx)
         if dry_run:
             return {"dry_run": True, "plan": cleaner.plan()}
         with self.operator_action("cleanup", "due cleanup tasks") as act:

@@ -441,17 +441,17 @@ def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list
     probe=False. A probe's result is noted (see Hosts.record) and a change is an event of kind `host`, as
     reconciliation does; a read-only process writes nothing."""
     if probe:
-        note_reachability(engine, engine.hosts.probe(timeout))
+        note_reachability(engine.ctx, engine.hosts.probe(timeout))
     return engine.hosts.rows()
 
 
-def note_reachability(engine, results: dict[str, str | None]) -> None:
+def note_reachability(ctx, results: dict[str, str | None]) -> None:
     """Record probe results; a host going down or coming back is an event (not in a read-only process)."""
-    if engine.settings.read_only:
-        engine.hosts.record(results)
+    if ctx.settings.read_only:
+        ctx.hosts.record(results)
         return
-    with engine.store.write():
-        for name, up in engine.hosts.record(results):
+    with ctx.store.write():
+        for name, up in ctx.hosts.record(results):
             notify.host_changed(name, up, results.get(name))
             D.event(None, f"Docker host {name} is reachable again" if up else
                     f"Docker host {name} is unreachable: {results.get(name)}", kind="host",

@@ -189,7 +189,8 @@ class Job:
 
 
 class Pipeline:
-    """Runs one deployment from a phase to the end. `ctx` is the engine (store, settings, paths, hosts, store_id)."""
+    """Runs one deployment from a phase to the end. `ctx` is the engine's Context (store, settings, hosts, paths,
+    store_id)."""
 
     def __init__(self, ctx):
         self.ctx = ctx

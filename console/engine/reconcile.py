@@ -49,13 +49,13 @@ from console.engine import validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError, one_line
+from console.engine.liveness import is_stuck
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name
 from console.engine.rollback import orphaned as orphaned_rollbacks
 from console.engine.rollback import recover as recover_rollback
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, JobRun, Service
-from console.engine.liveness import is_stuck
 
 log = logging.getLogger(__name__)
 JUDGED = {"deploying"} | D.SERVING
@@ -97,10 +97,10 @@ class CallCounter:
 
 
 # ---- observe
-def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, dict, dict]:
+def observe_hosts(ctx, timeout: float, counter: CallCounter) -> tuple[dict, dict, dict]:
     """(errors, containers, volumes) per host name; errors[name] is None for a host that answered both lists in
     time. Every host's two lists run at once, each in its own thread."""
-    names = engine.hosts.names()
+    names = ctx.hosts.names()
     lock = threading.Lock()
     timed_out = f"no answer within {timeout:g} s"
     errors: dict[str, str | None] = {n: None for n in names}
@@ -110,10 +110,10 @@ def observe_hosts(engine, timeout: float, counter: CallCounter) -> tuple[dict, d
     def work(name, what):
         counter.attach()
         try:
-            gw = engine.hosts.gateway(name)
+            gw = ctx.hosts.gateway(name)
             counter.install(gw)
-            result = gw.list_managed(engine.store_id, all=True) if what == "containers" else \
-                gw.list_volumes(engine.store_id)
+            result = gw.list_managed(ctx.store_id, all=True) if what == "containers" else \
+                gw.list_volumes(ctx.store_id)
             with lock:
                 if not closed[0]:
                     got[(name, what)] = result
@@ -170,10 +170,11 @@ def _volume_created(vol: dict) -> float | None:
 
 # ---- the pass
 class Pass:
-    def __init__(self, engine, runtime=None, dry_run: bool = False, scheduled: bool = False):
-        self.engine = engine
+    def __init__(self, ctx, pipeline, runtime=None, dry_run: bool = False, scheduled: bool = False):
+        self.ctx = ctx
+        self.pipeline = pipeline   # puts `current` and the route back when a serving deployment is failed
         self.scheduled = scheduled  # a scheduled pass acts only while this process holds the lease
-        self.settings = engine.settings
+        self.settings = ctx.settings
         self.runtime = runtime
         self.dry_run = dry_run
         self.counter = CallCounter()
@@ -211,7 +212,7 @@ class Pass:
     # ---- observe + diff
     def plan(self) -> dict:
         s, t = self.settings, now()
-        store_id = self.engine.store_id
+        store_id = self.ctx.store_id
         # the store first (see the module docstring), one query per table
         tasks = list(CleanupTask.select(CleanupTask.deployment, CleanupTask.state, CleanupTask.updated_at)
                      .where(CleanupTask.state.in_(D.OPEN_TASK)))
@@ -220,7 +221,7 @@ class Pass:
         cleaning = {r.deployment_id for r in tasks if r.state == "running" and r.updated_at >= t - STALE_RUNNING_S}
         rollbacks = active_rollback_ids()
         stuck_rollbacks = orphaned_rollbacks(float(s.scheduler.zombie_after))
-        errors, containers, volumes = observe_hosts(self.engine, float(s.scheduler.host_timeout), self.counter)
+        errors, containers, volumes = observe_hosts(self.ctx, float(s.scheduler.host_timeout), self.counter)
         for r in stuck_rollbacks:
             if errors.get(r["host"]):
                 r["action"] = f"wait (host {r['host']} unreachable)"
@@ -261,7 +262,7 @@ class Pass:
                 for c in group:
                     if not L.is_ours(c.labels, store_id, dep_id):
                         continue
-                    found, fresh = self._orphan(host, "container", dep_id, c.id, c.name, t - c.created,
+                    found, fresh = self.orphan(host, "container", dep_id, c.id, c.name, t - c.created,
                                                 deps.get(dep_id), open_tasks, rollbacks, running=c.running)
                     in_grace += fresh
                     if found:
@@ -276,9 +277,9 @@ class Pass:
                 serving = d.service_id not in busy
                 route = None
                 if serving:
-                    problems += serving_problems(self.engine.paths, d.service_name, d.id)
+                    problems += serving_problems(self.ctx.paths, d.service_name, d.id)
                     if routed is not None and d.id not in rollbacks:
-                        route = route_problem(self.engine.router, routed, d.service_name, d.id)
+                        route = route_problem(self.ctx.router, routed, d.service_name, d.id)
                 # a proxy that restarted (Caddy forgets its live config) or a route moved by hand: drift, and the
                 # route is applied again when the rest agrees (the next pass then finds it serving: success)
                 reapply = bool(route) and not problems
@@ -306,7 +307,7 @@ class Pass:
                     continue  # shared project volumes carry no deployment id and are never orphans
                 created = _volume_created(v)
                 age = t - created if created is not None else 0.0
-                found, fresh = self._orphan(host, "volume", dep_id, v["Name"], v["Name"], age, deps.get(dep_id),
+                found, fresh = self.orphan(host, "volume", dep_id, v["Name"], v["Name"], age, deps.get(dep_id),
                                             open_tasks, rollbacks)
                 in_grace += fresh
                 if found and not found.get("problem"):
@@ -319,12 +320,12 @@ class Pass:
         """{service: the deployment its live route serves} in one look at the router; None when it did not answer
         (an error of the pass, not drift)."""
         try:
-            return self.engine.router.routed(sorted(services)) if services else {}
+            return self.ctx.router.routed(sorted(services)) if services else {}
         except Exception as e:  # noqa: BLE001 - an unreachable proxy is reported, and the next pass looks again
             self.errors.append(f"routes: {one_line(e)}")
             return None
 
-    def _orphan(self, host, kind, dep_id, obj_id, name, age, dep, open_tasks, rollbacks, running=False):
+    def orphan(self, host, kind, dep_id, obj_id, name, age, dep, open_tasks, rollbacks, running=False):
         """(finding or None, 1 if it is an orphan still inside its grace period)."""
         status = dep.status if dep is not None else None
         if dep_id in rollbacks:
@@ -349,7 +350,7 @@ class Pass:
     def _helper(self, host, c, age, dep, cleaning):
         """A backup helper left by a run that died mid-backup holds its volume (removal fails with 409 for good):
         removed once older than the orphan grace, unless its deployment's cleanup is running right now."""
-        if not L.is_ours(c.labels, self.engine.store_id, c.deployment_id) or c.deployment_id in cleaning:
+        if not L.is_ours(c.labels, self.ctx.store_id, c.deployment_id) or c.deployment_id in cleaning:
             return None, 0
         if age < float(self.settings.scheduler.orphan_grace):
             return None, 1
@@ -416,7 +417,7 @@ class Pass:
 
     def _record_hosts(self, errors: dict) -> None:
         from console.engine.hosts import note_reachability
-        note_reachability(self.engine, errors)
+        note_reachability(self.ctx, errors)
 
     def _stuck_now(self, dep_id: str, phase: str) -> Deployment | None:
         d = Deployment.get_or_none(Deployment.id == dep_id)
@@ -443,7 +444,7 @@ class Pass:
             if ok:
                 notify.zombie(dep_id, z["service"], "resumed", z["reason"])
             return "resumed" if ok else "not resumed now (no free worker or no longer stuck)"
-        with self.engine.store.write():
+        with self.ctx.store.write():
             if self._stuck_now(dep_id, phase) is None:
                 return "no longer stuck"
             Deployment.update(resume_from=phase).where(Deployment.id == dep_id).execute()
@@ -463,10 +464,10 @@ class Pass:
         return self._fail(dep_id, reason, check=still_overdue)
 
     def _fail(self, dep_id: str, reason: str, check) -> str:
-        with self.engine.store.write():
+        with self.ctx.store.write():
             if not check():
                 return "no longer applies"
-            D.move(self.engine.store, dep_id, "failed", error=reason, expect={"deploying"},
+            D.move(self.ctx.store, dep_id, "failed", error=reason, expect={"deploying"},
                    cleanup_delay=self.settings.cleanup.cleanup_delay, message=f"Reconcile: deployment {dep_id} failed: "
                                                                       f"{reason}")
             D.close_phases(dep_id, f"interrupted: {reason}")
@@ -477,7 +478,7 @@ class Pass:
         """A failed deployment must not stay `current`; the pipeline's own rule puts back what served before."""
         dep = Deployment.get_by_id(dep_id)
         try:
-            releases.restore(self.engine, dep)
+            releases.restore(self.ctx, dep)
         except Exception as e:  # noqa: BLE001 - the link is repaired by hand or by the next deployment; say so
             D.event(dep_id, f"Reconcile could not restore the previous release of {dep.service.name}: "
                             f"{one_line(e)}", kind="reconcile", level="warning")
@@ -485,17 +486,17 @@ class Pass:
     def _act_rollback(self, item: dict) -> str:
         if item["action"].startswith("wait"):
             return "left alone"
-        return recover_rollback(self.engine, item["rollback_id"])
+        return recover_rollback(self.ctx, self.pipeline, item["rollback_id"])
 
     def _act_drift(self, item: dict) -> str:
         dep_id = item["deployment_id"]
         if item["action"].startswith("mark degraded"):
-            with self.engine.store.write():
+            with self.ctx.store.write():
                 if item.get("serving") and not item.get("reapply") and \
                         not self._still_not_serving(dep_id, item["service"]):
                     return "no longer applies"
                 try:
-                    D.move(self.engine.store, dep_id, "degraded", expect={"success"},
+                    D.move(self.ctx.store, dep_id, "degraded", expect={"success"},
                            message=f"Drift: {item['problem']} (deployment {dep_id} is success); marked degraded")
                 except InputError:
                     return "no longer success"
@@ -503,7 +504,7 @@ class Pass:
             return "degraded" + (f", {self._reapply_route(item)}" if item.get("reapply") else "")
         if item["action"] == "mark success":
             try:
-                D.move(self.engine.store, dep_id, "success", expect={"degraded"},
+                D.move(self.ctx.store, dep_id, "success", expect={"degraded"},
                        message=f"Drift resolved: {item['problem']}; deployment {dep_id} is success again")
             except InputError:
                 return "no longer degraded"
@@ -516,10 +517,10 @@ class Pass:
         dep_id, service = item["deployment_id"], item["service"]
         dep = Deployment.get_or_none(Deployment.id == dep_id)
         if dep is None or dep.status not in D.SERVING or dep.id in active_rollback_ids() or \
-                serving_problems(self.engine.paths, service, dep_id) or Deployment.select().where(
+                serving_problems(self.ctx.paths, service, dep_id) or Deployment.select().where(
                     (Deployment.service == dep.service_id) & (Deployment.status == "deploying")).exists():
             return "no longer applies"
-        done = releases.route(self.engine, dep.service, dep_id)
+        done = releases.route(self.ctx, dep.service, dep_id)
         D.event(dep_id, f"Reconcile: {item['problem']}; route applied again ({done})", kind="reconcile",
                 level="warning", host=dep.host)
         return "route re-applied"
@@ -531,14 +532,14 @@ class Pass:
         if dep is None or dep.id in active_rollback_ids() or Deployment.select().where(
                 (Deployment.service == dep.service_id) & (Deployment.status == "deploying")).exists():
             return False
-        return bool(serving_problems(self.engine.paths, service, dep_id))
+        return bool(serving_problems(self.ctx.paths, service, dep_id))
 
     def _act_orphan(self, item: dict) -> str:
         dep_id, host = item["deployment_id"], item["host"]
         if item["kind"] == "backup-helper":
             return self._remove_helper(item)
         if item["action"] == "cleanup task":
-            with self.engine.store.write():
+            with self.ctx.store.write():
                 d = Deployment.get_or_none(Deployment.id == dep_id)
                 if d is None or d.status not in ORPHAN_STATUSES:
                     return "no longer an orphan"
@@ -553,16 +554,16 @@ class Pass:
         return self._remove_unknown(item)
 
     def _remove_helper(self, item: dict) -> str:
-        gw = self.engine.hosts.gateway(item["host"])
+        gw = self.ctx.hosts.gateway(item["host"])
         details = gw.inspect(item["id"])
         if details is None:
             return "already gone"
         labels = (details.get("Config") or {}).get("Labels")
-        if not L.is_ours(labels, self.engine.store_id, item["deployment_id"]) or not L.is_backup_helper(labels):
+        if not L.is_ours(labels, self.ctx.store_id, item["deployment_id"]) or not L.is_backup_helper(labels):
             return "labels changed: left alone"
         result = gw.remove_container(item["id"])
         dep_id = item["deployment_id"]
-        with self.engine.store.write():
+        with self.ctx.store.write():
             D.event(dep_id if item["deployment_status"] != "unknown" else None,
                     f"Reconcile: removed backup helper {item['name']} of deployment {dep_id} on {item['host']}, "
                     f"left by an interrupted backup (age {item['age']:.0f} s)", kind="reconcile", level="warning",
@@ -572,10 +573,10 @@ class Pass:
     def _remove_unknown(self, item: dict) -> str:
         """A resource of a deployment this store does not know (or on another host than its row says): re-check the
         labels, archive, remove; the event carries no deployment row, so it names the id."""
-        gw = self.engine.hosts.gateway(item["host"])
-        store_id, dep_id = self.engine.store_id, item["deployment_id"]
+        gw = self.ctx.hosts.gateway(item["host"])
+        store_id, dep_id = self.ctx.store_id, item["deployment_id"]
         folder = dep_id if validate.DEPLOYMENT_RE.fullmatch(dep_id or "") else "unknown-deployment"
-        archive = self.engine.paths.ensure(self.engine.paths.archive(folder))
+        archive = self.ctx.paths.ensure(self.ctx.paths.archive(folder))
         if item["kind"] == "container":
             details = gw.inspect(item["id"])
             if details is None:
@@ -590,9 +591,9 @@ class Pass:
                 return "already gone"
             if not L.is_ours(vols[0].get("Labels"), store_id, dep_id):
                 return "labels changed: left alone"
-            Archive(self.engine.paths.archive_root(), self.settings).backup_volume(gw, vols[0], archive)
+            Archive(self.ctx.paths.archive_root(), self.settings).backup_volume(gw, vols[0], archive)
             result = gw.remove_volume(item["id"])
-        with self.engine.store.write():
+        with self.ctx.store.write():
             D.event(None, f"Reconcile: removed orphan {item['kind']} {item['name']} of "
                           f"{item['deployment_status']} deployment {dep_id} on {item['host']} "
                           f"(age {item['age']:.0f} s; archived to archive/{folder})", kind="reconcile",
@@ -605,7 +606,7 @@ def container_verdicts(engine, infos: list) -> dict[str, dict]:
     container's own deployment id, then `_orphan`), for `containers`: {container id: {"orphan": the pass sweeps it
     now, "in_grace": it will once orphan_grace has passed, "foreign": it carries our store label but is not ours
     (a look-alike, a shared-scope label, no or a malformed deployment id), so no pass will ever touch it}}."""
-    judge, t, store_id = Pass(engine, dry_run=True), now(), engine.store_id
+    judge, t, store_id = Pass(engine.ctx, engine.pipeline, dry_run=True), now(), engine.store_id
     open_tasks = {r.deployment_id for r in CleanupTask.select(CleanupTask.deployment)
                   .where(CleanupTask.state.in_(D.OPEN_TASK))}
     rollbacks = active_rollback_ids()
@@ -618,7 +619,7 @@ def container_verdicts(engine, infos: list) -> dict[str, dict]:
         if not c.deployment_id or not L.is_ours(c.labels, store_id, c.deployment_id):
             out[c.id] = {"orphan": False, "in_grace": False, "foreign": True}
             continue
-        found, fresh = judge._orphan(c.host, "container", c.deployment_id, c.id, c.name, t - c.created,
+        found, fresh = judge.orphan(c.host, "container", c.deployment_id, c.id, c.name, t - c.created,
                                      deps.get(c.deployment_id), open_tasks, rollbacks, running=c.running)
         out[c.id] = {"orphan": bool(found) and not found.get("problem"), "in_grace": bool(fresh), "foreign": False}
     return out
@@ -626,7 +627,7 @@ def container_verdicts(engine, infos: list) -> dict[str, dict]:
 
 def run(engine, dry_run: bool = False, runtime=None, scheduled: bool = False) -> dict:
     """One pass now (or, with dry_run, only its plan: nothing is written, nothing is touched)."""
-    return Pass(engine, runtime=runtime, dry_run=dry_run, scheduled=scheduled).run()
+    return Pass(engine.ctx, engine.pipeline, runtime=runtime, dry_run=dry_run, scheduled=scheduled).run()
 
 
 def manual(engine, dry_run: bool = False) -> dict:

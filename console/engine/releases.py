@@ -2,7 +2,7 @@
 its route (through the router `[routes] provider` names, see routes.py). Every move of either goes through here:
 the pipeline, rollback, reconcile and cancel share one restore rule.
 
-`ctx` is anything with `paths`, `router`, `hosts` and `store_id` (the engine).
+`ctx` is the engine's Context (context.py): `paths`, `router`, `hosts`, `store_id`.
 """
 from console.engine import deployments as D
 from console.engine.paths import atomic_symlink, link_target

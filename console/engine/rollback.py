@@ -108,86 +108,85 @@ def _container(gw, name: str, store_id: str, deployment_id: str):
         raise RollbackFailed(str(e)) from e
 
 
-def rollback(engine, service_name: str, to: str | None = None, actor_name: str | None = None) -> Rollback:
-    svc = engine.service(service_name)
-    serving, target = pick_target(svc, to, engine.paths)
+def rollback(ctx, pipeline, svc: Service, to: str | None = None, actor_name: str | None = None) -> Rollback:
+    serving, target = pick_target(svc, to, ctx.paths)
     owner = new_owner()
-    with engine.store.write():
+    with ctx.store.write():
         running = Rollback.get_or_none((Rollback.service == svc.id) & (Rollback.state == "active"))
         if running is not None:
-            gone = owner_gone(running, float(engine.settings.scheduler.zombie_after))
+            gone = owner_gone(running, float(ctx.settings.scheduler.zombie_after))
             raise InputError(f"a rollback of {svc.name} is already in progress" + (
                 f" (its process is gone: {gone}; `deployer-console reconcile` finishes or undoes it)" if gone else ""))
         rb = Rollback.create(service=svc, from_deployment=serving, to_deployment=target, actor=actor_name, **owner)
         D.event(target.id, f"Rollback of {svc.name} from {serving.id if serving else '-'} to {target.id} started "
                            f"by {actor_name}", kind="rollback", actor_name=actor_name, host=target.host)
-    beat = Heartbeat(engine.store, rb.id, owner["owner"], float(engine.settings.pipeline.heartbeat_interval)).start()
+    beat = Heartbeat(ctx.store, rb.id, owner["owner"], float(ctx.settings.pipeline.heartbeat_interval)).start()
     try:
-        return _run(engine, rb, svc, serving, target, actor_name)
+        return _run(ctx, pipeline, rb, svc, serving, target, actor_name)
     finally:
         beat.close()
 
 
-def _run(engine, rb: Rollback, svc: Service, serving, target: Deployment, actor_name) -> Rollback:
-    before = link_target(engine.paths.current(svc.name))
-    previous_before = link_target(engine.paths.previous(svc.name))
-    gw = engine.hosts.gateway(target.host)
+def _run(ctx, pipeline, rb: Rollback, svc: Service, serving, target: Deployment, actor_name) -> Rollback:
+    before = link_target(ctx.paths.current(svc.name))
+    previous_before = link_target(ctx.paths.previous(svc.name))
+    gw = ctx.hosts.gateway(target.host)
     name = container_name(svc.name, target.id)
     started_here, info = False, None
     try:
-        info = _container(gw, name, engine.store_id, target.id)
+        info = _container(gw, name, ctx.store_id, target.id)
         if info is None:
             raise RollbackFailed(f"the container {name} of {target.id} is gone; deploy again instead")
         if not info.running:
             gw.start(info)
             started_here = True
         # the route moves only to a container that answers; then the check end to end, through the proxy
-        detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.pipeline.health_timeout)
-        releases.make_current(engine.paths, svc.name, target.id, previous_id=before)
-        releases.route(engine, svc, target.id, gw, info)
+        detail = wait_healthy(gw, info, svc.port, svc.health_path, ctx.settings.pipeline.health_timeout)
+        releases.make_current(ctx.paths, svc.name, target.id, previous_id=before)
+        releases.route(ctx, svc, target.id, gw, info)
         _fault_point(target.id)
-        if engine.router.proxy_check is not None:
-            detail = wait_through_proxy(engine.router, route_for(gw, svc, target.id, info), svc.health_path,
-                                        engine.settings.pipeline.health_timeout)
+        if ctx.router.proxy_check is not None:
+            detail = wait_through_proxy(ctx.router, route_for(gw, svc, target.id, info), svc.health_path,
+                                        ctx.settings.pipeline.health_timeout)
         else:
-            detail = wait_healthy(gw, info, svc.port, svc.health_path, engine.settings.pipeline.health_timeout)
+            detail = wait_healthy(gw, info, svc.port, svc.health_path, ctx.settings.pipeline.health_timeout)
     except BaseException as e:  # any failure, Ctrl-C and SIGTERM too: record it, put back what was serving
         interrupted = not isinstance(e, Exception)
         reason = ("interrupted (Ctrl-C or SIGTERM)" if interrupted else
                   str(e).splitlines()[0] if str(e) else type(e).__name__)
-        _undo(engine, rb, svc, serving, target, before, previous_before, stop_target=started_here)
-        _end(engine, rb, "failed", error=reason, level="error", actor_name=actor_name, host=target.host,
+        _undo(ctx, rb, svc, serving, target, before, previous_before, stop_target=started_here)
+        _end(ctx, rb, "failed", error=reason, level="error", actor_name=actor_name, host=target.host,
              message=f"Rollback of {svc.name} to {target.id} failed: {reason}; "
                      f"{svc.name} keeps {serving.id if serving else 'nothing'} serving")
         notify.rollback_failed(svc.name, target.id, reason)
         if interrupted:
             raise
         raise RollbackFailed(f"rollback of {svc.name} to {target.id} failed: {reason}") from e
-    if not _complete(engine, rb, svc, serving, target, detail, actor_name,
+    if not _complete(ctx, pipeline, rb, svc, serving, target, detail, actor_name,
                      message=f"Rollback of {svc.name} to {target.id} completed"):
         raise RollbackFailed(f"rollback of {svc.name} to {target.id} was ended by another process "
                              f"(its heartbeat was lost); see its events")
     return Rollback.get_by_id(rb.id)
 
 
-def _complete(engine, rb: Rollback, svc: Service, serving, target: Deployment, detail: str, actor_name,
+def _complete(ctx, pipeline, rb: Rollback, svc: Service, serving, target: Deployment, detail: str, actor_name,
               message: str) -> bool:
     """The target becomes the service's success, the one it replaces superseded and stopped. False when the row is
     no longer this owner's active rollback (reconcile recovered it meanwhile): nothing is changed then."""
-    with engine.store.write():
+    with ctx.store.write():
         if not _still_mine(rb):
             return False
-        D.move(engine.store, target.id, "success", message=f"Deployment {target.id} serving again after rollback "
+        D.move(ctx.store, target.id, "success", message=f"Deployment {target.id} serving again after rollback "
                                                            f"({detail})", actor_name=actor_name)
         if serving is not None and Deployment.get_by_id(serving.id).status in D.SERVING:
-            D.move(engine.store, serving.id, "superseded", actor_name=actor_name,
+            D.move(ctx.store, serving.id, "superseded", actor_name=actor_name,
                    message=f"Deployment {serving.id} superseded by rollback to {target.id}")
         Rollback.update(state="completed", finished_at=now(), heartbeat_at=None).where(Rollback.id == rb.id).execute()
         D.event(target.id, message, kind="rollback", actor_name=actor_name, host=target.host)
     if serving is not None:  # requests in flight to the replaced container finish first
-        time.sleep(float(engine.settings.routes.drain_seconds))
-        engine.pipeline.stop_service_container(svc, serving.id, serving.host)
-    queue_release_retention(engine, svc)
+        time.sleep(float(ctx.settings.routes.drain_seconds))
+        pipeline.stop_service_container(svc, serving.id, serving.host)
+    queue_release_retention(ctx, svc)
     return True
 
 
@@ -196,8 +195,8 @@ def _still_mine(rb: Rollback) -> bool:
                                    (Rollback.owner == rb.owner)).exists()
 
 
-def _end(engine, rb: Rollback, state: str, error: str, message: str, level: str, actor_name=None, host=None) -> None:
-    with engine.store.write():
+def _end(ctx, rb: Rollback, state: str, error: str, message: str, level: str, actor_name=None, host=None) -> None:
+    with ctx.store.write():
         if not _still_mine(rb):
             return
         Rollback.update(state=state, error=error, finished_at=now(), heartbeat_at=None).where(
@@ -205,25 +204,25 @@ def _end(engine, rb: Rollback, state: str, error: str, message: str, level: str,
         D.event(rb.to_deployment_id, message, kind="rollback", level=level, actor_name=actor_name, host=host)
 
 
-def _undo(engine, rb, svc, serving, target, before, previous_before, stop_target: bool) -> None:
+def _undo(ctx, rb, svc, serving, target, before, previous_before, stop_target: bool) -> None:
     """Put back what served before the rollback: current, previous, route, and the target's container stopped."""
-    current, previous = engine.paths.current(svc.name), engine.paths.previous(svc.name)
+    current, previous = ctx.paths.current(svc.name), ctx.paths.previous(svc.name)
     try:
         # the route first: a request never follows it to the target once `current` says it no longer serves
         if serving is not None:
-            releases.route(engine, svc, serving.id, engine.hosts.gateway(serving.host))
+            releases.route(ctx, svc, serving.id, ctx.hosts.gateway(serving.host))
         elif before is None:
-            releases.unroute(engine, svc.name)
-        if before and engine.paths.release(before).exists():
-            releases.make_current(engine.paths, svc.name, before)
+            releases.unroute(ctx, svc.name)
+        if before and ctx.paths.release(before).exists():
+            releases.make_current(ctx.paths, svc.name, before)
         elif link_target(current) == target.id:
             current.unlink(missing_ok=True)
         if previous_before and previous_before != link_target(previous) and \
-                engine.paths.release(previous_before).exists():
-            releases.set_previous(engine.paths, svc.name, previous_before)
+                ctx.paths.release(previous_before).exists():
+            releases.set_previous(ctx.paths, svc.name, previous_before)
         if stop_target:
-            gw = engine.hosts.gateway(target.host)
-            info = _container(gw, container_name(svc.name, target.id), engine.store_id, target.id)
+            gw = ctx.hosts.gateway(target.host)
+            info = _container(gw, container_name(svc.name, target.id), ctx.store_id, target.id)
             if info is not None and info.running:
                 gw.stop(info)
     except Exception as e:  # restoring is best effort; the event says what is left to fix
@@ -261,11 +260,11 @@ def orphaned(zombie_after: float) -> list[dict]:
     return out
 
 
-def recover(engine, rollback_id: int) -> str:
+def recover(ctx, pipeline, rollback_id: int) -> str:
     """Finish or undo a rollback whose owner is gone. The pass first takes the row over (compare-and-set on its
     owner), so two passes never both act; a pass that dies half-way leaves a row the next pass takes over again."""
-    settings = engine.settings
-    with engine.store.write():
+    settings = ctx.settings
+    with ctx.store.write():
         rb = Rollback.get_or_none(Rollback.id == rollback_id)
         if rb is None or owner_gone(rb, float(settings.scheduler.zombie_after)) is None:
             return "no longer orphaned"
@@ -276,27 +275,27 @@ def recover(engine, rollback_id: int) -> str:
             return "taken over elsewhere"
     rb = Rollback.get_by_id(rollback_id)
     svc, target, serving = rb.service, rb.to_deployment, rb.from_deployment
-    beat = Heartbeat(engine.store, rb.id, rb.owner, float(settings.pipeline.heartbeat_interval)).start()
+    beat = Heartbeat(ctx.store, rb.id, rb.owner, float(settings.pipeline.heartbeat_interval)).start()
     try:
-        gw = engine.hosts.gateway(target.host)
+        gw = ctx.hosts.gateway(target.host)
         name = container_name(svc.name, target.id)
-        healthy, detail = _answers(engine, gw, name, target.id, svc)
+        healthy, detail = _answers(ctx, gw, name, target.id, svc)
         gone = f"its process is gone ({why})"
         if healthy:
-            releases.route(engine, svc, target.id, gw)
-            if releases.current(engine.paths, svc.name) != target.id:
-                releases.make_current(engine.paths, svc.name, target.id)
-            if serving is not None and releases.previous(engine.paths, svc.name) != serving.id and \
-                    engine.paths.release(serving.id).exists():
-                releases.set_previous(engine.paths, svc.name, serving.id)
-            _complete(engine, rb, svc, serving, target, detail, None,
+            releases.route(ctx, svc, target.id, gw)
+            if releases.current(ctx.paths, svc.name) != target.id:
+                releases.make_current(ctx.paths, svc.name, target.id)
+            if serving is not None and releases.previous(ctx.paths, svc.name) != serving.id and \
+                    ctx.paths.release(serving.id).exists():
+                releases.set_previous(ctx.paths, svc.name, serving.id)
+            _complete(ctx, pipeline, rb, svc, serving, target, detail, None,
                       message=f"Reconcile: rollback of {svc.name} to {target.id} finished: {gone}, and "
                               f"{target.id} answers its health check ({detail})")
             return "finished"
         # undone: what served before comes back; the target keeps its stopped container as a rollback target
         before = serving.id if serving is not None else None
-        _undo(engine, rb, svc, serving, target, before, target.id, stop_target=True)
-        _end(engine, rb, "failed", error=f"interrupted: {gone}; undone by reconcile", level="warning",
+        _undo(ctx, rb, svc, serving, target, before, target.id, stop_target=True)
+        _end(ctx, rb, "failed", error=f"interrupted: {gone}; undone by reconcile", level="warning",
              host=target.host, message=f"Reconcile: rollback of {svc.name} to {target.id} undone: {gone}, and "
                                        f"{target.id} does not answer its health check ({detail}); {svc.name} keeps "
                                        f"{before or 'nothing'} serving")
@@ -305,10 +304,10 @@ def recover(engine, rollback_id: int) -> str:
         beat.close()
 
 
-def _answers(engine, gw, name: str, deployment_id: str, svc: Service) -> tuple[bool, str]:
+def _answers(ctx, gw, name: str, deployment_id: str, svc: Service) -> tuple[bool, str]:
     """One look (no waiting): does the target's container run and answer its health check?"""
     try:
-        info = _container(gw, name, engine.store_id, deployment_id)
+        info = _container(gw, name, ctx.store_id, deployment_id)
     except RollbackFailed as e:
         return False, str(e)
     if info is None:

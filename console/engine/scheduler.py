@@ -399,7 +399,7 @@ class Runtime:
 
     def cleanup(self) -> dict:
         # a stop abandons a volume backup in progress (its part is removed, the task goes back to the queue)
-        counts = Cleaner(self.engine, should_stop=self._stop.is_set).run_due(limit=CLEANUP_BATCH)
+        counts = Cleaner(self.engine.ctx, should_stop=self._stop.is_set).run_due(limit=CLEANUP_BATCH)
         return dict(counts)
 
     def reconcile(self) -> dict:
@@ -410,7 +410,7 @@ class Runtime:
         return counts
 
     def retention(self) -> dict:
-        counts = dict(Cleaner(self.engine).retention())
+        counts = dict(Cleaner(self.engine.ctx).retention())
         counts["job_runs_pruned"] = prune_job_runs(self.engine.store)
         return counts
 
@@ -492,7 +492,7 @@ def status(engine, probe: bool = False) -> dict:
     names = None if probe else engine.hosts.stale(float(engine.settings.scheduler.reconcile_interval))
     if probe or names:
         from console.engine.hosts import note_reachability
-        note_reachability(engine, engine.hosts.probe(names=names))
+        note_reachability(engine.ctx, engine.hosts.probe(names=names))
     hosts = [{k: h[k] for k in ("name", "url", "source", "reachable", "last_error", "last_seen_at")}
              | {"is_default": h["default"]} for h in engine.hosts.rows()]
     return {"leader": leader, "role": role, "me": rt.holder if rt is not None else None, "jobs": jobs,

@@ -48,43 +48,43 @@ def pruned_events() -> list[str]:
 def test_a_backup_alone_over_the_budget_is_kept_while_young_and_logs_are_pruned_first(failing, docker_client):
     dep = failing.deploy("failing")
     fill(docker_client, deployment_volume(dep.id, "data"), 3)
-    assert Cleaner(failing).run_due()["done"] == 1
+    assert Cleaner(failing.ctx).run_due()["done"] == 1
     archive = failing.paths.archive(dep.id)
     log = archive / f"{container_name('failing', dep.id)}.log.gz"
     backup = archive / f"{deployment_volume(dep.id, 'data')}.tar.gz"
     assert log.exists() and backup.stat().st_size > 3 * MB  # the only copy of a volume that is gone
 
     failing.settings.cleanup.archive_max_mb = 1  # the backup alone is three times the budget
-    assert Cleaner(failing).retention()["archives_pruned"] == 1
+    assert Cleaner(failing.ctx).retention()["archives_pruned"] == 1
     assert not log.exists(), "the container log goes first"
     assert backup.exists(), "a backup younger than backup_keep_days was pruned"
     assert pruned_events() == [f"Pruned archive {dep.id}/{log.name} (archive over 1 MB)"]
-    assert Cleaner(failing).retention()["archives_pruned"] == 0  # and at every later pass
+    assert Cleaner(failing.ctx).retention()["archives_pruned"] == 0  # and at every later pass
 
     # past backup_keep_days the budget may take it (archive_max_age_days alone would keep it 100 days)
     failing.settings.cleanup.archive_max_age_days = 100
     failing.settings.cleanup.backup_keep_days = 2
     age(backup, 1)
-    assert Cleaner(failing).retention()["archives_pruned"] == 0 and backup.exists()
+    assert Cleaner(failing.ctx).retention()["archives_pruned"] == 0 and backup.exists()
     age(backup, 3)
-    assert Cleaner(failing).retention()["archives_pruned"] == 1
+    assert Cleaner(failing.ctx).retention()["archives_pruned"] == 1
     assert not backup.exists() and not archive.exists()
     assert pruned_events()[-1] == f"Pruned archive {dep.id}/{backup.name} (archive over 1 MB)"
 
 
 def test_age_prunes_logs_but_a_backup_only_past_backup_keep_days(failing, docker_client):
     dep = failing.deploy("failing")
-    Cleaner(failing).run_due()
+    Cleaner(failing.ctx).run_due()
     archive = failing.paths.archive(dep.id)
     log, backup = next(archive.glob("*.log.gz")), next(archive.glob("*.tar.gz"))
     failing.settings.cleanup.archive_max_age_days = 1
     failing.settings.cleanup.backup_keep_days = 10
     for path in (log, backup):
         age(path, 5)
-    assert Cleaner(failing).retention()["archives_pruned"] == 1
+    assert Cleaner(failing.ctx).retention()["archives_pruned"] == 1
     assert not log.exists() and backup.exists()
     age(backup, 11)
-    assert Cleaner(failing).retention()["archives_pruned"] == 1 and not backup.exists()
+    assert Cleaner(failing.ctx).retention()["archives_pruned"] == 1 and not backup.exists()
 
 
 @pytest.mark.parametrize("name", ["archive_max_mb", "backup_keep_days"])
@@ -106,7 +106,7 @@ def test_a_backup_that_does_not_fit_keeps_the_volume_and_the_task_waits(failing,
     volume = deployment_volume(dep.id, "data")
     fill(docker_client, volume, 3)
     failing.settings.cleanup.archive_max_mb = 2
-    assert Cleaner(failing).run_due()["retried"] == 1
+    assert Cleaner(failing.ctx).run_due()["retried"] == 1
     assert volume in volume_names(docker_client, dep.id), "the volume was removed without its backup"
     archive = failing.paths.archive(dep.id)
     assert not list(archive.glob("*.tar.gz*")), "a partial backup was left or taken for a backup"
@@ -117,12 +117,12 @@ def test_a_backup_that_does_not_fit_keeps_the_volume_and_the_task_waits(failing,
 
     # rechecked later: still no room, no second event
     CleanupTask.update(due_at=now()).where(CleanupTask.id == task.id).execute()
-    assert Cleaner(failing).run_due()["retried"] == 1
+    assert Cleaner(failing.ctx).run_due()["retried"] == 1
     assert len([m for m in messages(dep.id) if m.startswith("Volume kept:")]) == 1
 
     failing.settings.cleanup.archive_max_mb = 100  # room again (an operator raised the budget)
     CleanupTask.update(due_at=now()).where(CleanupTask.id == task.id).execute()
-    assert Cleaner(failing).run_due()["done"] == 1
+    assert Cleaner(failing.ctx).run_due()["done"] == 1
     assert volume_names(docker_client, dep.id) == []
     assert (archive / f"{volume}.tar.gz").stat().st_size > 3 * MB
 
@@ -140,7 +140,7 @@ def test_a_helper_left_by_a_died_backup_is_removed_and_the_retry_succeeds(failin
     dep = failing.deploy("failing")
     volume = deployment_volume(dep.id, "data")
     helper = leave_a_helper(docker_client, failing, volume)
-    assert Cleaner(failing).run_due()["done"] == 1
+    assert Cleaner(failing.ctx).run_due()["done"] == 1
     assert docker_client.api.containers(all=True, filters={"id": helper}) == []
     assert volume_names(docker_client, dep.id) == [] and ours(docker_client, dep.id) == []
     log = messages(dep.id)
@@ -152,7 +152,7 @@ def test_a_helper_left_by_a_died_backup_is_removed_and_the_retry_succeeds(failin
 
 def test_reconcile_removes_a_leftover_helper_and_the_volume_can_go(failing, docker_client):
     dep = failing.deploy("failing")
-    assert Cleaner(failing).run_due()["done"] == 1
+    assert Cleaner(failing.ctx).run_due()["done"] == 1
     volume = docker_client.api.create_volume(labels=L.deployment_labels(failing.store_id, dep.id, "failing", 1))
     helper = leave_a_helper(docker_client, failing, volume["Name"])
     failing.settings.scheduler.orphan_grace = 0
@@ -176,7 +176,7 @@ def test_a_backup_helper_carries_our_labels_while_it_reads(failing, docker_clien
     gw = failing.hosts.gateway()
     volume = next(v for v in gw.list_volumes(failing.store_id, dep.id))
     failing_archive = failing.paths.ensure(failing.paths.archive(dep.id))
-    Cleaner(failing).archive.backup_volume(gw, volume, failing_archive, should_stop=look)
+    Cleaner(failing.ctx).archive.backup_volume(gw, volume, failing_archive, should_stop=look)
     assert len(seen) >= 1 and seen[0]["Labels"][L.MANAGED] == "true"
     assert docker_client.api.containers(all=True, filters={"id": seen[0]["Id"]}) == []
 

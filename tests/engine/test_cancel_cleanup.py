@@ -38,8 +38,8 @@ def test_cancel_during_a_fault_pause_leaves_removal_to_the_cleanup_task(engine, 
     worker.join(10)
     assert not worker.is_alive()
     assert len(ours(docker_client, dep.id)) == 1, "the pipeline stops; it does not remove the container"
-    assert Cleaner(engine).run_due()["done"] == 0, "cleanup_delay holds the task back"
-    wait_for(lambda: Cleaner(engine).run_due()["done"] == 1, timeout=20, what="the delayed cleanup")
+    assert Cleaner(engine.ctx).run_due()["done"] == 0, "cleanup_delay holds the task back"
+    wait_for(lambda: Cleaner(engine.ctx).run_due()["done"] == 1, timeout=20, what="the delayed cleanup")
     assert time.monotonic() - cancelled_at >= 3.0
     assert ours(docker_client, dep.id) == []
     log = cleanup_log(dep.id)
@@ -60,7 +60,7 @@ def test_cleanup_waits_while_a_cancelled_pipeline_is_still_stopping(engine, serv
                owner_pid=os.getpid(), heartbeat_at=now(), phase="COPYING_FILES", phase_started_at=now())
     engine.cancel(dep.id)  # its pipeline (this live process) has not stopped yet: the heartbeat is still fresh
     for _ in range(2):
-        assert Cleaner(engine).run_due() == {"done": 0, "kept": 0, "skipped": 1, "retried": 0}
+        assert Cleaner(engine.ctx).run_due() == {"done": 0, "kept": 0, "skipped": 1, "retried": 0}
         with engine.store.write():
             CleanupTask.update(due_at=now()).where(CleanupTask.deployment == dep.id).execute()
     waits = [m for m in cleanup_log(dep.id) if "waits for its pipeline" in m]
@@ -69,7 +69,7 @@ def test_cleanup_waits_while_a_cancelled_pipeline_is_still_stopping(engine, serv
     assert task.state == "pending" and "pipeline" in task.last_error
     with engine.store.write():  # the pipeline ended: it clears its heartbeat
         Deployment.update(heartbeat_at=None).where(Deployment.id == dep.id).execute()
-    assert Cleaner(engine).run_due()["done"] == 1
+    assert Cleaner(engine.ctx).run_due()["done"] == 1
 
 
 def test_cancel_of_a_deployment_whose_process_is_gone_restores_current_and_route(engine, service_dir, tmp_path,
@@ -91,6 +91,6 @@ def test_cancel_of_a_deployment_whose_process_is_gone_restores_current_and_route
     assert DeploymentEvent.select().where((DeploymentEvent.deployment == dead.id) &
                                           DeploymentEvent.message.contains(f"current -> {good.id} restored")).exists()
     # its pipeline is gone: the cleanup runs at once and removes its container
-    assert Cleaner(engine).run_due()["done"] == 1
+    assert Cleaner(engine.ctx).run_due()["done"] == 1
     assert ours(docker_client, dead.id) == []
     assert docker_client.api.inspect_container(container_name("web", good.id))["State"]["Running"]

@@ -51,7 +51,7 @@ def test_failing_deployment_is_cleaned_with_its_volume_and_events(failing, docke
     task = CleanupTask.get(CleanupTask.deployment == dep.id)
     assert task.state == "pending" and task.reason == "failed"
     assert len(ours(docker_client, dep.id)) == 1 and volume_names(docker_client, dep.id)
-    counts = Cleaner(failing).run_due()
+    counts = Cleaner(failing.ctx).run_due()
     assert counts["done"] == 1
     assert ours(docker_client, dep.id) == [] and volume_names(docker_client, dep.id) == []
     assert Deployment.get_by_id(dep.id).status == "failed"
@@ -69,7 +69,7 @@ def test_failing_deployment_is_cleaned_with_its_volume_and_events(failing, docke
 
 def test_archived_log_and_volume_backup_hold_the_data(failing, docker_client):
     dep = failing.deploy("failing")
-    Cleaner(failing).run_due()
+    Cleaner(failing.ctx).run_due()
     archive = failing.paths.archive(dep.id)
     log = gzip.open(archive / f"{container_name('failing', dep.id)}.log.gz").read().decode()
     assert "hello-from-the-log" in log
@@ -82,7 +82,7 @@ def test_archived_log_and_volume_backup_hold_the_data(failing, docker_client):
 
 def test_shared_project_volume_and_its_data_survive(failing, docker_client):
     dep = failing.deploy("failing")
-    Cleaner(failing).run_due()
+    Cleaner(failing.ctx).run_due()
     name = shared_volume(failing.store_id, Deployment.get_by_id(dep.id).service.project_id, "shared")
     vol = docker_client.api.inspect_volume(name)
     assert vol["Labels"][L.SCOPE] == "project" and L.DEPLOYMENT not in vol["Labels"]
@@ -102,7 +102,7 @@ def test_cancel_during_build_ends_cancelled_and_cleaned(engine, tmp_path, docker
     time.sleep(1.0)
     engine.cancel(dep.id)
     worker.join(10)
-    Cleaner(engine).run_due()
+    Cleaner(engine.ctx).run_due()
     assert Deployment.get_by_id(dep.id).status == "cancelled"
     assert ours(docker_client, dep.id) == [] and volume_names(docker_client, dep.id) == []
     log = messages(dep.id)
@@ -122,7 +122,7 @@ def test_cancel_with_a_container_and_volume_removes_both(engine, tmp_path, docke
     assert ours(docker_client, dep.id) and volume_names(docker_client, dep.id)
     engine.cancel(dep.id)
     worker.join(10)
-    Cleaner(engine).run_due()
+    Cleaner(engine.ctx).run_due()
     assert Deployment.get_by_id(dep.id).status == "cancelled"
     assert ours(docker_client, dep.id) == [] and volume_names(docker_client, dep.id) == []
 
@@ -132,21 +132,21 @@ def test_rollback_in_progress_keeps_containers_until_it_completes(failing, docke
     with failing.store.write():
         rb = Rollback.create(service=Deployment.get_by_id(dep.id).service, from_deployment=dep.id,
                              to_deployment=dep.id, state="active")
-    counts = Cleaner(failing).run_due()
+    counts = Cleaner(failing.ctx).run_due()
     assert counts["skipped"] == 1
     assert len(ours(docker_client, dep.id)) == 1
     assert f"Skipping cleanup for deployment {dep.id} - active rollback in progress" in messages(dep.id)
     assert CleanupTask.get(CleanupTask.deployment == dep.id).state == "pending"
     with failing.store.write():
         Rollback.update(state="completed", finished_at=now()).where(Rollback.id == rb.id).execute()
-    wait_for(lambda: Cleaner(failing).run_due()["done"] == 1, timeout=10, what="the re-queued cleanup")
+    wait_for(lambda: Cleaner(failing.ctx).run_due()["done"] == 1, timeout=10, what="the re-queued cleanup")
     assert ours(docker_client, dep.id) == []
 
 
 def test_container_removed_by_hand_first_is_not_an_error(failing, docker_client):
     dep = failing.deploy("failing")
     docker_client.api.remove_container(container_name("failing", dep.id), force=True)
-    counts = Cleaner(failing).run_due()
+    counts = Cleaner(failing.ctx).run_due()
     assert counts["done"] == 1
     log = messages(dep.id)
     assert sum("already removed or not found" in m for m in log) == 1
@@ -173,7 +173,7 @@ def test_two_deployments_one_cancelled_only_its_resources_go(engine, tmp_path, d
     wait_for(lambda: Deployment.get_by_id(dep.id).phase == "HEALTH_CHECK", timeout=60, what="HEALTH_CHECK")
     engine.cancel(dep.id)
     worker.join(10)
-    Cleaner(engine).run_due()
+    Cleaner(engine.ctx).run_due()
     assert ours(docker_client, dep.id) == [] and volume_names(docker_client, dep.id) == []
     kept = ours(docker_client, good.id)
     assert len(kept) == 1 and kept[0]["State"] == "running"
@@ -193,8 +193,8 @@ def test_look_alike_and_foreign_containers_survive(failing, docker_client):
                for lbl in specs]
     vols = [docker_client.api.create_volume(labels=lbl)["Name"] for lbl in specs]
     try:
-        Cleaner(failing).run_due()
-        Cleaner(failing).retention()
+        Cleaner(failing.ctx).run_due()
+        Cleaner(failing.ctx).retention()
         assert ours(docker_client, dep.id) == []
         for cid in foreign:
             assert docker_client.api.inspect_container(cid)
@@ -210,13 +210,13 @@ def test_look_alike_and_foreign_containers_survive(failing, docker_client):
 def test_keep_last_n_failed_stops_but_keeps_and_cleans_older_ones(failing, docker_client):
     failing.settings.cleanup.keep_failed = 1
     first = failing.deploy("failing")
-    Cleaner(failing).run_due()
+    Cleaner(failing.ctx).run_due()
     kept = ours(docker_client, first.id)
     assert len(kept) == 1 and kept[0]["State"] == "exited"
     assert CleanupTask.get(CleanupTask.deployment == first.id).state == "kept"
     second = failing.deploy("failing")
-    Cleaner(failing).run_due()   # keeps the second, re-arms the first
-    Cleaner(failing).run_due()   # cleans the first
+    Cleaner(failing.ctx).run_due()   # keeps the second, re-arms the first
+    Cleaner(failing.ctx).run_due()   # cleans the first
     assert ours(docker_client, first.id) == []
     assert len(ours(docker_client, second.id)) == 1
     assert CleanupTask.get(CleanupTask.deployment == first.id).state == "done"
@@ -225,11 +225,11 @@ def test_keep_last_n_failed_stops_but_keeps_and_cleans_older_ones(failing, docke
 def test_cleanup_delay_holds(failing, docker_client):
     failing.settings.cleanup.cleanup_delay = 3
     dep = failing.deploy("failing")
-    assert Cleaner(failing).run_due()["done"] == 0
+    assert Cleaner(failing.ctx).run_due()["done"] == 0
     assert len(ours(docker_client, dep.id)) == 1
     plan = failing.cleanup(dry_run=True)["plan"]
     assert plan[0]["action"].startswith("remove in")
-    wait_for(lambda: Cleaner(failing).run_due()["done"] == 1, timeout=10, what="the delayed cleanup")
+    wait_for(lambda: Cleaner(failing.ctx).run_due()["done"] == 1, timeout=10, what="the delayed cleanup")
     assert ours(docker_client, dep.id) == []
 
 
@@ -253,13 +253,13 @@ def test_engine_down_cleanups_retry_and_complete_after_restart(engine, tmp_path,
     deps = [engine.deploy("fail2") for _ in range(3)]
     assert [d.status for d in deps] == ["failed"] * 3
     h2.stop()
-    counts = Cleaner(engine).run_due()
+    counts = Cleaner(engine.ctx).run_due()
     assert counts["retried"] == 3
     tasks = list(CleanupTask.select().where(CleanupTask.deployment.in_([d.id for d in deps])))
     assert all(t.state == "pending" and t.attempts == 1 and "unreachable" in t.last_error for t in tasks)
     h2.start()
     t0 = time.monotonic()
-    wait_for(lambda: (Cleaner(engine).run_due() and False) or all(
+    wait_for(lambda: (Cleaner(engine.ctx).run_due() and False) or all(
         t.state == "done" for t in CleanupTask.select().where(CleanupTask.deployment.in_([d.id for d in deps]))),
         timeout=10, interval=0.3, what="all three cleanups")
     assert time.monotonic() - t0 < 10

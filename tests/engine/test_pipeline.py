@@ -81,7 +81,7 @@ def test_cancel_during_slow_build_stops_within_2s_and_its_cleanup_leaves_no_cont
     assert Deployment.get_by_id(dep.id).status == "cancelled"
     assert result["status"] == "cancelled"
     # the pipeline only stops; its cleanup task removes whatever the aborted build left carrying our labels
-    assert Cleaner(engine).run_due()["done"] == 1
+    assert Cleaner(engine.ctx).run_due()["done"] == 1
     assert docker_client.api.containers(all=True, filters={"label": f"{L.DEPLOYMENT}={dep.id}"}) == []
     # the engine aborted the build: no intermediate container still runs `sleep 30`
     token = re.search(r"echo (\w+)", (src / "Dockerfile").read_text()).group(1)
@@ -154,7 +154,7 @@ def test_resume_from_health_check_after_cleanup_redoes_what_is_missing(engine, t
     engine.add_service("web", str(src))
     dep = engine.deploy("web")
     assert dep.status == "failed"
-    Cleaner(engine).run_due()
+    Cleaner(engine.ctx).run_due()
     assert not engine.paths.release(dep.id).exists()
     make_service_dir(src)  # the operator fixes the source
     engine.settings.pipeline.health_timeout = 20

@@ -42,7 +42,7 @@ def test_orphans_older_than_the_grace_are_cleaned_fresh_and_foreign_ones_are_not
     # a failed deployment whose cleanup already ran, then a container of it shows up again
     failed = engine.create_deployment("web")
     D.move(engine.store, failed.id, "failed", error="test")
-    Cleaner(engine).run_due()
+    Cleaner(engine.ctx).run_due()
     # a superseded deployment's stopped container is its rollback target, never an orphan
     old = engine.create_deployment("web")
     for to in ("deploying", "success", "superseded"):
@@ -72,7 +72,7 @@ def test_orphans_older_than_the_grace_are_cleaned_fresh_and_foreign_ones_are_not
         task = CleanupTask.select().where((CleanupTask.deployment == failed.id) &
                                           (CleanupTask.reason == "orphan")).get()
         assert task.state == "pending"
-        Cleaner(engine).run_due()
+        Cleaner(engine.ctx).run_due()
         assert not _exists(docker_client, late)
         for survivor in (ghost_fresh, kept, foreign, unlabelled):
             assert _exists(docker_client, survivor)

@@ -33,7 +33,7 @@ def test_only_the_newest_superseded_releases_keep_container_image_and_release(en
     old, rollback_targets, serving = deps[:4], deps[4:6], deps[6]
     # each success queued the cleanup of what fell out of the newest two superseded releases
     assert {t.deployment_id: t.reason for t in CleanupTask.select()} == {d.id: "superseded" for d in old}
-    assert Cleaner(engine).run_due()["done"] == 4
+    assert Cleaner(engine.ctx).run_due()["done"] == 4
     for dep in old:
         assert kept(engine, docker_client, dep.id) == {"container": False, "image": False, "release": False}
         assert Deployment.get_by_id(dep.id).status == "superseded"
@@ -48,7 +48,7 @@ def test_only_the_newest_superseded_releases_keep_container_image_and_release(en
     assert docker_client.api.inspect_container(container_name("web", serving.id))["State"]["Running"]
     # the kept ones are rollback targets, and the retention job finds nothing more to do
     assert engine.rollback("web", to=rollback_targets[0].id).state == "completed"
-    assert Cleaner(engine).retention()["releases_queued"] == 0
+    assert Cleaner(engine.ctx).retention()["releases_queued"] == 0
 
 
 def test_retention_job_spares_the_previous_release_and_an_active_rollback(engine, tmp_path, docker_client):
@@ -59,16 +59,16 @@ def test_retention_job_spares_the_previous_release_and_an_active_rollback(engine
     oldest, middle, previous, serving = deps
     with engine.store.write():  # a rollback to the oldest is running (in some other process)
         Rollback.create(service=oldest.service, from_deployment=serving.id, to_deployment=oldest.id)
-    assert Cleaner(engine).retention()["releases_queued"] == 1
+    assert Cleaner(engine.ctx).retention()["releases_queued"] == 1
     assert [t.deployment_id for t in CleanupTask.select()] == [middle.id]
-    assert Cleaner(engine).run_due()["done"] == 1
+    assert Cleaner(engine.ctx).run_due()["done"] == 1
     assert kept(engine, docker_client, middle.id) == {"container": False, "image": False, "release": False}
     for dep in (oldest, previous, serving):
         assert kept(engine, docker_client, dep.id) == {"container": True, "image": True, "release": True}
     # once cleaned, a release is not queued again; the rollback's target is, once the rollback ended
     with engine.store.write():
         Rollback.update(state="failed").execute()
-    assert Cleaner(engine).retention()["releases_queued"] == 1
+    assert Cleaner(engine.ctx).retention()["releases_queued"] == 1
     assert CleanupTask.get(CleanupTask.deployment == oldest.id).reason == "superseded"
 
 

@@ -74,7 +74,7 @@ def test_killed_rollback_whose_target_answers_is_finished_by_reconcile(two_relea
     # a cleanup task of a deployment the dead rollback involves: skipped, and said once, not every pass
     with engine.store.write():
         D.enqueue_cleanup(first.id, "superseded")
-    cleaner = Cleaner(engine)
+    cleaner = Cleaner(engine.ctx)
     for _ in range(3):
         with engine.store.write():
             CleanupTask.update(due_at=now()).where(CleanupTask.deployment == first.id).execute()

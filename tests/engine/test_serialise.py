@@ -148,11 +148,11 @@ def test_reconcile_reports_current_route_and_container_disagreement_as_drift(eng
     engine.reconcile()
     assert Deployment.get_by_id(new.id).status == "success"
 
-    releases.route(engine, new.service, old.id, engine.hosts.gateway())
+    releases.route(engine.ctx, new.service, old.id, engine.hosts.gateway())
     engine.reconcile()
     assert Deployment.get_by_id(new.id).status == "degraded"
     assert events_of(new.id, f"route file routes/web.yml points at {old.id}")
-    releases.route(engine, new.service, new.id, engine.hosts.gateway())
+    releases.route(engine.ctx, new.service, new.id, engine.hosts.gateway())
     engine.reconcile()
     assert Deployment.get_by_id(new.id).status == "success"
 

@@ -91,7 +91,7 @@ def test_failed_deployment_on_h2_is_cleaned_on_h2_only(engine, h2, tmp_path, doc
         decoy = docker_client.api.create_container("deployer/base:busybox", command=["sleep", "300"], labels=labels,
                                                    name=f"decoy-{dep.id}")
         decoy_vol = docker_client.api.create_volume(name=deployment_volume(dep.id, "data"), labels=labels)
-        counts = Cleaner(engine).run_due(deployment_id=dep.id)
+        counts = Cleaner(engine.ctx).run_due(deployment_id=dep.id)
         assert counts["done"] == 1, counts
         assert ours(c2, dep.id) == [] and ours(c2, dep.id, "volumes") == [] and ours(c2, dep.id, "images") == []
         assert docker_client.api.inspect_container(decoy["Id"])["Id"] == decoy["Id"]
@@ -122,7 +122,7 @@ def test_cancelled_deployment_on_h2_is_cleaned_on_h2_only(engine, h2, service_di
         engine.cancel(dep.id)
         worker.join(10)
         assert result["status"] == "cancelled"
-        counts = Cleaner(engine).run_due(deployment_id=dep.id)
+        counts = Cleaner(engine.ctx).run_due(deployment_id=dep.id)
         assert counts["done"] == 1, counts
         assert ours(c2, dep.id) == [] and ours(c2, dep.id, "volumes") == [] and ours(c2, dep.id, "images") == []
     finally:

@@ -87,7 +87,7 @@ def test_deploy_fail_cleanup_rollback_and_orphan_sweep_over_ssh(engine, sshd, tm
                        volumes=["data:/data"])
     failed = engine.deploy("bad")
     assert failed.status == "failed"
-    Cleaner(engine).run_due()                                      # its cleanup removes its container over ssh
+    Cleaner(engine.ctx).run_due()                                      # its cleanup removes its container over ssh
     assert _ours(h2, engine.store_id, failed.id) == []
     archived = {p.name for p in engine.paths.archive(failed.id).iterdir()}
     assert any(n.endswith(".log.gz") for n in archived), archived          # its log, archived over ssh

@@ -105,7 +105,7 @@ def test_engine_down_blocks_no_status_update_loses_no_cleanup_and_all_complete_w
     # the worker keeps trying for the whole outage; every task stays, pending, with attempts and the reason
     probed = False
     while time.monotonic() - down_at < OUTAGE_S:
-        Cleaner(engine).run_due()
+        Cleaner(engine.ctx).run_due()
         if not probed:
             results = engine.hosts.probe(timeout=5)
             assert results["h2"] is not None and results.get("local") is None, results
@@ -123,7 +123,7 @@ def test_engine_down_blocks_no_status_update_loses_no_cleanup_and_all_complete_w
     up_at = time.monotonic()
 
     def all_done():
-        Cleaner(engine).run_due()
+        Cleaner(engine.ctx).run_due()
         return CleanupTask.select().where(CleanupTask.deployment.in_(ids) &
                                           (CleanupTask.state != "done")).count() == 0
 

@@ -166,7 +166,7 @@ def test_a_cancelled_build_leaves_no_untagged_image_behind_after_its_cleanup(eng
         return found
 
     assert left_by_the_build(), "the reproduction: the cancelled build committed its first steps"
-    assert Cleaner(engine).run_due()["done"] == 1
+    assert Cleaner(engine.ctx).run_due()["done"] == 1
     assert left_by_the_build() == []
     assert DeploymentEvent.select().where((DeploymentEvent.deployment == dep.id) &
                                           DeploymentEvent.message.contains("untagged image(s) left by the build")

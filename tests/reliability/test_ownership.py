@@ -147,7 +147,7 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
             for item in row["containers"] + row["volumes"]:
                 assert not item.startswith(f"fgn-{token}"), f"the plan lists a foreign resource: {item}"
 
-    cleaner = Cleaner(engine)
+    cleaner = Cleaner(engine.ctx)
     no_foreign_in(cleaner.plan())
     # keep-last-1: a is cleaned, b (the newest failed) is kept, its container stopped
     counts = cleaner.run_due()

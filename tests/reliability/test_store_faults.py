@@ -234,7 +234,7 @@ def test_disk_full_on_the_archive_keeps_the_container_and_cleanup_completes_once
 
     filler = _fill(tiny_archive)
     for _ in range(3):  # it stays that way however often the worker tries
-        wait_for(lambda: Cleaner(engine).run_due(deployment_id=dep.id)["retried"] == 1, timeout=10,
+        wait_for(lambda: Cleaner(engine.ctx).run_due(deployment_id=dep.id)["retried"] == 1, timeout=10,
                  what="a cleanup attempt")
         task = CleanupTask.get(CleanupTask.deployment == dep.id)
         assert task.state == "pending"
@@ -247,7 +247,7 @@ def test_disk_full_on_the_archive_keeps_the_container_and_cleanup_completes_once
 
     filler.unlink()
     started = time.monotonic()
-    wait_for(lambda: Cleaner(engine).run_due(deployment_id=dep.id)["done"] == 1, timeout=10,
+    wait_for(lambda: Cleaner(engine.ctx).run_due(deployment_id=dep.id)["done"] == 1, timeout=10,
              what="the cleanup to complete once space is back")
     assert time.monotonic() - started < 10
     assert CleanupTask.get(CleanupTask.deployment == dep.id).state == "done"

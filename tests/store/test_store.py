@@ -147,12 +147,11 @@ def test_lease_compare_and_set_has_one_holder_and_expiry_hands_it_over(store, se
 
 def test_cleanup_claim_has_exactly_one_winner(store, settings):
     from console.engine.cleanup import Cleaner
-
-    class Ctx:
-        pass
-    ctx = Ctx()
+    from console.engine.context import Context
+    from console.engine.hosts import Hosts
     from console.engine.paths import Paths
-    ctx.store, ctx.settings, ctx.paths = store, settings, Paths(settings.data_dir)
+
+    ctx = Context(store, settings, Hosts(settings), Paths(settings.data_dir), store.meta("store_id"))
     with store.write():
         dep = make_deployment()
         D.move(store, dep.id, "cancelled")

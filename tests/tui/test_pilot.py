@@ -50,7 +50,7 @@ def test_c_y_on_a_deploying_deployment_cancels_it_and_its_containers_go(engine, 
     run(scenario())
     worker.join(15)
     assert result["status"] == "cancelled"
-    Cleaner(engine).run_due()
+    Cleaner(engine.ctx).run_due()
     assert docker_client.api.containers(all=True, filters={"label": f"{L.DEPLOYMENT}={dep.id}"}) == []
 
 
