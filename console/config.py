@@ -271,7 +271,10 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
         if name not in NAMES:
             raise ConfigError(f"unknown setting {name!r}")
         section, key, rule = NAMES[name]
-        _set(settings, section, key, _checked(value, rule, _label(section, key), "the options"))
+        value = _checked(value, rule, _label(section, key), "the options")
+        if (section, key) == ("pipeline", "phase_deadlines"):   # the phases not named keep theirs, as in the file
+            value = {**settings.pipeline.phase_deadlines, **value}
+        _set(settings, section, key, value)
     return settings
 
 

@@ -118,3 +118,12 @@ def test_the_config_imports_nothing_of_the_engine_or_the_store():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.stdout.strip() == "[]"
+
+
+def test_deadlines_given_as_an_option_keep_the_other_phases_and_a_bad_one_is_refused(tmp_path):
+    s = config.load(data_dir=str(tmp_path), phase_deadlines={"building": 60})
+    assert s.pipeline.phase_deadlines == {**config.PHASE_DEADLINES, "BUILDING": 60.0}
+    with pytest.raises(config.ConfigError, match="BUILDING"):
+        config.load(data_dir=str(tmp_path), phase_deadlines={"BUILDING": 0})
+    with pytest.raises(config.ConfigError, match="unknown setting 'no_such_setting'"):
+        config.load(data_dir=str(tmp_path), no_such_setting=1)
