@@ -7,10 +7,8 @@ The CLI runs in-process through `console.cli.main` (the real entry point: argv i
 of examples stay under a minute; a few awkward arguments also go through the installed `deployer-console` binary."""
 import contextlib
 import io
-import os
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -27,11 +25,9 @@ from console.engine.docker_gateway import Gateway
 from console.engine.errors import InputError
 from console.engine.paths import Paths
 from storage.models import MODELS, database
+from tests.cli import cli_env, run_cli
 
 FUZZ = hsettings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
-if not Path(CLI[0]).exists():
-    CLI = [sys.executable, "-m", "console.cli"]
 FULL_ID = re.compile(r"[0-9a-f]{12}")
 
 
@@ -211,10 +207,9 @@ def test_validators_accept_only_their_allow_list(value):
                                  "$(touch /tmp/pwned)", "a;b", "-", "--"])
 def test_awkward_arguments_through_the_installed_binary(world, arg):
     before = dump()
-    env = dict(os.environ)
-    env.pop("DEPLOYER_READ_ONLY", None)
+    env = cli_env()
     for args in (["show", arg], ["deploy", arg], ["service", "add", arg, "--source", world["source"]]):
-        result = subprocess.run(CLI + world["base"] + args, env=env, capture_output=True, text=True, timeout=60)
+        result = run_cli(world["base"] + args, env, timeout=60)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr

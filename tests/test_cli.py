@@ -1,32 +1,25 @@
 """The CLI as an operator runs it (the installed `deployer-console` binary, real store, real engine): the `--json`
 keys issue 2 promises, and bad input as one line on stderr with exit code 2 and no traceback."""
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from console.engine import deployments as D
+from tests.cli import cli_env, run_cli
 from tests.conftest import make_service_dir
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
-if not Path(CLI[0]).exists():
-    CLI = [sys.executable, "-m", "console.cli"]
 DEPLOYMENT_KEYS = {"id", "service", "status", "phase", "host", "error", "created_at", "updated_at", "finished_at"}
 CONTAINER_KEYS = {"id", "name", "deployment_id", "service", "state", "host"}
 
 
 @pytest.fixture
 def cli(engine):
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20")
-    env.pop("DEPLOYER_READ_ONLY", None)
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
+    env = cli_env(engine, DEPLOYER_HEALTH_TIMEOUT=20)
 
     def run(*args, timeout=120):
-        return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+        return run_cli(args, env, timeout)
     return run
 
 
@@ -118,9 +111,7 @@ def test_a_bare_group_prints_its_help(cli, engine):
 
 @pytest.mark.parametrize("args", [["ls", "--json"], ["show", "--help"], ["service", "ls", "--json"]])
 def test_a_store_only_command_starts_without_docker_py_textual_prometheus_or_apprise(engine, args):
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir))
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
+    env = cli_env(engine)
     code = ("import runpy, sys\n"
             f"sys.argv = ['deployer-console', *{args!r}]\n"
             "try:\n    runpy.run_module('console.cli', run_name='__main__')\n"

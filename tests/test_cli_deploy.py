@@ -3,45 +3,32 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
+from tests.cli import CLI, cli_env, run_cli
 from tests.conftest import make_service_dir, wait_for
-
-CLI = [sys.executable, "-m", "console.cli"]
-
-
-def run_cli(env, *args, timeout=180):
-    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def cli_env(engine):
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20")
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
-    return env
 
 
 def test_deploy_prints_a_line_per_phase_and_json_keys(engine, tmp_path):
-    env = cli_env(engine)
+    env = cli_env(engine, DEPLOYER_HEALTH_TIMEOUT=20)
     src = make_service_dir(tmp_path / "web")
-    assert run_cli(env, "service", "add", "web", "--source", str(src)).returncode == 0
-    result = run_cli(env, "deploy", "web")
+    assert run_cli(["service", "add", "web", "--source", str(src)], env).returncode == 0
+    result = run_cli(["deploy", "web"], env, timeout=180)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert [line.split()[1] for line in lines] == ["PULLING_SOURCE", "BUILDING", "COPYING_FILES",
                                                    "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
-    rows = json.loads(run_cli(env, "ls", "--json").stdout)
+    rows = json.loads(run_cli(["ls", "--json"], env).stdout)
     assert set(rows[0]) >= {"id", "service", "status", "phase", "host", "error", "created_at", "updated_at",
                             "finished_at"}
-    shown = json.loads(run_cli(env, "show", rows[0]["id"], "--json").stdout)
+    shown = json.loads(run_cli(["show", rows[0]["id"], "--json"], env).stdout)
     assert shown["status"] == "success" and len(shown["phases"]) == 6 and shown["events"]
 
 
 def test_ctrl_c_cancels_a_foreground_deploy_and_cleans_it(engine, tmp_path, docker_client):
-    env = cli_env(engine)
+    env = cli_env(engine, DEPLOYER_HEALTH_TIMEOUT=20)
     src = make_service_dir(tmp_path / "slow", extra="RUN sleep 30")
-    assert run_cli(env, "service", "add", "slow", "--source", str(src)).returncode == 0
+    assert run_cli(["service", "add", "slow", "--source", str(src)], env).returncode == 0
     proc = subprocess.Popen(CLI + ["deploy", "slow"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     from storage.models import Deployment
@@ -55,7 +42,7 @@ def test_ctrl_c_cancels_a_foreground_deploy_and_cleans_it(engine, tmp_path, dock
     assert proc.returncode != 0
     assert "cancelled" in out + err, (out, err)
     assert Deployment.get_by_id(dep.id).status == "cancelled"
-    shown = json.loads(run_cli(env, "show", dep.id, "--json").stdout)
+    shown = json.loads(run_cli(["show", dep.id, "--json"], env).stdout)
     assert shown["cleanup"]["state"] == "done", shown["cleanup"]
     assert docker_client.api.containers(all=True, filters={"label": f"deployer.deployment_id={dep.id}"}) == []
 
@@ -64,9 +51,9 @@ def test_deploy_of_a_busy_service_waits_queued_saying_why_and_ctrl_c_cancels_it(
     from console.engine import deployments as D
     from storage.clock import now
     from storage.models import Deployment
-    env = cli_env(engine)
+    env = cli_env(engine, DEPLOYER_HEALTH_TIMEOUT=20)
     src = make_service_dir(tmp_path / "web")
-    assert run_cli(env, "service", "add", "web", "--source", str(src)).returncode == 0
+    assert run_cli(["service", "add", "web", "--source", str(src)], env).returncode == 0
     holder = engine.create_deployment("web")  # deploying, owned by this live process
     with engine.store.write():
         D.move(engine.store, holder.id, "deploying", owner=f"{D.MACHINE}:{os.getpid()}:1", owner_machine=D.MACHINE,
@@ -76,7 +63,7 @@ def test_deploy_of_a_busy_service_waits_queued_saying_why_and_ctrl_c_cancels_it(
     waiting = wait_for(lambda: Deployment.select().where(Deployment.wait_reason.is_null(False)).first(),
                        timeout=30, what="the deploy to wait for the service")
     assert waiting.status == "queued" and holder.id in waiting.wait_reason
-    rows = json.loads(run_cli(env, "ls", "--json").stdout)
+    rows = json.loads(run_cli(["ls", "--json"], env).stdout)
     assert [r["wait_reason"] for r in rows if r["id"] == waiting.id] == [waiting.wait_reason]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)

@@ -3,7 +3,6 @@ against a real store (SQLite, or PostgreSQL under `make test-pg`) and the real D
 --follow, the audit trail of console and CLI actions, the engine's stderr log, `doctor`, --json errors."""
 import datetime
 import json
-import os
 import queue
 import re
 import signal
@@ -17,22 +16,13 @@ from console.engine import deployments as D
 from console.engine import hosts as H
 from storage.clock import now
 from storage.models import Deployment
-from tests.test_cli import CLI
-
-
-def cli_env(engine, **extra) -> dict:
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), **extra)
-    env.pop("DEPLOYER_READ_ONLY", None)
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
-    return env
+from tests.cli import CLI, cli_env, run_cli
 
 
 @pytest.fixture
 def cli(engine):
     def run(*args, timeout=120, **env):
-        return subprocess.run(CLI + list(args), env=cli_env(engine, **env), capture_output=True, text=True,
-                              timeout=timeout)
+        return run_cli(args, cli_env(engine, **env), timeout)
     return run
 
 

@@ -4,24 +4,18 @@ import hashlib
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage.db import StoreError, _redact, open_store
+from tests import cli
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
 NOBODY = 65534
 
 
 def run_cli(args, data_dir, db=None, timeout=60):
-    env = {k: v for k, v in os.environ.items() if k != "DEPLOYER_DB"}
-    env["DEPLOYER_DATA_DIR"] = str(data_dir)
-    if db is not None:
-        env["DEPLOYER_DB"] = db
-    return subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=timeout)
+    return cli.run_cli(args, cli.cli_env(data_dir, DEPLOYER_DB=db), timeout)
 
 
 def mode(path) -> int:

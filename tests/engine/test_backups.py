@@ -16,7 +16,7 @@ from storage.clock import now
 from storage.models import CleanupTask, DeploymentEvent
 from tests.conftest import make_service_dir, wait_for
 from tests.engine.test_cleanup import FAILING, messages, ours, volume_names
-from tests.reliability import cli_env, spawn, stop_all
+from tests.reliability import fast_env, spawn, stop_all
 
 MB = 1024 * 1024
 DAY = 86400
@@ -188,7 +188,7 @@ def test_sigterm_during_a_400_mb_backup_stops_the_engine_within_5_s(failing, doc
     fill(docker_client, volume, 400)
     archive = failing.paths.archive(dep.id)
     part = archive / f"{volume}.tar.gz.part"
-    proc = spawn(["engine"], cli_env(failing.settings), tmp_path / "engine.log")
+    proc = spawn(["engine"], fast_env(failing.settings), tmp_path / "engine.log")
     try:
         wait_for(lambda: part.exists() and part.stat().st_size > MB, timeout=60, interval=0.05,
                  what="the backup to be under way")

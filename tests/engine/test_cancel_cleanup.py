@@ -12,7 +12,7 @@ from console.engine.pipeline import container_name
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent
 from tests.conftest import make_service_dir, wait_for
-from tests.reliability import cli_env, kill, spawn, wait_for_fault_pause
+from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 
 def cleanup_log(dep_id):
@@ -77,7 +77,7 @@ def test_cancel_of_a_deployment_whose_process_is_gone_restores_current_and_route
     engine.add_service("web", str(service_dir))
     good = engine.deploy("web")
     assert good.status == "success"
-    proc = spawn(["deploy", "web"], cli_env(engine.settings, fault="HEALTH_CHECK:60"), tmp_path / "deploy.log")
+    proc = spawn(["deploy", "web"], fast_env(engine.settings, fault="HEALTH_CHECK:60"), tmp_path / "deploy.log")
     try:
         dead = wait_for_fault_pause("HEALTH_CHECK")
     finally:

@@ -12,7 +12,7 @@ from storage.models import CleanupTask, Deployment, Service
 from tests.conftest import make_service_dir, make_settings, wait_for
 from tests.prometheus import Prometheus
 from tests.servers import free_port
-from tests.reliability import cli_env, spawn, stop_all
+from tests.reliability import fast_env, spawn, stop_all
 
 
 def store_deployments() -> dict[tuple, float]:
@@ -38,7 +38,7 @@ def test_a_real_prometheus_scrapes_the_engine_and_its_values_match_the_store(eng
     engine.add_service("web", str(make_service_dir(tmp_path / "web")), port=8080)
     engine.add_service("broken", str(make_service_dir(tmp_path / "broken", extra="RUN false")), port=8080)
     port = free_port()
-    proc = spawn(["engine"], cli_env(engine.settings, metrics_listen=f"127.0.0.1:{port}"), tmp_path / "engine.log")
+    proc = spawn(["engine"], fast_env(engine.settings, metrics_listen=f"127.0.0.1:{port}"), tmp_path / "engine.log")
     try:
         prom = prometheus_for(f"127.0.0.1:{port}")
         good = engine.deploy("web", detach=True)
@@ -95,7 +95,7 @@ def test_a_metrics_port_in_use_is_one_warning_and_the_engine_runs_on(engine, tmp
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = spawn(["engine"], cli_env(engine.settings, metrics_listen=f"127.0.0.1:{port}"),
+        proc = spawn(["engine"], fast_env(engine.settings, metrics_listen=f"127.0.0.1:{port}"),
                      tmp_path / "engine.log")
         try:
             log_file = engine.settings.data_dir / "deployer.log"

@@ -83,9 +83,10 @@ def test_a_failed_deployment_sends_one_json_message_naming_service_id_and_error(
 
 
 def test_a_foreground_cli_deploy_that_fails_is_notified_before_the_command_exits(engine, receiver, tmp_path):
-    from tests.reliability import cli_env, run_cli
+    from tests.cli import run_cli
+    from tests.reliability import fast_env
     engine.add_service("broken", str(make_service_dir(tmp_path / "broken", extra="RUN false")), port=8080)
-    proc = run_cli(["deploy", "broken"], cli_env(engine.settings, notify_urls=receiver.url,
+    proc = run_cli(["deploy", "broken"], fast_env(engine.settings, notify_urls=receiver.url,
                                                  notify_events="deployment-failed,host-down"))
     assert proc.returncode == 1, proc.stderr
     dep = Deployment.get(Deployment.status == "failed")

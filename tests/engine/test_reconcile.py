@@ -14,7 +14,7 @@ from console.engine.docker_gateway import BASE_IMAGE
 from console.engine.pipeline import container_name
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Host
 from tests.conftest import wait_for
-from tests.reliability import cli_env, kill, spawn, wait_for_fault_pause
+from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 GHOST = "0123456789ab"  # a deployment id this store never had
 
@@ -142,7 +142,7 @@ def test_a_wedged_pipeline_fails_with_the_phase_that_overran(engine, service_dir
     engine.add_service("web", str(service_dir))
     engine.settings.pipeline.phase_deadlines["BUILDING"] = 3.0
     engine.settings.scheduler.zombie_after = 60.0
-    proc = spawn(["deploy", "web"], cli_env(engine.settings, fault="BUILDING:60"), tmp_path / "deploy.log")
+    proc = spawn(["deploy", "web"], fast_env(engine.settings, fault="BUILDING:60"), tmp_path / "deploy.log")
     try:
         dep = wait_for_fault_pause("BUILDING")
         os.kill(proc.pid, signal.SIGSTOP)

@@ -15,7 +15,7 @@ from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Rollback
 from tests.oldstore import downgrade_to_v1
 from tests.conftest import make_service_dir, wait_for
-from tests.reliability import cli_env, kill, spawn, wait_for_fault_pause
+from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def running(docker_client, name) -> bool:
 
 def rollback_paused(engine, tmp_path):
     """A `deployer-console rollback web` paused after its route is written, before the health check."""
-    proc = spawn(["rollback", "web"], cli_env(engine.settings, fault="ROLLBACK:60"), tmp_path / "rollback.log")
+    proc = spawn(["rollback", "web"], fast_env(engine.settings, fault="ROLLBACK:60"), tmp_path / "rollback.log")
     try:
         wait_for_fault_pause("ROLLBACK")
     except BaseException:

@@ -12,7 +12,8 @@ from console.engine import labels as L
 from console.engine.docker_gateway import BASE_IMAGE
 from console.engine.errors import InputError
 from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
-from tests.reliability import cli_env, kill, run_cli, spawn, wait_for_fault_pause
+from tests.cli import run_cli
+from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 
 # --------------------------------------------------------------------------------------------------- names
@@ -20,7 +21,7 @@ from tests.reliability import cli_env, kill, run_cli, spawn, wait_for_fault_paus
 def test_a_service_name_docker_cannot_use_is_refused(engine, service_dir, name):
     with pytest.raises(InputError, match="invalid service name"):
         engine.add_service(name, str(service_dir))
-    proc = run_cli(["service", "add", "--source", str(service_dir), "--", name], cli_env(engine.settings))
+    proc = run_cli(["service", "add", "--source", str(service_dir), "--", name], fast_env(engine.settings))
     assert proc.returncode == 2 and proc.stderr.startswith("error: invalid service name")
     assert Service.select().count() == 0
 
@@ -49,7 +50,7 @@ def test_an_env_key_given_twice_is_refused_without_its_values(engine, service_di
         engine.add_service("web", str(service_dir), env=["TOKEN=first-secret", "OTHER=1", "TOKEN=second-secret"])
     assert "secret" not in str(e.value)
     args = ["service", "add", "web", "--source", str(service_dir), "--env", "A=x1", "--env", "A=x2"]
-    proc = run_cli(args, cli_env(engine.settings))
+    proc = run_cli(args, fast_env(engine.settings))
     assert proc.returncode == 2 and "env key 'A' is given twice" in proc.stderr and "x1" not in proc.stderr
     assert Service.select().count() == 0
 
@@ -62,7 +63,7 @@ def test_the_actor_is_the_login_name_when_user_and_logname_are_unset(engine, ser
     assert D.actor() == name
     engine.add_service("web", str(service_dir))
     dep = engine.create_deployment("web")
-    env = {k: v for k, v in cli_env(engine.settings).items() if k not in ("USER", "LOGNAME")}
+    env = {k: v for k, v in fast_env(engine.settings).items() if k not in ("USER", "LOGNAME")}
     proc = run_cli(["cancel", dep.id], env)
     assert proc.returncode == 0, proc.stderr
     event = DeploymentEvent.get((DeploymentEvent.deployment == dep.id) & (DeploymentEvent.kind == "deployment") &
@@ -72,7 +73,7 @@ def test_the_actor_is_the_login_name_when_user_and_logname_are_unset(engine, ser
 
 # ------------------------------------------------------------------------------------- phase rows of the dead
 def _killed_in(engine, tmp_path, phase):
-    proc = spawn(["deploy", "web"], cli_env(engine.settings, fault=f"{phase}:60"), tmp_path / "deploy.log")
+    proc = spawn(["deploy", "web"], fast_env(engine.settings, fault=f"{phase}:60"), tmp_path / "deploy.log")
     try:
         dep = wait_for_fault_pause(phase)
     finally:
@@ -155,7 +156,7 @@ def test_containers_marks_as_orphan_exactly_what_reconcile_would_sweep(engine, s
     assert {what for what, r in rows.items() if r["foreign"]} == {"suffix", "upper", "project-scope",
                                                                    "no-deployment"}
     assert not rows["queued-cleanup"]["orphan"] and not rows["superseded"]["orphan"]
-    proc = run_cli(["containers", "--all"], cli_env(engine.settings, orphan_grace=0))
+    proc = run_cli(["containers", "--all"], fast_env(engine.settings, orphan_grace=0))
     marks = {line.split()[1]: line.split()[-1] for line in proc.stdout.splitlines()[1:] if f"sm-{token}" in line}
     assert marks[f"sm-{token}-ghost"] == "orphan" and marks[f"sm-{token}-suffix"] == "foreign"
 

@@ -6,10 +6,7 @@ probes instead of repeating what was stored.
 A dead engine is a unix socket path nothing listens on; a wedged one is a socket that accepts and never answers."""
 import hashlib
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,20 +15,16 @@ import pytest
 from console.engine import deployments as D
 from console.engine import hosts as H
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Host
+from tests.cli import cli_env, run_cli
 from tests.conftest import make_service_dir
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
 BAD = 'FROM deployer/base:busybox\nCMD ["httpd", "-f", "-p", "8080", "-h", "/nonexistent"]\n'
 
 
 def cli(engine, *args, timeout=90, **env_extra):
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), **env_extra)
-    for name in ("DEPLOYER_READ_ONLY", "DEPLOYER_DOCKER_HOST", "DEPLOYER_CONFIG"):
-        if name not in env_extra:
-            env.pop(name, None)
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
-    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    # this run's hosts come only from what a test gives: no DEPLOYER_DOCKER_HOST or config file of the caller's
+    env = cli_env(engine, **{"DEPLOYER_DOCKER_HOST": None, "DEPLOYER_CONFIG": None, **env_extra})
+    return run_cli(args, env, timeout)
 
 
 def one_error_line(proc, code):

@@ -4,13 +4,9 @@ A deployment on h2 runs and is cleaned on h2 only; h2's engine stopped leaves th
 shows h2 down, and h2's cleanup completes within 10 s of its engine coming back. The main engine is never stopped.
 """
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import docker
 import pytest
@@ -21,17 +17,14 @@ from console.engine.cleanup import Cleaner
 from console.engine.errors import EngineUnavailable, InputError
 from console.engine.pipeline import container_name, deployment_volume
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Host
+from tests.cli import cli_env, run_cli
 from tests.conftest import make_service_dir, wait_for
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
 BAD = 'FROM deployer/base:busybox\nCMD ["httpd", "-f", "-p", "8080", "-h", "/nonexistent"]\n'
 
 
 def cli(engine, *args, timeout=60, **env_extra):
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), **env_extra)
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
-    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    return run_cli(args, cli_env(engine, **env_extra), timeout)
 
 
 def h2_client(h2, timeout=60):

@@ -3,13 +3,11 @@ stopped with SIGTERM, against the real Docker engine. Helpers shared by these te
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from storage.models import Deployment, DeploymentEvent
-
-CLI = Path(sys.executable).with_name("deployer-console")
+from tests.cli import CLI, cli_env
 
 # the short intervals the subprocesses run with (config.load reads DEPLOYER_<SETTING>)
 FAST = {"heartbeat_interval": 0.5, "health_timeout": 20, "reconcile_interval": 1, "dispatch_interval": 0.5,
@@ -18,27 +16,17 @@ FAST = {"heartbeat_interval": 0.5, "health_timeout": 20, "reconcile_interval": 1
         "metrics_listen": ""}   # engines of parallel tests must not race for the default metrics port
 
 
-def cli_env(settings, fault: str | None = None, **overrides) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYER_")}
-    env["DEPLOYER_DATA_DIR"] = str(settings.data_dir)
-    if settings.store.db:
-        env["DEPLOYER_DB"] = settings.store.db
-    for key, value in {**FAST, **overrides}.items():
-        env[f"DEPLOYER_{key.upper()}"] = str(value)
-    if fault:
-        env["DEPLOYER_FAULT_PAUSE"] = fault
-    return env
+def fast_env(settings, fault: str | None = None, **overrides) -> dict:
+    """The CLI's environment on the test's store with none of this process's DEPLOYER_* variables, the FAST
+    intervals (and `overrides`), and the fault pause point when given."""
+    variables = {f"DEPLOYER_{key.upper()}": value for key, value in {**FAST, **overrides}.items()}
+    return cli_env(settings, hermetic=True, DEPLOYER_FAULT_PAUSE=fault, **variables)
 
 
 def spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([str(CLI), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen([*CLI, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def run_cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
 
 
 def wait_for_fault_pause(phase: str, timeout: float = 60.0) -> Deployment:

@@ -11,7 +11,8 @@ from console.engine.paths import link_target
 from console.engine.validate import PHASES
 from storage.models import CleanupTask, Deployment, DeploymentEvent
 from tests.conftest import wait_for
-from tests.reliability import cli_env, kill, run_cli, spawn, wait_for_fault_pause
+from tests.cli import run_cli
+from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 
 def _ours(docker_client, store_id):
@@ -19,7 +20,7 @@ def _ours(docker_client, store_id):
 
 
 def _killed_in(engine, tmp_path, phase):
-    proc = spawn(["deploy", "web"], cli_env(engine.settings, fault=f"{phase}:60"), tmp_path / "deploy.log")
+    proc = spawn(["deploy", "web"], fast_env(engine.settings, fault=f"{phase}:60"), tmp_path / "deploy.log")
     try:
         dep = wait_for_fault_pause(phase)
     finally:
@@ -80,7 +81,7 @@ def test_resume_from_building_of_a_failed_deployment_reaches_success(engine, ser
     assert [z["deployment_id"] for z in result["zombies"]] == [dep.id]
     row = Deployment.get_by_id(dep.id)
     assert row.status == "failed" and "gave up after 0 resume attempts" in row.error
-    proc = run_cli(["resume", dep.id, "--from", "BUILDING"], cli_env(engine.settings))
+    proc = run_cli(["resume", dep.id, "--from", "BUILDING"], fast_env(engine.settings))
     assert proc.returncode == 0, proc.stderr
     assert "[2/6] BUILDING" in proc.stdout and "PULLING_SOURCE" not in proc.stdout
     row = Deployment.get_by_id(dep.id)

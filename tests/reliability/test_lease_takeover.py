@@ -7,7 +7,7 @@ import time
 from storage.clock import now
 from storage.models import Deployment, JobRun, Lease
 from tests.conftest import wait_for
-from tests.reliability import cli_env, spawn, stop_all, wait_for_fault_pause
+from tests.reliability import fast_env, spawn, stop_all, wait_for_fault_pause
 
 
 def _holders_since(t: float) -> set[str]:
@@ -27,7 +27,7 @@ def _sigterm(proc) -> float:
 
 
 def test_three_engines_one_runs_jobs_and_a_follower_takes_over_after_sigkill(engine, tmp_path):
-    env = cli_env(engine.settings)
+    env = fast_env(engine.settings)
     procs = [spawn(["engine"], env, tmp_path / f"engine{i}.log") for i in range(3)]
     try:
         by_pid = {p.pid: p for p in procs}
@@ -68,11 +68,11 @@ def test_three_engines_one_runs_jobs_and_a_follower_takes_over_after_sigkill(eng
 def test_sigterm_stops_an_engine_within_5s_and_the_next_one_resumes_its_deployment(engine, service_dir, tmp_path):
     engine.add_service("web", str(service_dir))
     # engine A pauses every pipeline it runs in HEALTH_CHECK; engine B does not
-    a = spawn(["engine"], cli_env(engine.settings, fault="HEALTH_CHECK:60"), tmp_path / "engine-a.log")
+    a = spawn(["engine"], fast_env(engine.settings, fault="HEALTH_CHECK:60"), tmp_path / "engine-a.log")
     procs = [a]
     try:
         wait_for(lambda: _leader_pid() == a.pid, timeout=20, what="engine A to take the lease")
-        b = spawn(["engine"], cli_env(engine.settings), tmp_path / "engine-b.log")
+        b = spawn(["engine"], fast_env(engine.settings), tmp_path / "engine-b.log")
         procs.append(b)
         dep = engine.deploy("web", detach=True)
         assert wait_for_fault_pause("HEALTH_CHECK").id == dep.id

@@ -8,6 +8,7 @@ namespaces only). An engine runs on each. Cutting the leader's link: the other e
 expiry. The job-run records prove that no two engines ran jobs at once.
 """
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -17,9 +18,10 @@ import pytest
 
 from storage.clock import now
 from storage.models import DeploymentEvent, JobRun, Lease
+from tests.cli import CLI
 from tests.conftest import make_settings, wait_for
 from tests.pgcluster import Cluster
-from tests.reliability import CLI, cli_env, stop_all
+from tests.reliability import fast_env, stop_all
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 
@@ -89,10 +91,10 @@ def test_two_machines_fail_over_by_lease_expiry_and_never_lead_at_once(tmp_path)
         for m in ("m1", "m2"):
             settings = make_settings(tmp_path / m, db=f"postgresql://deployer:{password}@{net.addr[m][0]}:"
                                                       f"{cluster.port}/{db}?connect_timeout=3")
-            env = cli_env(settings)
+            env = fast_env(settings)
             log = open(tmp_path / f"{m}.log", "ab")
             proc = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{net.ns[m]}", "unshare", "--uts", "sh", "-c",
-                                     f"hostname {m} && exec {CLI} engine"], env=env, stdout=log,
+                                     f"hostname {m} && exec {shlex.join(CLI)} engine"], env=env, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             procs.append(proc)
             by_machine[m] = proc

@@ -17,11 +17,9 @@ import pytest
 from console.engine import deployments as D
 from console.engine.cleanup import Cleaner
 from storage.models import CleanupTask, Deployment, DeploymentEvent
+from tests.cli import CLI, cli_env, run_cli
 from tests.conftest import make_service_dir, wait_for
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
-if not Path(CLI[0]).exists():
-    CLI = [sys.executable, "-m", "console.cli"]
 
 # Takes the write lock like a second deployer-console (or a sqlite3 shell) would, writes a row, holds it, commits.
 LOCK_HOLDER = r"""
@@ -35,18 +33,6 @@ time.sleep(float(sys.argv[2]))
 con.execute("COMMIT")
 print("released", flush=True)
 """
-
-
-def cli_env(settings, **extra) -> dict:
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(settings.data_dir), **extra)
-    env.pop("DEPLOYER_READ_ONLY", None)
-    if settings.store.db:
-        env["DEPLOYER_DB"] = settings.store.db
-    return env
-
-
-def run_cli(args, env, timeout=60):
-    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def sha256(path: Path) -> str:
@@ -129,8 +115,7 @@ def test_writers_wait_for_a_10s_write_lock_held_by_another_process_and_succeed(e
 def _make_store(tmp_path: Path, service_dir: Path) -> Path:
     """A real store written by the CLI, closed (WAL checkpointed into the file)."""
     data = tmp_path / "maker"
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(data))
-    env.pop("DEPLOYER_DB", None)
+    env = cli_env(data)
     result = run_cli(["service", "add", "web", "--source", str(service_dir)], env)
     assert result.returncode == 0, result.stderr
     db = data / "deployer.db"
@@ -171,8 +156,7 @@ def test_a_damaged_or_foreign_db_file_gives_one_clear_line_and_stays_untouched(t
     victim = tmp_path / f"{kind}.db"
     _damage(kind, store, victim)
     before = sha256(victim)
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(tmp_path / "other-data"))
-    env.pop("DEPLOYER_DB", None)
+    env = cli_env(tmp_path / "other-data")
     for args in (["ls"], ["service", "ls", "--json"], ["cancel", "abcd1234"],
                  ["service", "add", "api", "--source", str(service_dir)]):
         result = run_cli(["--db", str(victim)] + args, env)

@@ -16,7 +16,8 @@ from storage.clock import now
 from storage.models import CleanupTask, Deployment, Lease
 from tests.conftest import make_settings, purge_store_resources, wait_for
 from tests.pgcluster import Cluster
-from tests.reliability import cli_env, run_cli, spawn, stop_all, wait_for_fault_pause
+from tests.cli import run_cli
+from tests.reliability import fast_env, spawn, stop_all, wait_for_fault_pause
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 
@@ -39,7 +40,7 @@ def test_engine_survives_two_postgres_restarts_during_a_deployment_with_cleanups
     settings = make_settings(tmp_path / "data", db=cluster.url())
     monkeypatch.setenv("DEPLOYER_DB", settings.store.db)
     engine = Engine(settings)
-    env = cli_env(settings, fault="HEALTH_CHECK:4")
+    env = fast_env(settings, fault="HEALTH_CHECK:4")
     proc = spawn(["engine"], env, tmp_path / "engine.log")
     try:
         engine.add_service("web", str(service_dir))

@@ -4,8 +4,6 @@ cleanup claim, status moves) have exactly one winner. Tests that only make sense
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -19,8 +17,8 @@ from storage import migrations
 from storage.clock import freeze, now
 from storage.db import StoreError, open_store
 from storage.models import CleanupTask, Deployment, Meta, Project, Service
+from tests.cli import cli_env, run_cli
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
 
 
 @pytest.fixture
@@ -204,15 +202,13 @@ def test_cleanup_task_states_move_only_as_their_table_allows(store):
 
 def test_the_cli_works_on_the_configured_store(settings, tmp_path):
     """Every command reaches the same store (SQLite file, or the PostgreSQL URL given by DEPLOYER_DB)."""
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(settings.data_dir))
-    if settings.store.db:
-        env["DEPLOYER_DB"] = settings.store.db
+    env = cli_env(settings)
     src = tmp_path / "src"
     src.mkdir()
     (src / "Dockerfile").write_text("FROM deployer/base:busybox\n")
 
     def run(*args):
-        proc = subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=120)
+        proc = run_cli(args, env)
         assert proc.returncode == 0, (args, proc.stderr)
         return json.loads(proc.stdout) if "--json" in args else proc.stdout
 
@@ -300,8 +296,7 @@ def test_postgres_url_errors_are_one_line_and_hide_the_password(settings, tmp_pa
     with pytest.raises(StoreError) as e:
         open_store(bad)
     assert "wrong-secret" not in str(e.value) and "\n" not in str(e.value)
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(tmp_path / "d"), DEPLOYER_DB=bad)
-    proc = subprocess.run(CLI + ["ls"], env=env, capture_output=True, text=True, timeout=60)
+    proc = run_cli(["ls"], cli_env(tmp_path / "d", DEPLOYER_DB=bad), timeout=60)
     assert proc.returncode == 1 and proc.stderr.startswith("error: cannot connect")
     assert "wrong-secret" not in proc.stderr and proc.stderr.count("\n") == 1
     with pytest.raises(StoreError):

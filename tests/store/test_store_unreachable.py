@@ -1,9 +1,5 @@
 """A store whose server does not answer (issue 15, item 3): one line `store unreachable: …`, exit code 4 of its own,
 and the console's status bar says it. The restart of a real server is tests/store/test_pg_restart.py."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import peewee
 import pytest
@@ -11,8 +7,8 @@ import pytest
 from console.engine.errors import STORE_UNREACHABLE_EXIT, EngineUnavailable
 from console.tui.widgets.statusbar import status_text
 from storage.db import StoreError, StoreUnavailable, is_dropped, open_store
+from tests.cli import cli_env, run_cli
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
 NOBODY = "postgresql://deployer:secret-pw@127.0.0.1:1/deployer"   # loopback port 1: refused at once
 
 
@@ -22,10 +18,9 @@ def test_a_server_that_does_not_answer_is_store_unreachable_exit_4_in_one_line(t
         open_store(NOBODY)
     assert str(e.value).startswith("store unreachable: ") and "secret-pw" not in str(e.value)
     assert isinstance(e.value, StoreError) and isinstance(e.value, peewee.OperationalError)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYER_")}
-    env.update(DEPLOYER_DATA_DIR=str(tmp_path / "d"), DEPLOYER_DB=NOBODY)
+    env = cli_env(tmp_path / "d", hermetic=True, DEPLOYER_DB=NOBODY)
     for args in (["status"], ["ls", "--json"]):
-        proc = subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=60)
+        proc = run_cli(args, env, timeout=60)
         assert proc.returncode == 4, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "store unreachable" in proc.stderr, proc.stderr
         assert "secret-pw" not in proc.stderr
