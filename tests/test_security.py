@@ -2,11 +2,8 @@
 every operator action, and secrets given with `--env` never shown (events, logs, `--json`, files under the data
 dir). Everything goes through the installed `deployer-console` binary against a real store and the real engine."""
 import json
-import os
 import stat
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,26 +11,17 @@ from console.cli import cli
 from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine.cleanup import Cleaner
+from storage.clock import now
 from storage.models import MODELS, Deployment, DeploymentEvent
-from tests.conftest import make_service_dir
+from tests.cli import CLI, cli_env, run_cli
+from tests.conftest import make_service_dir, wait_for
 
-CLI = [str(Path(sys.executable).with_name("deployer-console"))]
-if not Path(CLI[0]).exists():
-    CLI = [sys.executable, "-m", "console.cli"]
 SECRET = "s3cr3t-Value-0f-the-token"
 OTHER_SECRET = "pl41n-looking-but-secret"
 
 
 def env_for(engine, **extra) -> dict:
-    env = dict(os.environ, DEPLOYER_DATA_DIR=str(engine.settings.data_dir), DEPLOYER_HEALTH_TIMEOUT="20", **extra)
-    env.pop("DEPLOYER_READ_ONLY", None)
-    if engine.settings.store.db:
-        env["DEPLOYER_DB"] = engine.settings.store.db
-    return env
-
-
-def run(args, env, timeout=120):
-    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    return cli_env(engine, DEPLOYER_HEALTH_TIMEOUT=20, **extra)
 
 
 def dump() -> list:
@@ -72,10 +60,9 @@ def test_store_archive_release_and_route_files_are_0600_and_directories_0700(eng
 
 
 def test_a_new_data_dir_and_db_given_by_flags_are_private(tmp_path):
-    env = dict(os.environ)
-    env.pop("DEPLOYER_DB", None)
+    env = cli_env(DEPLOYER_DB=None)
     data = tmp_path / "deep" / "er" / "data"
-    result = run(["--data-dir", str(data), "--db", str(tmp_path / "elsewhere" / "store.db"), "ls"], env)
+    result = run_cli(["--data-dir", str(data), "--db", str(tmp_path / "elsewhere" / "store.db"), "ls"], env)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o700
@@ -119,10 +106,22 @@ REQUIRED = ["service add", "deploy", "cancel", "resume", "rollback", "cleanup", 
 def _exists(words: list[str]) -> bool:
     group = cli
     for word in words:
-        if not hasattr(group, "commands") or word not in group.commands:
+        if not hasattr(group, "commands"):
+            return True   # a command: the words after it are its arguments
+        if word not in group.commands:
             return False
         group = group.commands[word]
     return True
+
+
+def _words(args: list[str]) -> list[str]:
+    """The command words of an argument list: up to its first option."""
+    words = []
+    for a in args:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    return words
 
 
 def test_every_mutation_the_issue_names_exists():
@@ -140,15 +139,13 @@ def _store_resources(client, store_id):
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_read_only_refuses_every_mutation(engine, ro_world, docker_client, name, how):
     args = _mutations(ro_world)[name]
-    words = [a for a in args if not a.startswith("-")][:2]
-    if not _exists(words[:1]) or (len(words) > 1 and args[0] in ("service", "host") and not _exists(words)):
-        pytest.skip(f"`{name}` does not exist (yet)")
+    assert _exists(_words(args)), f"`{name}` is not a command: this test would prove nothing"
     before, docker_before = dump(), _store_resources(docker_client, engine.store_id)
     env = env_for(engine)
     if how == "flag":
-        result = run(["--read-only"] + args, env, timeout=60)
+        result = run_cli(["--read-only"] + args, env, timeout=60)
     else:
-        result = run(args, dict(env, DEPLOYER_READ_ONLY="1"), timeout=60)
+        result = run_cli(args, dict(env, DEPLOYER_READ_ONLY="1"), timeout=60)
     assert result.returncode == 2, (name, result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "read-only" in lines[0], (name, result.stderr)
@@ -158,33 +155,42 @@ def test_read_only_refuses_every_mutation(engine, ro_world, docker_client, name,
 
 def test_a_read_only_engine_only_follows(engine, ro_world):
     """`engine --read-only` is a follower by design (it never takes the lease): it must not run the queued
-    deployment nor the due cleanup task while it runs."""
-    if not _exists(["engine"]):
-        pytest.skip("`engine` does not exist (yet)")
+    deployment nor the due cleanup task while it runs. It must really run all that time (an engine that crashed at
+    start would also leave both alone), and the same world with a plain engine does get its cleanup task done (so
+    there was something a leader would have done)."""
     from storage.models import CleanupTask
-    proc = subprocess.Popen(CLI + ["--read-only", "engine"], env=env_for(engine), stdout=subprocess.PIPE,
+    env = env_for(engine, DEPLOYER_DISPATCH_INTERVAL=0.5, DEPLOYER_CLEANUP_INTERVAL=0.5, DEPLOYER_LEASE_RETRY=0.5)
+    task = CleanupTask.get(CleanupTask.deployment == ro_world["failed"])
+    assert task.state == "pending" and task.due_at <= now()
+    proc = subprocess.Popen(CLI + ["--read-only", "engine"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        proc.wait(6)
+        ended = proc.wait(6)   # None: still running after a dozen dispatch and cleanup ticks
     except subprocess.TimeoutExpired:
+        ended = None
+    finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
+    assert ended is None, f"the read-only engine ended within 6 s (exit {ended}), so it proved nothing: {err}"
+    assert "started" in err and "read-only: following only" in err, err
     assert Deployment.get_by_id(ro_world["queued"]).status == "queued"
-    assert CleanupTask.get(CleanupTask.deployment == ro_world["failed"]).state == "pending"
+    assert CleanupTask.get_by_id(task.id).state == "pending"
+
+    leader = subprocess.Popen(CLI + ["engine"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: CleanupTask.get_by_id(task.id).state == "done", timeout=60,
+                 what="a plain engine to run the due cleanup task")
+    finally:
+        leader.terminate()
+        leader.wait(timeout=30)
 
 
 @pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["service", "ls"],
                                   ["containers", "--all", "--host", "local"], ["cleanup", "--dry-run"],
                                   ["reconcile", "--dry-run"], ["host", "ls", "--no-probe"], ["status"]])
 def test_read_only_still_reads(engine, ro_world, args):
-    words = []
-    for a in args:  # the command words, up to the first option
-        if a.startswith("-"):
-            break
-        words.append(a)
-    if not _exists(words):
-        pytest.skip(f"`{' '.join(args)}` does not exist (yet)")
-    result = run(["--read-only"] + args, env_for(engine), timeout=60)
+    assert _exists(_words(args)), f"`{' '.join(args)}` is not a command: this test would prove nothing"
+    result = run_cli(["--read-only"] + args, env_for(engine), timeout=60)
     assert result.returncode == 0, (args, result.stderr)
 
 
@@ -193,17 +199,17 @@ def test_every_operator_action_records_the_actor_with_the_ssh_client_address(eng
     env = env_for(engine, USER="alice", SSH_CLIENT="203.0.113.7 52311 22")
     env.pop("SSH_CONNECTION", None)
     actor = "alice@203.0.113.7"
-    assert run(["service", "add", "web", "--source", str(service_dir)], env).returncode == 0
-    result = run(["deploy", "web", "--detach", "--json"], env)
+    assert run_cli(["service", "add", "web", "--source", str(service_dir)], env).returncode == 0
+    result = run_cli(["deploy", "web", "--detach", "--json"], env)
     assert result.returncode == 0, result.stderr
     queued = json.loads(result.stdout)["id"]
     assert Deployment.get_by_id(queued).actor == actor
-    assert run(["cancel", queued], env).returncode == 0
+    assert run_cli(["cancel", queued], env).returncode == 0
     failed = engine.create_deployment("web")
     D.move(engine.store, failed.id, "failed", error="BUILDING: boom")
-    assert run(["resume", failed.id, "--detach"], env).returncode == 0
-    assert run(["cleanup"], env).returncode == 0
-    result = run(["deploy", "web"], env)  # foreground: the deployment row and its first event carry the actor too
+    assert run_cli(["resume", failed.id, "--detach"], env).returncode == 0
+    assert run_cli(["cleanup"], env).returncode == 0
+    result = run_cli(["deploy", "web"], env)  # foreground: the deployment row and its first event carry the actor too
     assert result.returncode == 0, result.stderr
     foreground = Deployment.select().order_by(Deployment.created_at.desc()).first()
     assert foreground.actor == actor and foreground.status == "success"
@@ -221,9 +227,8 @@ def test_every_operator_action_records_the_actor_with_the_ssh_client_address(eng
     assert acted("Resume of", failed.id)
     assert acted("Cleanup run by")
     assert acted("queued", foreground.id) and acted("started", foreground.id)
-    if _exists(["reconcile"]):
-        assert run(["reconcile"], env).returncode == 0
-        assert acted("Reconciliation pass run by")
+    assert run_cli(["reconcile"], env).returncode == 0
+    assert acted("Reconciliation pass run by")
 
 
 # ---------------------------------------------------------------------------------------------- secrets
@@ -232,7 +237,7 @@ def test_env_secrets_never_appear_in_events_logs_json_or_files(engine, service_d
     outputs = []
 
     def cli_ok(*args):
-        result = run(list(args), env)
+        result = run_cli(list(args), env)
         assert result.returncode == 0, (args, result.stderr)
         outputs.append(result.stdout + result.stderr)
         return result.stdout
@@ -249,7 +254,7 @@ def test_env_secrets_never_appear_in_events_logs_json_or_files(engine, service_d
     cli_ok("ls", "--json")
     cli_ok("containers", "--all", "--json")
     # a mistyped --env must not echo the value either
-    bad = run(["service", "add", "api", "--source", str(service_dir), "--env", f"BAD KEY={SECRET}"], env)
+    bad = run_cli(["service", "add", "api", "--source", str(service_dir), "--env", f"BAD KEY={SECRET}"], env)
     assert bad.returncode == 2
     outputs.append(bad.stdout + bad.stderr)
     # the container itself does get the value (that is the point of --env)

@@ -1,6 +1,7 @@
 """Ownership (issue 6): 20 foreign containers and 20 foreign volumes on the real engine -- no labels, managed=false,
 look-alike deployment ids (`<id>-x`, `x<id>`, `<ID>`, a prefix), another store's id, another project's labels, a
-project-scoped volume label -- run through every cleanup, retention and reconcile path. 0 may be touched.
+project-scoped volume label -- and the service's own shared project volume run through every cleanup, retention and
+reconcile path. 0 may be touched.
 
 The foreign resources are created here from deployer/base:busybox, named `fgn-<token>-*`, and removed at the end
 (by the ids recorded at creation; nothing else is touched)."""
@@ -127,15 +128,19 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
         engine, tmp_path, docker_client, foreign):
     engine.settings.cleanup.keep_failed = 1
     src = make_service_dir(tmp_path / "bad", dockerfile=CRASHING)
-    # (no shared project volume here: its name `prj<project id>-<name>` is the same for every store on the engine,
-    # so concurrent test stores collide on it; the foreign `project-scope` resources stand in for it)
-    engine.add_service("bad", str(src), volumes=["data:/data"])
+    # a shared project volume too: it belongs to the project, not to a deployment, so no path may remove it (its
+    # name carries the store id, so concurrent test stores on the engine do not share it)
+    engine.add_service("bad", str(src), volumes=["data:/data"], shared_volumes=["cache:/cache"])
     a = engine.deploy("bad")
     b = engine.deploy("bad")
     assert a.status == b.status == "failed"
     for dep in (a, b):
         containers, volumes = _ours(docker_client, engine.store_id, dep.id, foreign)
         assert len(containers) == 1 and len(volumes) == 1
+    shared_filter = {"label": [f"{L.STORE}={engine.store_id}", f"{L.SCOPE}=project"]}
+    shared = [v["Name"] for v in docker_client.api.volumes(filters=shared_filter)["Volumes"] or []]
+    assert len(shared) == 1, shared
+    shared_before = docker_client.api.inspect_volume(shared[0])
 
     token = uuid.uuid4().hex[:6]
     foreign.create(foreign_label_sets(engine.store_id, a.id, b.id, token))
@@ -160,19 +165,19 @@ def test_foreign_and_look_alike_resources_survive_every_cleanup_retention_and_re
     assert cleaner.retention()["rearmed"] == 1
     no_foreign_in(cleaner.plan())
     assert cleaner.run_due()["done"] == 1
-    if hasattr(engine, "cleanup"):
-        no_foreign_in(engine.cleanup(dry_run=True)["plan"])
-        engine.cleanup()
-    if hasattr(engine, "reconcile"):
-        # with no grace at all, so that the orphan path really acts on whatever it judges an orphan
-        engine.settings.scheduler.orphan_grace = 0
-        no_foreign_in_findings(engine.reconcile(dry_run=True), token)
-        no_foreign_in_findings(engine.reconcile(), token)
+    no_foreign_in(engine.cleanup(dry_run=True)["plan"])
+    engine.cleanup()
+    # with no grace at all, so that the orphan path really acts on whatever it judges an orphan
+    engine.settings.scheduler.orphan_grace = 0
+    no_foreign_in_findings(engine.reconcile(dry_run=True), token)
+    no_foreign_in_findings(engine.reconcile(), token)
     assert cleaner.run_due() == {"done": 0, "kept": 0, "skipped": 0, "retried": 0}
 
     after = foreign.snapshot()
     touched = [k for k in before if before[k] != after[k]]
     assert touched == [], f"{len(touched)} foreign resource(s) touched: {touched}"
+    shared_after = docker_client.api.inspect_volume(shared[0])
+    assert (shared_after["CreatedAt"], shared_after["Labels"]) == (shared_before["CreatedAt"], shared_before["Labels"])
     # the paths really ran: our resources are gone
     for dep in (a, b):
         assert _ours(docker_client, engine.store_id, dep.id, foreign) == ([], [])
