@@ -8,12 +8,11 @@ import threading
 import time
 
 import click
-import peewee
 
+import storage
 from console import config, fmt
 from console.engine.errors import DeployerError, EngineUnavailable, InputError, one_line
 from console.engine.validate import PHASES, STATUSES
-from storage.db import StoreError
 
 log = logging.getLogger("deployer")
 
@@ -31,8 +30,9 @@ class Ctx:
     @property
     def engine(self):
         if self._engine is None:
-            from console.engine.core import Engine
             settings = self.settings
+            storage.sqlite_only(settings.db_url)   # before the engine's import brings peewee in
+            from console.engine.core import Engine
             log_to_file(settings.data_dir)
             self._engine = Engine(settings)
             for warning in self._engine.warnings:
@@ -689,15 +689,18 @@ def main():
     except click.ClickException as e:
         lines = e.format_message().strip().splitlines()
         fail(lines[0] if lines else type(e).__name__, 2, as_json)
-    except (DeployerError, StoreError, config.ConfigError) as e:
+    except (DeployerError, config.ConfigError) as e:
         fail(one_line(e), getattr(e, "exit_code", 1), as_json)
-    except peewee.DatabaseError as e:  # a store damaged past what opening it checks, or locked past the timeout
-        log.debug("store error", exc_info=True)
-        fail(f"the store cannot be used: {one_line(e)}", 1, as_json)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # the operator gets one line; the traceback goes to the log
+        # the store's errors can only come from a command that loaded the store (and peewee): looked up, not imported
+        errors, peewee = sys.modules.get("storage.errors"), sys.modules.get("peewee")
+        if errors is not None and isinstance(e, errors.StoreError):
+            fail(one_line(e), getattr(e, "exit_code", 1), as_json)
         log.debug("unexpected error", exc_info=True)
+        if peewee is not None and isinstance(e, peewee.DatabaseError):  # damaged past what opening checks, or locked
+            fail(f"the store cannot be used: {one_line(e)}", 1, as_json)
         fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 1, as_json)
 
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlsplit, urlu
 
 import peewee
 
-from storage import migrations
+from storage import is_server_url, migrations
 from storage.errors import StoreError, StoreUnavailable  # noqa: F401 (storage.db.StoreError is public)
 from storage.models import MODELS, database
 
@@ -273,7 +273,7 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
     url = str(db)
     warnings: list[str] = []
     guard = False
-    if "://" in url and not url.startswith("sqlite"):
+    if is_server_url(url):
         try:
             # peewee runs in autocommit mode outside `atomic()`; a server that does not answer fails in 10 s unless
             # the URL says otherwise (?connect_timeout=N)

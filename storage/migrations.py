@@ -4,8 +4,6 @@ To change the schema: bump LATEST and add a function `_to_N(migrator)` below; it
 write transaction, and the version in Meta moves with it.
 """
 from peewee import CharField, DoubleField, IntegerField, TextField
-from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
-from playhouse.migrate import migrate as run_migrations
 
 from storage.errors import StoreError
 from storage.models import MODELS, JSONField, Meta
@@ -13,7 +11,14 @@ from storage.models import MODELS, JSONField, Meta
 LATEST = 4
 
 
+def run_migrations(*operations) -> None:
+    # playhouse.migrate loads every backend's extension: imported only when a step runs, not at every store opening
+    from playhouse.migrate import migrate
+    migrate(*operations)
+
+
 def _migrator(store):
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
     return SqliteMigrator(store.db) if store.is_sqlite else PostgresqlMigrator(store.db)
 
 

@@ -109,15 +109,26 @@ def test_a_bare_group_prints_its_help(cli, engine):
     assert result.returncode == 0 and "Commands:" in result.stdout and result.stderr == ""
 
 
-@pytest.mark.parametrize("args", [["ls", "--json"], ["show", "--help"], ["service", "ls", "--json"]])
-def test_a_store_only_command_starts_without_docker_py_textual_prometheus_or_apprise(engine, args):
-    env = cli_env(engine)
+@pytest.mark.parametrize("args", [["ls", "--json"], ["status", "--json"], ["show", "--help"],
+                                  ["service", "ls", "--json"]])
+def test_a_read_command_imports_only_what_it_uses(engine, args):
+    """The fast start of `ls --json` and `status --json` (bench/cli_bench.py times it; this test holds its shape):
+    no docker-py (nor requests or paramiko), Textual, APScheduler, prometheus_client or apprise; on a SQLite store
+    no PostgreSQL driver and none of playhouse's backends either. `status` pings the machine's engine on its unix
+    socket without docker-py (console/engine/docker_ping.py)."""
+    from console.engine.docker_ping import socket_path
+    assert socket_path(None), "this test needs the machine's Docker engine on a unix socket (DOCKER_HOST unset)"
+    heavy = ["docker", "requests", "paramiko", "textual", "apscheduler", "prometheus_client", "apprise"]
+    if not engine.settings.db:
+        heavy += ["psycopg2", "psycopg", "playhouse.migrate", "playhouse.db_url", "playhouse.postgres_ext"]
     code = ("import runpy, sys\n"
             f"sys.argv = ['deployer-console', *{args!r}]\n"
             "try:\n    runpy.run_module('console.cli', run_name='__main__')\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "heavy = ('docker', 'textual', 'prometheus_client', 'apprise')\n"
-            "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+            f"print(sorted(m for m in {heavy!r} if sys.modules.get(m) is not None), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env(engine), capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "[]"
+    if args[0] == "status":   # and it did ask the engine
+        assert json.loads(result.stdout)["hosts"][0]["reachable"] is True, result.stdout

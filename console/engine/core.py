@@ -556,7 +556,7 @@ class Engine:
     def status(self, probe: bool = False) -> dict:
         """Leader, this process's role, each job's last run, cleanup queue, hosts (probed now with probe; see
         scheduler.status)."""
-        from console.engine.scheduler import status
+        from console.engine.status import status
         return status(self, probe=probe)
 
     def reconcile(self, dry_run: bool = False) -> dict:

@@ -3,9 +3,8 @@
 Exit codes: 1 other, 2 input, 3 a Docker engine unreachable, 4 the store unreachable (`StoreUnavailable`, defined
 next to the store in storage/db.py: a PostgreSQL server that does not answer or dropped the connection).
 """
-from storage.db import StoreUnavailable  # noqa: F401 - exit code 4, re-exported for the faces
-
-STORE_UNREACHABLE_EXIT = StoreUnavailable.exit_code
+STORE_UNREACHABLE_EXIT = 4   # StoreUnavailable.exit_code (a test holds them equal): this module imports no store,
+# so reading the config (which raises InputError) does not load peewee and its drivers
 
 
 class DeployerError(Exception):

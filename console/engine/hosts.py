@@ -319,6 +319,9 @@ class Hosts:
         def ping(name):
             try:
                 self.breaker.clear(name)  # a probe always asks the engine itself
+                if self._ping_socket(name, timeout):
+                    results[name] = None
+                    return
                 # the ping itself is bounded too (a host that accepts but never answers)
                 self.gateway(name).ping(timeout=timeout, probe=True)
                 results[name] = None
@@ -330,6 +333,24 @@ class Hosts:
         wait(futures, timeout=timeout)
         pool.shutdown(wait=False)
         return results
+
+    def _ping_socket(self, name: str, timeout: float) -> bool:
+        """Ping an engine on a local unix socket without docker-py (docker_ping.py): True when it answered; False
+        when the engine is reached another way (the caller asks docker-py). A failure is what making its client
+        would have been: the breaker trips, the error is counted, EngineUnavailable says why."""
+        from console.engine import docker_ping
+        spec = self.spec(name)
+        path = None if spec.tls_ca or spec.tls_cert else docker_ping.socket_path(spec.url or None)
+        if path is None:
+            return False
+        try:
+            docker_ping.ping(path, timeout)
+        except docker_ping.PingFailed as e:
+            if not e.connected:
+                self.breaker.trip(name, str(e))
+            raise EngineUnavailable(f"Docker host {name} ({spec.url or 'from environment'}) unreachable: {e}") from e
+        self.breaker.clear(name)
+        return True
 
     def require(self, names, timeout: float | None = None) -> dict[str, str]:
         """Probe the hosts a command needs. Raises EngineUnavailable (one line naming them) when none of them

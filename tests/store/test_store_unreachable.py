@@ -13,7 +13,7 @@ NOBODY = "postgresql://deployer:secret-pw@127.0.0.1:1/deployer"   # loopback por
 
 
 def test_a_server_that_does_not_answer_is_store_unreachable_exit_4_in_one_line(tmp_path):
-    assert STORE_UNREACHABLE_EXIT == 4 and STORE_UNREACHABLE_EXIT != EngineUnavailable.exit_code
+    assert STORE_UNREACHABLE_EXIT == StoreUnavailable.exit_code == 4 != EngineUnavailable.exit_code
     with pytest.raises(StoreUnavailable) as e:
         open_store(NOBODY)
     assert str(e.value).startswith("store unreachable: ") and "secret-pw" not in str(e.value)

@@ -16,7 +16,6 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from console.engine import pipeline
-from console.engine.errors import StoreUnavailable
 from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
 from console.tui.screens.modals import HelpScreen, HostsScreen
 from console.tui.widgets.containers import ContainersTable
@@ -25,6 +24,7 @@ from console.tui.widgets.eventlog import EventLog
 from console.tui.widgets.footer import Footer
 from console.tui.widgets.notice import NoticeLine
 from console.tui.widgets.statusbar import StatusBar
+from storage.db import StoreUnavailable
 
 MUTATING = {"cancel", "resume", "rollback"}
 VIEWS = ("deployments", "containers", "events", "hosts")
