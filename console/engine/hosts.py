@@ -312,14 +312,15 @@ class Hosts:
     def probe(self, timeout: float | None = None, names=None) -> dict[str, str | None]:
         """Ping every host (or `names`) in parallel, bounded by the timeout as a whole. Returns {name: None if up
         else error}; see `record` to note it."""
-        names = self.names() if names is None else list(names)
+        specs = self.specs()   # read here: a worker thread would open a store connection of its own to read them
+        names = list(specs) if names is None else list(names)
         timeout = timeout or self.settings.scheduler.host_timeout
         results: dict[str, str | None] = {n: f"no answer within {timeout:.0f} s" for n in names}
 
         def ping(name):
             try:
                 self.breaker.clear(name)  # a probe always asks the engine itself
-                if self._ping_socket(name, timeout):
+                if self._ping_socket(specs.get(name) or self.spec(name), timeout):
                     results[name] = None
                     return
                 # the ping itself is bounded too (a host that accepts but never answers)
@@ -334,12 +335,12 @@ class Hosts:
         pool.shutdown(wait=False)
         return results
 
-    def _ping_socket(self, name: str, timeout: float) -> bool:
+    def _ping_socket(self, spec: HostSpec, timeout: float) -> bool:
         """Ping an engine on a local unix socket without docker-py (docker_ping.py): True when it answered; False
         when the engine is reached another way (the caller asks docker-py). A failure is what making its client
         would have been: the breaker trips, the error is counted, EngineUnavailable says why."""
         from console.engine import docker_ping
-        spec = self.spec(name)
+        name = spec.name
         path = None if spec.tls_ca or spec.tls_cert else docker_ping.socket_path(spec.url or None)
         if path is None:
             return False
