@@ -20,6 +20,11 @@ PAIRS = 15
 WARMUP = 2
 TARGET_RATIO = 4.0
 
+# the start-up no read command can go below: the interpreter alone, and with the two libraries every command loads
+# (peewee without other databases' drivers, as a command on a SQLite store loads it)
+FLOORS = (("python -c pass", "pass"),
+          ("python -c 'import click, peewee'", "import storage; storage.sqlite_only('x.db'); import click, peewee"))
+
 NOTES = ("Wall-clock time of whole processes (fork to exit), the environment's Python and the installed "
          "`deployer-console` entry point; `status --json` asks every Docker host now, as the command does.")
 
@@ -82,6 +87,13 @@ def run() -> list[dict]:
                                   f"ours {statistics.median(ours) * 1000:.0f} ms, docker ps "
                                   f"{statistics.median(theirs) * 1000:.0f} ms (medians); ratios "
                                   f"{min(ratios):.1f}-{max(ratios):.1f}"))
+        # context: what any Python command, and one that parses with click and reads with peewee, costs here
+        for label, code in FLOORS:
+            ours, theirs = _paired([sys.executable, "-c", code], [docker, "ps"], env)
+            ratios = [x / y for x, y in zip(ours, theirs)]
+            rows.append(B.info(f"floor: {label} / docker ps, wall, median of {PAIRS} pairs",
+                               round(statistics.median(ratios), 2), "×",
+                               f"{statistics.median(ours) * 1000:.0f} ms vs {statistics.median(theirs) * 1000:.0f} ms"))
     finally:
         shutil.rmtree(data.parent, ignore_errors=True)
     return rows
