@@ -41,11 +41,10 @@ from console.config import listen_address
 from console.engine import deployments as D
 from console.engine import notify, reconcile
 from console.engine.cleanup import Cleaner
-from console.engine.errors import InputError
+from console.engine.errors import InputError, one_line
 from console.engine.lease import LeaseKeeper
 from console.engine.metrics import MetricsServer
 from console.engine.pipeline import ServiceBusy
-from console.engine.errors import one_line
 from console.engine.status import JOBS
 from console.engine.validate import PHASES
 from storage.clock import now

@@ -11,8 +11,8 @@ from console import config
 from storage.models import CleanupTask, Deployment, Service
 from tests.conftest import make_service_dir, make_settings, wait_for
 from tests.prometheus import Prometheus
-from tests.servers import free_port
 from tests.reliability import fast_env, spawn, stop_all
+from tests.servers import free_port
 
 
 def store_deployments() -> dict[tuple, float]:

@@ -13,8 +13,8 @@ from console.engine.pipeline import container_name
 from storage import migrations
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Rollback
-from tests.oldstore import downgrade_to_v1
 from tests.conftest import make_service_dir, wait_for
+from tests.oldstore import downgrade_to_v1
 from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 

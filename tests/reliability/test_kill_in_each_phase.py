@@ -10,8 +10,8 @@ from console.engine import labels as L
 from console.engine.paths import link_target
 from console.engine.validate import PHASES
 from storage.models import CleanupTask, Deployment, DeploymentEvent
-from tests.conftest import wait_for
 from tests.cli import run_cli
+from tests.conftest import wait_for
 from tests.reliability import fast_env, kill, spawn, wait_for_fault_pause
 
 

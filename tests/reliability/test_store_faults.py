@@ -20,7 +20,6 @@ from storage.models import CleanupTask, Deployment, DeploymentEvent
 from tests.cli import CLI, cli_env, run_cli
 from tests.conftest import make_service_dir, wait_for
 
-
 # Takes the write lock like a second deployer-console (or a sqlite3 shell) would, writes a row, holds it, commits.
 LOCK_HOLDER = r"""
 import sqlite3, sys, time

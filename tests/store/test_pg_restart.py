@@ -14,9 +14,9 @@ import pytest
 from console.engine import labels as L
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, Lease
+from tests.cli import run_cli
 from tests.conftest import make_settings, purge_store_resources, wait_for
 from tests.pgcluster import Cluster
-from tests.cli import run_cli
 from tests.reliability import fast_env, spawn, stop_all, wait_for_fault_pause
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]

@@ -20,7 +20,6 @@ from storage.models import CleanupTask, Deployment, Meta, Project, Service
 from tests.cli import cli_env, run_cli
 
 
-
 @pytest.fixture
 def store(settings):
     st = open_store(settings.db_url)

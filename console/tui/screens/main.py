@@ -59,7 +59,7 @@ RESERVED = {"j", "k", "g", "G", "home", "end", "up", "down", "left", "right", "p
 def checked_keymap(keys: dict[str, str], app_ids=frozenset(APP_DEFAULTS)) -> tuple[dict[str, str], list[str]]:
     """The `[keys]` rebindings that can be applied, and one line per problem. A rebinding onto a key another action
     already has is refused and reported, so neither action loses its key silently."""
-    from textual.keys import _normalize_key_list   # Textual's own spelling of keys ("?" -> "question_mark")
+    from textual.keys import _normalize_key_list  # Textual's own spelling of keys ("?" -> "question_mark")
     defaults = {i: k for i, (k, _, _) in ACTIONS.items()} | {i: APP_DEFAULTS[i] for i in app_ids}
     problems, applied = [], {}
     unknown = sorted(set(keys) - set(defaults))
