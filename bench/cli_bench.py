@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from bench import benchlib as B
+from tests.cli import CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = 15
@@ -27,11 +28,6 @@ FLOORS = (("python -c pass", "pass"),
 
 NOTES = ("Wall-clock time of whole processes (fork to exit), the environment's Python and the installed "
          "`deployer-console` entry point; `status --json` asks every Docker host now, as the command does.")
-
-
-def _console() -> list[str]:
-    exe = Path(sys.executable).with_name("deployer-console")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "console.cli"]
 
 
 def _wall(argv: list[str], env: dict) -> float:
@@ -79,7 +75,7 @@ def run() -> list[dict]:
     rows = []
     try:
         for command in (["ls", "--json"], ["status", "--json"]):
-            ours, theirs = _paired(_console() + command, [docker, "ps"], env)
+            ours, theirs = _paired(CLI + command, [docker, "ps"], env)
             ratios = [x / y for x, y in zip(ours, theirs)]
             label = f"deployer-console {' '.join(command)}"
             rows.append(B.at_most(f"{label} / docker ps, wall, median of {PAIRS} pairs",
