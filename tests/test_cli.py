@@ -119,7 +119,7 @@ def test_a_read_command_imports_only_what_it_uses(engine, args):
     from console.engine.docker_ping import socket_path
     assert socket_path(None), "this test needs the machine's Docker engine on a unix socket (DOCKER_HOST unset)"
     heavy = ["docker", "requests", "paramiko", "textual", "apscheduler", "prometheus_client", "apprise"]
-    if not engine.settings.db:
+    if not engine.settings.store.db:
         heavy += ["psycopg2", "psycopg", "playhouse.migrate", "playhouse.db_url", "playhouse.postgres_ext"]
     code = ("import runpy, sys\n"
             f"sys.argv = ['deployer-console', *{args!r}]\n"
