@@ -148,14 +148,16 @@ def service():
 @click.option("--env", "env", multiple=True, metavar="K=V")
 @click.option("--host", default=None, help="Docker host the service runs on (default: the default host).")
 @click.option("--project", default="default", show_default=True)
+@click.option("--shell", default=None, help="Shell that `x` and `exec` open in its containers (default: sh).")
 @click.option("--replace", is_flag=True, help="Change an existing service.")
 @_json_flag
 @click.pass_obj
-def service_add(ctx, name, source, port, health_path, route_host, volumes, shared, env, host, project, replace,
+def service_add(ctx, name, source, port, health_path, route_host, volumes, shared, env, host, project, shell, replace,
                 json_out):
     from console.engine.validate import service_name
     service_name(name)
-    ctx.engine.add_service(name, source, port, health_path, route_host, volumes, shared, env, host, project, replace)
+    ctx.engine.add_service(name, source, port, health_path, route_host, volumes, shared, env, host, project, replace,
+                           shell)
     row = next(s for s in ctx.engine.services() if s["name"] == name)
     emit(ctx, row, f"service {name} added (source {row['source']}, port {row['port']})", json_out)
 

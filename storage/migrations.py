@@ -8,7 +8,7 @@ from peewee import CharField, DoubleField, IntegerField, TextField
 from storage.errors import StoreError
 from storage.models import MODELS, JSONField, Meta
 
-LATEST = 4
+LATEST = 5
 
 
 def run_migrations(*operations) -> None:
@@ -36,6 +36,8 @@ STEPS: dict[int, callable] = {
     3: _rollback_owner,
     # an event's structured detail (an audit record's action, target and outcome); older rows keep NULL
     4: lambda store, m: run_migrations(m.add_column("deployment_event", "detail", JSONField(null=True))),
+    # the shell `x` and `exec` open in a service's container; NULL: sh
+    5: lambda store, m: run_migrations(m.add_column("service", "shell", CharField(null=True))),
 }
 
 

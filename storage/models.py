@@ -60,6 +60,7 @@ class Service(Base):
     shared_volumes = JSONField(default=list)   # [{"name": ..., "path": ...}] one per project
     env = JSONField(default=dict)
     host = CharField(null=True)                # None: the default host
+    shell = CharField(null=True)               # what `x` / `exec` runs without a command; None: sh
     created_at = DoubleField(default=now)
 
 

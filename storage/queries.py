@@ -5,7 +5,8 @@ from storage.models import CleanupTask, Deployment, Service
 def service_dict(s: Service) -> dict:
     return {"name": s.name, "project": s.project.name, "source": s.source, "port": s.port,
             "health_path": s.health_path, "route_host": s.route_host, "volumes": s.volumes,
-            "shared_volumes": s.shared_volumes, "env": {k: "***" for k in (s.env or {})}, "host": s.host}
+            "shared_volumes": s.shared_volumes, "env": {k: "***" for k in (s.env or {})}, "host": s.host,
+            "shell": s.shell}
 
 
 def cleanup_dict(t: CleanupTask) -> dict:

@@ -12,6 +12,7 @@ ADDED_AFTER_V1 = [
     ("rollback", "owner"), ("rollback", "owner_machine"),           # step 3
     ("rollback", "owner_pid"), ("rollback", "heartbeat_at"),
     ("deployment_event", "detail"),                                 # step 4
+    ("service", "shell"),                                           # step 5
 ]
 
 

@@ -166,13 +166,13 @@ class Engine:
     # ---- services
     def add_service(self, name: str, source: str, port: int = 8080, health_path: str = "/", route_host=None,
                     volumes=(), shared_volumes=(), env=(), host: str | None = None, project: str = "default",
-                    replace: bool = False) -> Service:
+                    replace: bool = False, shell: str | None = None) -> Service:
         with self.operator_action("service add", name) as act:
             return self._add_service(act, name, source, port, health_path, route_host, volumes, shared_volumes, env,
-                                     host, project, replace)
+                                     host, project, replace, shell)
 
     def _add_service(self, act, name, source, port, health_path, route_host, volumes, shared_volumes, env, host,
-                     project, replace) -> Service:
+                     project, replace, shell=None) -> Service:
         from pathlib import Path
         validate.service_name(name)
         validate.project_name(project)
@@ -180,6 +180,8 @@ class Engine:
         validate.health_path(health_path)
         if route_host:
             validate.route_host(route_host)
+        if shell is not None:
+            validate.shell(shell)
         src = Path(source).expanduser()
         if not src.is_dir():
             raise InputError(f"source {source} is not a directory")
@@ -195,7 +197,8 @@ class Engine:
         with self.store.write():
             proj, _ = Project.get_or_create(name=project)
             fields = dict(project=proj, source=str(src.resolve()), port=port, health_path=health_path,
-                          route_host=route_host, volumes=vols, shared_volumes=shared, env=env_map, host=host)
+                          route_host=route_host, volumes=vols, shared_volumes=shared, env=env_map, host=host,
+                          shell=shell)
             existing = Service.get_or_none(Service.name == name)
             if existing and not replace:
                 raise InputError(f"service {name} exists; use --replace to change it")

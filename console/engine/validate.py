@@ -15,6 +15,7 @@ DEPLOYMENT_RE = re.compile(r"^[0-9a-f]{4,12}$")   # a full id is 12 hex digits; 
 HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 VOLUME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SHELL_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,100}$")   # one program, run without a shell around it
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/?=&%-]{0,200}$")
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 ROUTE_HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -67,6 +68,10 @@ def port(value) -> int:
 
 def health_path(value) -> str:
     return _check("health path", value, HEALTH_PATH_RE, "an absolute URL path such as /healthz")
+
+
+def shell(value) -> str:
+    return _check("shell", value, SHELL_RE, "one program such as sh, bash or /bin/ash (no spaces)")
 
 
 def route_host(value) -> str:
