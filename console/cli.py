@@ -279,6 +279,35 @@ def cancel(ctx, deployment_id, json_out):
     emit(ctx, _public(ctx.engine.show(dep.id, events=False)), f"deployment {dep.id} cancelled", json_out)
 
 
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("deployment_id", metavar="ID")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
+@click.pass_obj
+def exec_(ctx, deployment_id, command):
+    """Open a shell in deployment ID's running container (the service's shell, sh unless set), or run CMD there.
+    Interactive (a terminal) when stdin and stdout are one, plain otherwise; the exit code is the command's."""
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    sys.exit(ctx.engine.exec(deployment_id, command, tty=tty))
+
+
+@cli.command()
+@click.argument("deployment_ids", nargs=-1, required=True, metavar="ID...")
+@_json_flag
+@click.pass_obj
+def clean(ctx, deployment_ids, json_out):
+    """Run the cleanup of failed or cancelled deployments now instead of after cleanup_delay. Each ID is cleaned
+    or named with why not (the others still run); the exit code is not 0 when any was not cleaned."""
+    results = ctx.engine.for_each("clean", deployment_ids)
+    emit(ctx, results, "\n".join(f"{r['id']}  {r['outcome']}" for r in results if r["ok"]) or None, json_out)
+    if not (ctx.json or json_out):
+        for r in results:
+            if not r["ok"]:
+                click.echo(f"error: {r['id']}: {r['error']}", err=True)
+    failed = [r["code"] for r in results if not r["ok"]]
+    if failed:
+        sys.exit(max(failed))
+
+
 @cli.command()
 @click.argument("deployment_id")
 @click.option("--from", "from_phase", type=click.Choice(PHASES, case_sensitive=False), help="Phase to resume from.")

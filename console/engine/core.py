@@ -9,7 +9,7 @@ from console.config import Settings
 from console.engine import deployments as D
 from console.engine import liveness, notify, validate
 from console.engine.context import Context
-from console.engine.errors import EngineUnavailable, InputError, ReadOnlyError, one_line
+from console.engine.errors import DeployerError, EngineUnavailable, InputError, ReadOnlyError, one_line
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
 from storage import queries
@@ -366,6 +366,27 @@ class Engine:
             releases.restore(self.ctx, Deployment.get_by_id(dep.id))
         return Deployment.get_by_id(dep.id)
 
+    def exec_session(self, deployment_id: str, command=(), tty: bool = True):
+        """A shell (no command: the service's, `sh` unless set) or `command` in the deployment's running container,
+        ready to run in the caller's terminal (shell.ExecSession.run). Refused in read-only mode and unless the
+        container is this store's and this deployment's; audited (who, which container, on which host) before it
+        opens."""
+        from console.engine import shell
+        with self.operator_action("exec", deployment_id, deployment_id=deployment_id) as act:
+            dep = self.get(deployment_id)
+            act.deployment_id, act.target, act.host, act.known = dep.id, dep.id, dep.host, True
+            session = shell.prepare(self, dep, list(command), tty)
+            act.target = f"{dep.id} container {session.container}"
+            what = "shell" if not command else "command"
+            with self.store.write():
+                act.ok(f"{act.actor} opened a {what} in container {session.container} of deployment {dep.id} on "
+                       f"{dep.host}: {' '.join(session.command)[:200]}")
+        return session
+
+    def exec(self, deployment_id: str, command=(), tty: bool = True) -> int:
+        """Run `exec_session` here, in this process's terminal; the command's exit code."""
+        return self.exec_session(deployment_id, command, tty).run()
+
     def resume(self, deployment_id: str, from_phase: str | None = None, detach: bool = False, on_phase=None):
         """Resume a failed or stuck deployment from a phase. With detach the request is written to the store for
         the engine that holds the lease; otherwise it runs here, in the foreground."""
@@ -439,6 +460,60 @@ class Engine:
                 act.ok(f"Cleanup run by {act.actor}: {counts['done']} done, {counts['kept']} kept, "
                        f"{counts['skipped']} skipped, {counts['retried']} to retry")
         return {"dry_run": False, "counts": counts, "plan": cleaner.plan(), "unreachable": down}
+
+    def clean_now(self, deployment_id: str) -> dict:
+        """Run the cleanup of a failed or cancelled deployment now instead of after cleanup_delay, through the same
+        Cleaner the scheduler runs (archive, backups, removal events, keep rules). Returns {"id", "outcome" (done or
+        kept), "state"}. Refused (InputError, named) when there is nothing to run: not failed/cancelled, no open
+        task, already done or running, or the cleanup must wait (its pipeline still stopping, an active rollback);
+        a run that fails raises with the task's error (it stays queued and is retried)."""
+        from console.engine.cleanup import Cleaner
+        from storage.clock import now
+        with self.operator_action("clean", deployment_id, deployment_id=deployment_id) as act:
+            dep = self.get(deployment_id)
+            act.deployment_id, act.target, act.host, act.known = dep.id, dep.id, dep.host, True
+            if dep.status not in ("failed", "cancelled"):
+                raise InputError(f"deployment {dep.id} is {dep.status}; only failed or cancelled deployments are "
+                                 f"cleaned up")
+            task = (CleanupTask.select().where(CleanupTask.deployment == dep.id)
+                    .order_by(CleanupTask.id.desc()).first())
+            if task is None:
+                raise InputError(f"deployment {dep.id} has no cleanup task")
+            if task.state != "pending":
+                said = {"done": "is already cleaned up", "running": "is being cleaned up now",
+                        "kept": "is kept for inspection (keep_failed)", "abandoned": "has an abandoned cleanup"}
+                raise InputError(f"deployment {dep.id} {said.get(task.state, f'has a {task.state} cleanup')}")
+            self.hosts.require([dep.host])    # its engine does not answer: exit 3, nothing recorded as run
+            with self.store.write():
+                CleanupTask.update(due_at=now()).where((CleanupTask.id == task.id) &
+                                                       (CleanupTask.state == "pending")).execute()
+            counts = Cleaner(self).run_due(deployment_id=dep.id)
+            task = CleanupTask.get_by_id(task.id)
+            if task.state == "running":   # another engine claimed it first: it runs there
+                raise InputError(f"deployment {dep.id} is being cleaned up by another engine now")
+            if task.state == "pending":   # it has to wait (pipeline, rollback, archive space) or failed: say why
+                why = task.last_error or "an active rollback involves it"
+                if counts["retried"] and task.attempts and not why.startswith(("Volume kept", "Engine stopping")):
+                    raise DeployerError(f"cleanup of deployment {dep.id} failed: {why}; it is retried")
+                raise InputError(f"cleanup of deployment {dep.id} cannot run now: {why}")
+            outcome = "done" if task.state == "done" else task.state
+            with self.store.write():
+                act.ok(f"Cleanup of deployment {dep.id} run now by {act.actor}: {outcome}")
+        return {"id": dep.id, "outcome": outcome, "state": task.state}
+
+    def for_each(self, action: str, deployment_ids) -> list[dict]:
+        """`cancel` or `clean` (clean_now) on each deployment, in order, each its own audited action: one result per
+        id, {"id", "ok": True, "outcome"} or {"id", "ok": False, "error", "code"}, so one that does not apply is
+        named and skipped while the others still run. Read-only refuses the whole request before any."""
+        run = {"cancel": lambda i: self.cancel(i).status, "clean": lambda i: self.clean_now(i)["outcome"]}[action]
+        self._mutation(action)
+        out = []
+        for dep_id in dict.fromkeys(deployment_ids):
+            try:
+                out.append({"id": dep_id, "ok": True, "outcome": run(dep_id)})
+            except DeployerError as e:
+                out.append({"id": dep_id, "ok": False, "error": one_line(e), "code": e.exit_code})
+        return out
 
     # ---- containers
     def containers(self, all: bool = False, host: str | None = None, unreachable: dict | None = None) -> list[dict]:
