@@ -16,14 +16,14 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from console.tui.data import one_line
-from console.tui.screens.main import ACTIONS, MUTATING, MainScreen, checked_keymap
+from console.tui.screens.main import ACTIONS, MARKS, MUTATING, MainScreen, checked_keymap
 from console.tui.screens.modals import ConfirmScreen, ResumeScreen
 from console.tui.widgets.notice import NoticeLine
 
 log = logging.getLogger(__name__)
 APP_IDS = {"help", "quit"}
 PALETTE_NAMES = {"containers": "All containers", "event_kind": "Event kind", "event_scope": "Event scope",
-                 "command": "Open a view"}
+                 "command": "Open a view", "unmark": "Clear marks", "copy": "Copy id"}
 PREWARM_CHECK_S = 0.1        # how often start-up checks whether the first poll has been drawn (then builds dialogs)
 PREWARM_LATEST_S = 5.0
 
@@ -77,7 +77,7 @@ class DeployerConsole(App):
         if problems:   # a refused rebinding is said at start: neither action lost its key silently
             self.notify("[keys] " + "; ".join(problems), severity="warning", timeout=15)
         elif self.engine.settings.read_only:
-            self.notify("read-only mode: cancel, resume and rollback are refused", title="READ-ONLY",
+            self.notify("read-only mode: cancel, resume, rollback, clean now and shell are refused", title="READ-ONLY",
                         severity="warning", timeout=4)
 
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
@@ -214,7 +214,7 @@ class DeployerConsole(App):
         keys = {binding_id: shown for shown, binding_id, _ in self.main.help_rows()}   # id -> keys bound now
         for action, (_, label, text) in ACTIONS.items():
             title = f"{PALETTE_NAMES.get(action, label)}  ({keys.get(action, '')})"
-            if action in MUTATING and self.engine.settings.read_only:
+            if action in MUTATING | MARKS and self.engine.settings.read_only:
                 title += "  read-only: refused"
             yield SystemCommand(title, text, partial(self._palette, action))
         yield SystemCommand(f"Help  ({keys.get('help', '?')})", "List every key binding", self.action_help)

@@ -61,7 +61,7 @@ def test_help_shows_keys_rebound_from_the_config(seeded, snap_compare):
         await settle(pilot)
         await pilot.press("question_mark")
         await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "HelpScreen", what="help")
-    assert snap_compare(seeded(keys={"cancel": "x", "rollback": "ctrl+b"}), terminal_size=SIZE, run_before=before)
+    assert snap_compare(seeded(keys={"cancel": "w", "rollback": "ctrl+b"}), terminal_size=SIZE, run_before=before)
 
 
 def test_read_only_mode_offers_no_mutating_key_and_says_so_in_one_line(seeded, snap_compare):

@@ -26,7 +26,8 @@ from console.tui.widgets.notice import NoticeLine
 from console.tui.widgets.statusbar import StatusBar
 from storage.db import StoreUnavailable
 
-MUTATING = {"cancel", "resume", "rollback"}
+MUTATING = {"cancel", "resume", "rollback", "shell", "clean"}
+MARKS = {"mark", "unmark"}     # only for cancel and clean: not offered in read-only mode either
 VIEWS = ("deployments", "containers", "events", "hosts")
 
 # binding id -> (default key, footer label, what it does); ids are what [console.keys] in config.toml rebinds
@@ -34,6 +35,14 @@ ACTIONS = {
     "cancel": ("c", "Cancel", "Cancel the selected deployment (asks first; its resources are cleaned up)"),
     "resume": ("r", "Resume", "Resume the selected failed/stuck deployment from a phase you pick"),
     "rollback": ("b", "Rollback", "Roll the selected deployment's service back to its previous release"),
+    "clean": ("C", "Clean now", "Run the cleanup of the selected (or every marked) failed/cancelled deployment now "
+                                "instead of after cleanup_delay (asks first)"),
+    "shell": ("x", "Shell", "Open a shell in the selected deployment's running container; the console comes back "
+                            "as it was when the shell exits"),
+    "mark": ("space", "Mark", "Mark / unmark the selected deployment: c and C then act on every marked one"),
+    "unmark": ("ctrl+space,ctrl+@", "Unmark", "Clear every mark"),
+    "copy": ("y", "Copy", "Copy the selected id (deployment, or container in its pane; the event line at the bottom "
+                          "of the event log when it has focus) to the clipboard with OSC 52 (works over SSH and tmux)"),
     "details": ("d", "Details", "Details: phase timeline, events, cleanup task, containers"),
     "logs": ("l", "Logs", "Follow the logs of the selected container"),
     "filter": ("slash", "Filter", "Filter as you type: words matched in id, service, status, host and error "
@@ -47,7 +56,8 @@ ACTIONS = {
     "command": ("colon", "Views", "Open a view by name: :deployments, :containers, :events, :hosts"),
 }
 PROMPTS = {"filter", "command"}
-HIDDEN = {"event_kind", "event_scope", "newest", "command"}   # in help and the palette, not in the footer
+# in help and the palette, not in the footer (a marked table says its keys in its title)
+HIDDEN = {"event_kind", "event_scope", "newest", "command", "clean", "mark", "unmark", "copy"}
 
 
 APP_DEFAULTS = {"help": "question_mark", "quit": "q"}
@@ -242,6 +252,9 @@ class MainScreen(Screen):
             dep.border_title = f"Deployments {self.matched} of {self.total} · /{flt}"
         else:
             dep.border_title = f"Deployments {self.total}"
+        marked = len(self.query_one(DeploymentsTable).marked)
+        if marked:
+            dep.border_title += f" · {marked} marked: c cancel, C clean now, ctrl+space unmark"
         dep.border_subtitle = f"sort {self.sort}"
         self.query_one(EventLog).border_title = f"Events · {self.query_one(EventLog).describe()}"
 
@@ -303,14 +316,14 @@ class MainScreen(Screen):
     def check_action(self, action: str, parameters) -> bool | None:
         # read-only: the mutating keys are not offered (hidden from the footer, the key does nothing); the palette
         # still lists them, marked, and says why when picked
-        if action in MUTATING and getattr(self, "read_only", False):
+        if action in MUTATING | MARKS and getattr(self, "read_only", False):
             return False
         if action in PROMPTS and isinstance(self.focused, Input):
             return False      # typing `/` or `:` in the prompt is text
         return True
 
     def refuse(self, action: str) -> bool:
-        if action in MUTATING and self.read_only:
+        if action in MUTATING | MARKS and self.read_only:
             self.app.notify(f"read-only mode: {action} refused", title="READ-ONLY", severity="warning")
             return True
         return False
@@ -323,7 +336,12 @@ class MainScreen(Screen):
 
     # ---- actions
     def action_cancel(self) -> None:
-        if self.refuse("cancel") or (row := self.need_selection()) is None:
+        if self.refuse("cancel"):
+            return
+        if self.query_one(DeploymentsTable).marked:
+            self.ask_bulk("cancel")
+            return
+        if (row := self.need_selection()) is None:
             return
         if row["status"] not in ACTIVE:
             self.app.notify(f"deployment {row['id']} is {row['status']}; only queued or deploying deployments can "
@@ -382,6 +400,165 @@ class MainScreen(Screen):
                     "is stopped. Cleanup leaves both alone while the rollback runs.", style="dim")
         self.app.push_screen(self.app.confirm_dialog.ask(f"Roll back {service}?", body, yes="Roll back"),
                              lambda ok: ok and self.run_engine("rollback", service, target))
+
+    # ---- marks and bulk actions: space marks, c / C act on every marked row after one confirmation
+    def action_mark(self) -> None:
+        if self.refuse("mark") or (row := self.need_selection()) is None:
+            return
+        self.query_one(DeploymentsTable).toggle_mark(row["id"])
+        self._titles()
+
+    def action_unmark(self) -> None:
+        if self.refuse("unmark"):
+            return
+        table = self.query_one(DeploymentsTable)
+        if table.marked:
+            n = len(table.marked)
+            table.clear_marks()
+            self._titles()
+            self.app.notify(f"{n} mark{'s' if n > 1 else ''} cleared")
+
+    def action_clean(self) -> None:
+        if self.refuse("clean"):
+            return
+        if not self.query_one(DeploymentsTable).marked and self.need_selection() is None:
+            return
+        self.ask_bulk("clean")
+
+    @staticmethod
+    def why_not(action: str, row: dict) -> str | None:
+        """Why `action` does not apply to this row as the table shows it (the engine checks again), or None."""
+        if action == "cancel":
+            return None if row["status"] in ACTIVE else f"{row['status']}: only queued or deploying can be cancelled"
+        if row["status"] not in ("failed", "cancelled"):
+            return f"{row['status']}: only failed or cancelled deployments are cleaned up"
+        cleanup = row.get("cleanup")
+        if cleanup != "pending":
+            return f"cleanup {cleanup or 'none'}: nothing to run"
+        return None
+
+    def ask_bulk(self, action: str) -> None:
+        """One confirmation listing every marked (or the selected) deployment: those it applies to, and those
+        skipped with why. Nothing applies: a notice, no dialog."""
+        table = self.query_one(DeploymentsTable)
+        rows = table.marked_rows() or [table.selected()]
+        rows = [r for r in rows if r is not None]
+        verb, done = {"cancel": ("Cancel", "cancelled"), "clean": ("Clean up now", "cleaned up")}[action]
+        go = [r for r in rows if self.why_not(action, r) is None]
+        skip = [(r, self.why_not(action, r)) for r in rows if self.why_not(action, r) is not None]
+        if not go:
+            self.app.notify(f"nothing to {verb.lower()}: " + "; ".join(f"{r['id']} {why}" for r, why in skip),
+                            severity="warning")
+            return
+        n = len(go)
+        body = Text()
+        what = "cancelled (the pipeline stops, then cleanup removes what it made)" if action == "cancel" else \
+            "cleaned up now: containers (logs archived), own volumes (backed up), image and release removed"
+        body.append(f"{n} deployment{'s' if n > 1 else ''} will be {what}:\n", style="bold")
+        for r in go[:12]:
+            body.append(f"  • {r['id']} {r['service']} ({r['status']}) on {r['host']}\n")
+        if n > 12:
+            body.append(f"  • … and {n - 12} more\n")
+        if skip:
+            body.append(f"\nSkipped, not applicable ({len(skip)}):\n", style="bold")
+            for r, why in skip[:8]:
+                body.append(f"  • {r['id']} {r['service']}: {why}\n", style="dim")
+            if len(skip) > 8:
+                body.append(f"  • … and {len(skip) - 8} more\n", style="dim")
+        ids = [r["id"] for r in go]
+        skipped = [f"{r['id']} ({why.split(':')[0]})" for r, why in skip]
+        title = f"{verb} {n} deployment{'s' if n > 1 else ''}?" if n > 1 or skip else f"{verb} {ids[0]}?"
+        self.app.push_screen(self.app.confirm_dialog.ask(title, body, yes=f"{verb} {n}"),
+                             lambda ok: ok and self._run_bulk(action, go, skipped, done))
+
+    def _run_bulk(self, action: str, rows: list[dict], skipped: list[str], done: str) -> None:
+        for r in rows:
+            self.pinned[r["id"]] = r["status"]
+        self.query_one(DeploymentsTable).clear_marks()
+        self._titles()
+        self._bulk_call(action, [r["id"] for r in rows], skipped, done)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _bulk_call(self, action: str, ids: list[str], skipped: list[str], done: str) -> None:
+        try:
+            results = self.app.engine.for_each(action, ids)
+        except Exception as e:  # read-only, the store gone: one line
+            self.app.call_from_thread(self.app.notify, f"{action} failed: {one_line(e)}", severity="error")
+            return
+        finally:
+            self.poller.release()
+        ok = [r["id"] for r in results if r["ok"]]
+        refused = [f"{r['id']} ({r['error']})" for r in results if not r["ok"]]
+        parts = [f"{len(ok)} of {len(ids) + len(skipped)} {done}" + (f": {', '.join(ok)}" if ok else "")]
+        if skipped:
+            parts.append("skipped " + ", ".join(skipped))
+        if refused:
+            parts.append("refused " + "; ".join(refused))
+        severity = "error" if refused else "warning" if skipped else "information"
+        self.app.call_from_thread(self.app.notify, "; ".join(parts), severity=severity, timeout=10)
+        self.app.call_from_thread(self.poll_now)
+
+    # ---- shell and copy
+    def action_shell(self) -> None:
+        """x: a shell in the deployment's running container. The engine checks ownership and audits (in a worker);
+        the console is then suspended and the terminal is the container's until the shell exits."""
+        if self.refuse("shell"):
+            return
+        containers = self.query_one(ContainersTable)
+        picked = containers.selected() if containers.has_focus else None
+        row = self.selected()
+        dep_id = picked["deployment_id"] if picked else row["id"] if row else None
+        if dep_id is None:
+            self.app.notify("no deployment selected", severity="warning")
+            return
+        mine = [c for c in self.containers if c["deployment_id"] == dep_id]
+        if mine and not any(c["state"] == "running" for c in mine):
+            self.app.notify(f"deployment {dep_id} has no running container ({mine[0]['state']})", severity="warning")
+            return
+        self._open_shell(dep_id)
+
+    @work(thread=True, group="shell", exclusive=True, exit_on_error=False)
+    def _open_shell(self, deployment_id: str) -> None:
+        try:
+            session = self.app.engine.exec_session(deployment_id)
+        except Exception as e:  # not ours, not running, engine down: one line
+            self.app.call_from_thread(self.app.notify, f"shell failed: {one_line(e)}", severity="error")
+            return
+        finally:
+            self.poller.release()
+        self.app.call_from_thread(self.run_shell, session)
+
+    def run_shell(self, session) -> None:
+        from textual.app import SuspendNotSupported
+        try:
+            with self.app.suspend():
+                code = session.run()
+        except SuspendNotSupported:
+            self.app.notify("this terminal cannot hand itself over to a shell", severity="error")
+            return
+        except Exception as e:  # no docker CLI: one line
+            self.app.notify(f"shell failed: {one_line(e)}", severity="error")
+            return
+        self.app.notify(f"shell in {session.container} ended" + (f" (exit {code})" if code else ""))
+
+    def action_copy(self) -> None:
+        """y: the id under the cursor (or the event line at the bottom of the event log) to the clipboard, as OSC
+        52, which the terminal (through SSH, and tmux with set-clipboard on) puts on the operator's clipboard."""
+        log = self.query_one(EventLog)
+        containers = self.query_one(ContainersTable)
+        if log.has_focus:
+            text, what = log.bottom_line(), "event line"
+        elif containers.has_focus and containers.selected():
+            text, what = containers.selected()["id"], "container id"
+        else:
+            row = self.selected()
+            text, what = (row["id"], "deployment id") if row else (None, "")
+        if not text:
+            self.app.notify("nothing to copy", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        shown = text if len(text) <= 60 else text[:57] + "…"
+        self.app.notify(f"copied {what} {shown}")
 
     def action_details(self) -> None:
         if (row := self.need_selection()) is None:
@@ -539,7 +716,7 @@ class MainScreen(Screen):
             if active.binding.id:
                 keys.setdefault(active.binding.id, []).append(self.app.get_key_display(active.binding))
         keymap = getattr(self.app, "key_map", {})   # read-only hides mutating keys from active_bindings
-        for binding_id in MUTATING - set(keys):
+        for binding_id in (MUTATING | MARKS) - set(keys):
             keys[binding_id] = [k.strip() for k in keymap.get(binding_id, ACTIONS[binding_id][0]).split(",")]
         rows = []
         for binding_id, (default, _, text) in ACTIONS.items():

@@ -145,7 +145,7 @@ class HelpScreen(ModalScreen[None]):
                         id="dialog-title")
             with VerticalScroll(id="help-body"):
                 yield Static(table, id="help-table")
-            yield Label('Rebind in config.toml:  \\[keys]  cancel = "x"    [b]↑ ↓[/] scroll  [b]escape[/] close',
+            yield Label('Rebind in config.toml:  \\[keys]  cancel = "w"    [b]↑ ↓[/] scroll  [b]escape[/] close',
                         id="dialog-hint")
 
     def on_mount(self) -> None:

@@ -1,7 +1,7 @@
 """The deployments table: one row per deployment, keyed by its id, status coloured (● marks the release a service's
-`current` points at), phase as `3/6 COPYING_FILES` (`3/6 COPY` when narrow). It fits 80 columns: below WIDE the
-service, phase and age columns shrink and HOST is hidden while there is only one host (with several, CLEANUP gives
-way to HOST)."""
+`current` points at), phase as `3/6 COPYING_FILES` (`3/6 COPY` when narrow), marked rows (space) reversed. It fits 80
+columns: below WIDE the service, phase and age columns shrink and HOST is hidden while there is only one host (with
+several, CLEANUP gives way to HOST)."""
 from rich.text import Text
 
 from console.tui.data import deployment_cells
@@ -10,6 +10,7 @@ from console.tui.widgets.keyed_table import KeyedTable
 STATUS_STYLE = {"deploying": "bold yellow", "queued": "cyan", "success": "green", "failed": "red",
                 "degraded": "bold red", "cancelled": "magenta", "superseded": "dim"}
 CLEANUP_STYLE = {"pending": "yellow", "running": "bold yellow", "done": "dim", "kept": "cyan", "abandoned": "red"}
+MARK_STYLE = "reverse bold"   # a marked row: seen without colour too
 WIDE = 120
 NARROW_WIDTHS = {"service": 10, "phase": 10, "host": 7}
 
@@ -20,7 +21,34 @@ class DeploymentsTable(KeyedTable):
     short = False
     host_count = 1
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.marked: set[str] = set()   # ids marked with space: c and C act on all of them
+
+    def show(self, rows: list[dict]) -> dict:
+        self.marked &= {r["id"] for r in rows}   # a mark never outlives its row in view: nothing unseen is acted on
+        return super().show(rows)
+
+    def toggle_mark(self, key: str) -> None:
+        self.marked ^= {key}
+        self.show(list(self.rows_by_id.values()))
+
+    def clear_marks(self) -> None:
+        self.marked.clear()
+        self.show(list(self.rows_by_id.values()))
+
+    def marked_rows(self) -> list[dict]:
+        """The marked rows, in table order."""
+        return [self.rows_by_id[k] for k in self._order if k in self.marked]
+
     def style_cell(self, column, value, cells):
+        styled = self._style_cell(column, value, cells)
+        if len(cells) > len(self.COLUMNS):     # marked
+            styled = styled.copy() if isinstance(styled, Text) else Text(value)
+            styled.stylize(MARK_STYLE)
+        return styled
+
+    def _style_cell(self, column, value, cells):
         if column == "status":
             status = value.removeprefix("● ")
             t = Text(value, style=STATUS_STYLE.get(status, ""))
@@ -34,7 +62,8 @@ class DeploymentsTable(KeyedTable):
         return value
 
     def cells(self, row: dict) -> tuple[str, ...]:
-        return deployment_cells(row, self.short)
+        cells = deployment_cells(row, self.short)
+        return cells + ("marked",) if row["id"] in self.marked else cells
 
     def fit(self, width: int | None = None, host_count: int | None = None) -> None:
         """Pick the column layout for the table's width and the number of hosts."""

@@ -6,6 +6,7 @@ Following is explicit: the log follows the tail until the operator scrolls up (p
 follows again on End or when scrolled back to the bottom. New events are always received (kept in `buffer`), and a
 resize re-wraps the lines and keeps the tail in view when it was following.
 """
+import re
 import time
 from collections import deque
 
@@ -14,6 +15,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import RichLog
 
+_STARTS_EVENT = re.compile(r"^\d\d:\d\d:\d\d ").match   # the first line of an event (the rest are its wrapping)
 BUFFER = 5000
 SHOWN = 1000          # lines re-rendered on a resize or a filter change (the buffer keeps more)
 LEVELS = {"debug": ("DBG", "dim"), "info": ("INF", ""), "warning": ("WRN", "bold yellow"),
@@ -158,6 +160,27 @@ class EventLog(RichLog):
     def _on_mouse_scroll_down(self, event) -> None:
         super()._on_mouse_scroll_down(event)
         self.call_after_refresh(self._check_end)
+
+    def bottom_line(self) -> str | None:
+        """The event whose text ends the view (the newest one while following), as one plain line: what `y` copies.
+        The view shows wrapped lines, so the event is found by its text without the wrapping."""
+        if not self.lines:
+            return None
+        bottom = min(len(self.lines) - 1, int(self.scroll_y) + max(1, self.scrollable_content_region.height) - 1)
+        start = bottom
+        while start > 0 and not _STARTS_EVENT(self.lines[start].text):
+            start -= 1
+        end = bottom + 1
+        while end < len(self.lines) and not _STARTS_EVENT(self.lines[end].text):
+            end += 1
+        shown = "".join("".join(strip.text.split()) for strip in self.lines[start:end])
+        scoped = self.deployment_id is not None
+        for e in reversed(self.buffer):
+            if self.wanted(e):
+                line = event_line(e, scoped)
+                if "".join(line.split()) == shown:
+                    return line
+        return " ".join(" ".join(strip.text.split()) for strip in self.lines[start:end])
 
     def describe(self) -> str:
         parts = [f"kind:{self.kind}"]

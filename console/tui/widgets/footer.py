@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.widgets import Footer as TextualFooter
 from textual.widgets._footer import FooterKey
 
-PRIORITY = ("help", "quit", "filter", "details", "cancel", "resume", "rollback", "logs", "zoom")
+PRIORITY = ("help", "quit", "filter", "details", "cancel", "resume", "rollback", "logs", "shell", "zoom")
 
 
 class Footer(TextualFooter):

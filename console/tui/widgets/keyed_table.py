@@ -103,8 +103,10 @@ class KeyedTable(DataTable):
                 if old is None or old == new:
                     continue
                 counts["updated"] += 1
+                # values past the columns (a mark) style every cell: all of them are drawn again when they change
+                restyle = old[len(columns):] != new[len(columns):]
                 for column, a, b in zip(columns, old, new):
-                    if a != b and column not in self.hidden:
+                    if (a != b or restyle) and column not in self.hidden:
                         self.update_cell(key, column, self.style_cell(column, b, new))
             for key in added:
                 self.add_row(*self._styled(cells[key]), key=key)
