@@ -1,12 +1,14 @@
 """`exec ID [-- CMD...]` and `clean ID...` from the CLI, against a real container on the real engine."""
 import json
 
+import docker
 import pytest
 
 from console.engine import labels as L
 from console.engine.releases import container_name
 from storage.models import CleanupTask, Deployment
 from tests.conftest import make_service_dir
+from tests.hosts.test_ssh import sshd  # noqa: F401 - the fixture (a real sshd in front of the second engine)
 from tests.test_cli import cli  # noqa: F401 - the fixture
 
 
@@ -81,3 +83,45 @@ def test_clean_runs_a_failed_deployments_cleanup_now_and_names_the_ones_it_skips
     assert out.returncode == 2
     assert json.loads(out.stdout) == [{"id": failed.id, "ok": False, "code": 2,
                                        "error": f"deployment {failed.id} is already cleaned up"}]
+
+
+def test_exec_reaches_the_container_on_the_deployments_own_host_over_a_socket_and_over_ssh(engine, tmp_path, h2,
+                                                                                          request):
+    """A second engine (unix socket, `-H`) and the same engine behind a real sshd (ssh://, the system ssh client):
+    the hostname the command prints is the container's on that engine, not one on the default host."""
+    from console.engine import hosts as H
+    from tests.hosts.test_hosts import cli as host_cli
+    client = docker.DockerClient(base_url=h2.URL, timeout=60)
+    engine.add_service("far", str(make_service_dir(tmp_path / "far")), host="h2")
+    dep = engine.deploy("far")
+    assert dep.status == "success", dep.error
+    short_id = client.containers.get(container_name("far", dep.id)).id[:12]
+    out = host_cli(engine, "exec", dep.id, "--", "hostname")
+    assert (out.returncode, out.stdout) == (0, f"{short_id}\n"), out.stderr
+
+    server = request.getfixturevalue("sshd")[0]
+    server.trust_host_key()
+    H.add_host(engine, "s1", server.url)
+    engine.add_service("viassh", str(make_service_dir(tmp_path / "viassh")), host="s1")
+    dep = engine.deploy("viassh")
+    assert dep.status == "success", dep.error
+    short_id = client.containers.get(container_name("viassh", dep.id)).id[:12]
+    out = host_cli(engine, "exec", dep.id, "--", "sh", "-c", "hostname; exit 3", PATH=server.path_env())
+    assert (out.returncode, out.stdout) == (3, f"{short_id}\n"), out.stderr
+    client.close()
+
+
+def test_a_tls_host_is_reached_with_its_own_ca_cert_and_key_and_nothing_from_the_environment(monkeypatch):
+    """No TLS engine runs here: this checks the docker CLI's options for one (the same files docker-py is given)."""
+    from console.engine.hosts import HostSpec
+    from console.engine.shell import cli_target
+    monkeypatch.setenv("DOCKER_HOST", "tcp://elsewhere:2376")
+    monkeypatch.setenv("DOCKER_CERT_PATH", "/elsewhere")
+    spec = HostSpec("t1", "tcp://10.0.0.5:2376", "store", tls_ca="/k/ca.pem", tls_cert="/k/cert.pem",
+                    tls_key="/k/key.pem")
+    args, env = cli_target(spec)
+    assert args == ["-H", "tcp://10.0.0.5:2376", "--tlsverify", "--tlscacert", "/k/ca.pem", "--tlscert",
+                    "/k/cert.pem", "--tlskey", "/k/key.pem"]
+    assert "DOCKER_HOST" not in env and "DOCKER_CERT_PATH" not in env
+    args, env = cli_target(HostSpec("local", "", "default"))
+    assert args == [] and env["DOCKER_HOST"] == "tcp://elsewhere:2376"   # the default host: as docker-py's from_env

@@ -65,7 +65,8 @@ def console(request, engine, running):
     tmux("-f", os.devnull, "new-session", "-d", "-s", tmux.session, "-x", width, "-y", height, command)
     tmux("set-option", "-g", "window-size", "manual")
     tmux("resize-window", "-t", tmux.session, "-x", width, "-y", height)
-    assert tmux("display-message", "-p", "-t", tmux.session, "#{window_width}x#{window_height}").strip() == request.param
+    size = tmux("display-message", "-p", "-t", tmux.session, "#{window_width}x#{window_height}").strip()
+    assert size == request.param
     tmux("set-option", "-g", "set-clipboard", "on")
     tmux("set-option", "-g", "escape-time", "0")
     try:
