@@ -108,3 +108,22 @@ def test_event_log_scoped_to_one_deployment_drops_the_id_and_wraps_at_80x24(seed
         await wait_until(pilot, lambda: pilot.app.main.maximized is not None, what="the zoom")
         await pilot.pause(0.2)
     assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
+
+
+async def three_marked(pilot):
+    """The queued, the deploying and the successful one marked (the cursor stays on the last)."""
+    await settle(pilot)
+    await pilot.press("space", "down", "space", "down", "down", "space")
+    await wait_until(pilot, lambda: len(pilot.app.main.query_one("#deployments").marked) == 3, what="three marks")
+
+
+def test_marked_rows_are_reversed_and_the_title_says_what_acts_on_them(seeded, snap_compare):
+    assert snap_compare(seeded(), terminal_size=SIZE, run_before=three_marked)
+
+
+def test_bulk_cancel_confirmation_lists_the_marked_and_names_the_skipped_at_80x24(seeded, snap_compare):
+    async def before(pilot):
+        await three_marked(pilot)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen", what="the modal")
+    assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)

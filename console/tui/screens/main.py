@@ -41,8 +41,8 @@ ACTIONS = {
                             "as it was when the shell exits"),
     "mark": ("space", "Mark", "Mark / unmark the selected deployment: c and C then act on every marked one"),
     "unmark": ("ctrl+space,ctrl+@", "Unmark", "Clear every mark"),
-    "copy": ("y", "Copy", "Copy the selected id (deployment, or container in its pane; the event line at the bottom "
-                          "of the event log when it has focus) to the clipboard with OSC 52 (works over SSH and tmux)"),
+    "copy": ("y", "Copy", "Copy the selected id (a container's in its pane; in the event log its bottom line) to the "
+                          "clipboard with OSC 52, over SSH and tmux too"),
     "details": ("d", "Details", "Details: phase timeline, events, cleanup task, containers"),
     "logs": ("l", "Logs", "Follow the logs of the selected container"),
     "filter": ("slash", "Filter", "Filter as you type: words matched in id, service, status, host and error "
@@ -718,6 +718,9 @@ class MainScreen(Screen):
         keymap = getattr(self.app, "key_map", {})   # read-only hides mutating keys from active_bindings
         for binding_id in (MUTATING | MARKS) - set(keys):
             keys[binding_id] = [k.strip() for k in keymap.get(binding_id, ACTIONS[binding_id][0]).split(",")]
+        for binding_id, shown in keys.items():   # ctrl+@ is how a terminal sends ctrl+space: said once, as ctrl+space
+            if len(shown) > 1:
+                keys[binding_id] = [k for k in shown if k not in ("^@", "ctrl+@")]
         rows = []
         for binding_id, (default, _, text) in ACTIONS.items():
             shown = ", ".join(dict.fromkeys(keys.get(binding_id, [default])))
