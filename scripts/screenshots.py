@@ -1,5 +1,6 @@
 """Render SVG screenshots of the console into screenshots/ from a seeded store (frozen clock, UTC, 160x45 and
-80x24): main screen, cancel confirmation, resume phase picker, details, read-only mode, help.
+80x24): main screen, cancel confirmation, resume phase picker, details, read-only mode, help, a bulk cancel of
+marked rows.
 
     .venv/bin/python scripts/screenshots.py [OUT_DIR [NAME ...]]
 
@@ -63,6 +64,8 @@ def main(out: Path, only=()) -> None:
         ("details", {}, ("down", "down", "d"), lambda a: getattr(a.screen, "loaded", False)),
         ("read-only", {"read_only": True}, ("down", "c"), lambda a: bool(a.notices)),
         ("help", {}, ("question_mark",), lambda a: type(a.screen).__name__ == "HelpScreen"),
+        ("bulk-cancel", {}, ("space", "down", "space", "down", "down", "space", "c"),
+         lambda a: type(a.screen).__name__ == "ConfirmScreen"),
     ]
     for name, options, keys, wait in shots:
         if only and name not in only:
