@@ -125,6 +125,15 @@ def service_dir(tmp_path):
     return make_service_dir(tmp_path / "src")
 
 
+@pytest.fixture
+def running_web(engine, service_dir):
+    """A successful deployment of service `web` (busybox httpd) with its container running."""
+    engine.add_service("web", str(service_dir))
+    dep = engine.deploy("web")
+    assert dep.status == "success", dep.error
+    return dep
+
+
 def make_service_dir(path, extra: str = "", dockerfile: str | None = None):
     path.mkdir(parents=True, exist_ok=True)
     # a slow step must really be slow: a unique token keeps the engine's layer cache (filled by an earlier test

@@ -13,11 +13,8 @@ from tests.test_cli import cli  # noqa: F401 - the fixture
 
 
 @pytest.fixture
-def running(engine, service_dir):
-    engine.add_service("web", str(service_dir))
-    dep = engine.deploy("web")
-    assert dep.status == "success", dep.error
-    return dep
+def running(running_web):
+    return running_web
 
 
 def audit_records(cli, action):  # noqa: F811

@@ -40,6 +40,19 @@ def notices(app) -> list[str]:
     return [m for _, m in app.notices]
 
 
+async def mark(pilot, *dep_ids: str) -> None:
+    for dep_id in dep_ids:
+        await select(pilot, dep_id)
+        await pilot.press("space")
+
+
+async def ask(pilot, key: str) -> str:
+    """Press `key` and return the text of the confirmation it opens."""
+    await pilot.press(key)
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "ConfirmScreen", what="the confirmation")
+    return pilot.app.confirm_dialog.body.plain
+
+
 def marked_style(table, dep_id: str) -> bool:
     cell = table.get_row(dep_id)[0]
     return isinstance(cell, Text) and any("reverse" in str(span.style) for span in cell.spans)
@@ -52,9 +65,7 @@ def test_space_marks_rows_visibly_space_again_unmarks_and_ctrl_space_clears_ever
         async with app.run_test(size=SIZE) as pilot:
             await first_render(pilot)
             table = app.main.query_one("#deployments")
-            for dep_id in (DEPLOYING, QUEUED, SUCCESS):
-                await select(pilot, dep_id)
-                await pilot.press("space")
+            await mark(pilot, DEPLOYING, QUEUED, SUCCESS)
             assert table.marked == {DEPLOYING, QUEUED, SUCCESS}
             assert all(marked_style(table, d) for d in (DEPLOYING, QUEUED, SUCCESS))
             assert not marked_style(table, FAILED_PENDING)
@@ -65,8 +76,7 @@ def test_space_marks_rows_visibly_space_again_unmarks_and_ctrl_space_clears_ever
             assert table.marked == set() and not marked_style(table, DEPLOYING)
             assert "marked" not in str(app.main.query_one("#deployments-pane").border_title)
             assert notices(app)[-1] == "2 marks cleared"
-            await select(pilot, QUEUED)
-            await pilot.press("space")
+            await mark(pilot, QUEUED)
             await pilot.press("ctrl+@")              # what a terminal sends for ctrl+space
             assert table.marked == set()
     run(scenario())
@@ -78,12 +88,8 @@ def test_c_with_marks_cancels_every_marked_active_deployment_after_one_confirmat
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await first_render(pilot)
-            for dep_id in (DEPLOYING, QUEUED, SUCCESS):
-                await select(pilot, dep_id)
-                await pilot.press("space")
-            await pilot.press("c")
-            await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen", what="the confirmation")
-            body = app.confirm_dialog.body.plain
+            await mark(pilot, DEPLOYING, QUEUED, SUCCESS)
+            body = await ask(pilot, "c")
             assert DEPLOYING in body and QUEUED in body
             assert f"{SUCCESS} api: success: only queued or deploying can be cancelled" in body
             await pilot.press("y")
@@ -105,12 +111,8 @@ def test_C_with_marks_cleans_the_pending_failed_one_now_and_skips_the_done_and_k
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await first_render(pilot)
-            for dep_id in (FAILED_PENDING, CANCELLED_DONE, FAILED_KEPT):
-                await select(pilot, dep_id)
-                await pilot.press("space")
-            await pilot.press("C")
-            await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen", what="the confirmation")
-            body = app.confirm_dialog.body.plain
+            await mark(pilot, FAILED_PENDING, CANCELLED_DONE, FAILED_KEPT)
+            body = await ask(pilot, "C")
             assert "1 deployment will be cleaned up now" in body and FAILED_PENDING in body
             assert f"{CANCELLED_DONE} slow: cleanup done: nothing to run" in body
             assert f"{FAILED_KEPT} broken: cleanup kept: nothing to run" in body

@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="no tmux")
 
 
+@pytest.fixture
+def running(running_web):
+    return running_web
+
+
 class Tmux:
     def __init__(self, socket: str):
         self.socket, self.session = socket, "console"
@@ -43,14 +48,6 @@ class Tmux:
                 return text
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; the screen:\n{text}")
-
-
-@pytest.fixture
-def running(engine, service_dir):
-    engine.add_service("web", str(service_dir))
-    dep = engine.deploy("web")
-    assert dep.status == "success", dep.error
-    return dep
 
 
 @pytest.fixture(params=["160x45", "80x24"])
