@@ -444,27 +444,24 @@ class MainScreen(Screen):
         rows = table.marked_rows() or [table.selected()]
         rows = [r for r in rows if r is not None]
         verb, done = {"cancel": ("Cancel", "cancelled"), "clean": ("Clean up now", "cleaned up")}[action]
-        go = [r for r in rows if self.why_not(action, r) is None]
-        skip = [(r, self.why_not(action, r)) for r in rows if self.why_not(action, r) is not None]
+        reasons = [(r, self.why_not(action, r)) for r in rows]
+        go = [r for r, why in reasons if why is None]
+        skip = [(r, why) for r, why in reasons if why is not None]
         if not go:
             self.app.notify(f"nothing to {verb.lower()}: " + "; ".join(f"{r['id']} {why}" for r, why in skip),
                             severity="warning")
             return
         n = len(go)
-        body = Text()
+        body = Text()   # every one of them: the dialog's body scrolls
         what = "cancelled (the pipeline stops, then cleanup removes what it made)" if action == "cancel" else \
             "cleaned up now: containers (logs archived), own volumes (backed up), image and release removed"
         body.append(f"{n} deployment{'s' if n > 1 else ''} will be {what}:\n", style="bold")
-        for r in go[:12]:
+        for r in go:
             body.append(f"  • {r['id']} {r['service']} ({r['status']}) on {r['host']}\n")
-        if n > 12:
-            body.append(f"  • … and {n - 12} more\n")
         if skip:
             body.append(f"\nSkipped, not applicable ({len(skip)}):\n", style="bold")
-            for r, why in skip[:8]:
+            for r, why in skip:
                 body.append(f"  • {r['id']} {r['service']}: {why}\n", style="dim")
-            if len(skip) > 8:
-                body.append(f"  • … and {len(skip) - 8} more\n", style="dim")
         ids = [r["id"] for r in go]
         skipped = [f"{r['id']} ({why.split(':')[0]})" for r, why in skip]
         title = f"{verb} {n} deployment{'s' if n > 1 else ''}?" if n > 1 or skip else f"{verb} {ids[0]}?"
