@@ -81,3 +81,48 @@ def cleanup_states(ids=None) -> dict[str, str]:
 
 def known_deployments() -> dict[str, str]:
     return {row["id"]: row["status"] for row in Deployment.select(Deployment.id, Deployment.status).dicts()}
+
+
+ENDED = ("success", "superseded", "degraded", "failed", "cancelled")
+
+
+def recent_runs(services, per_service: int) -> dict[str, list[float]]:
+    """{service: run times (finished - started) of its newest `per_service` ended deployments, newest first}, for
+    the named services, in one query (a window function: SQLite >= 3.25 and PostgreSQL both have ROW_NUMBER)."""
+    from peewee import fn
+    services = list(services)
+    if not services:
+        return {}
+    rank = fn.ROW_NUMBER().over(partition_by=[Deployment.service],
+                                order_by=[Deployment.created_at.desc(), Deployment.id])
+    inner = (Deployment.select(Service.name.alias("service_name"),
+                               (Deployment.finished_at - Deployment.started_at).alias("took"), rank.alias("rn"))
+             .join(Service)
+             .where(Service.name.in_(services), Deployment.status.in_([s for s in ENDED if s != "cancelled"]),
+                    Deployment.started_at.is_null(False), Deployment.finished_at.is_null(False)))
+    q = (Deployment.select(inner.c.service_name, inner.c.took).from_(inner)
+         .where(inner.c.rn <= per_service).order_by(inner.c.service_name, inner.c.rn))
+    out: dict[str, list[float]] = {}
+    for name, took in q.tuples():
+        out.setdefault(name, []).append(float(took))
+    return out
+
+
+def service_history(service: str, limit: int) -> tuple[list[dict], list[dict]]:
+    """The service's newest `limit` deployments that left the queue (oldest first) and their phase runs, in two
+    queries: ([{id, status, created_at, started_at, finished_at}], [{deployment_id, phase, attempt, duration}])."""
+    from storage.models import PhaseRun
+    deps = list(Deployment.select(Deployment.id, Deployment.status, Deployment.created_at, Deployment.started_at,
+                                  Deployment.finished_at)
+                .join(Service).where(Service.name == service, Deployment.status != "queued")
+                .order_by(Deployment.created_at.desc(), Deployment.id).limit(limit).dicts())
+    deps.reverse()
+    if not deps:
+        return [], []
+    runs = [{"deployment_id": r["deployment"], "phase": r["phase"], "attempt": r["attempt"],
+             "duration": (r["finished_at"] - r["started_at"]) if r["finished_at"] is not None else None,
+             "outcome": r["outcome"]}
+            for r in (PhaseRun.select(PhaseRun.deployment, PhaseRun.phase, PhaseRun.attempt, PhaseRun.started_at,
+                                      PhaseRun.finished_at, PhaseRun.outcome)
+                      .where(PhaseRun.deployment.in_([d["id"] for d in deps])).order_by(PhaseRun.id).dicts())]
+    return deps, runs

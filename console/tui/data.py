@@ -18,6 +18,7 @@ STATUS_RANK = {"deploying": 0, "queued": 1, "degraded": 2, "failed": 3, "success
 MATCH_FIELDS = ("id", "service", "status", "host", "error")
 SHORT_PHASE = {"PULLING_SOURCE": "PULL", "BUILDING": "BUILD", "COPYING_FILES": "COPY",
                "CREATING_SYMLINKS": "LINK", "UPDATING_ROUTES": "ROUTE", "HEALTH_CHECK": "HEALTH"}
+SLOW_MARK = "▲"
 EVENT_KINDS = ("all", "deployment", "cleanup", "reconcile", "rollback", "audit", "host", "build")
 
 
@@ -67,12 +68,13 @@ def sort_rows(rows: list[dict], sort: str) -> list[dict]:
 
 def deployment_cells(row: dict, short: bool = False) -> tuple[str, ...]:
     """The plain text of one table row: id, service, status (● when it is the release that serves), phase (short
-    names at narrow widths), age, run time, cleanup, host."""
+    names at narrow widths), age, run time (▲ when it took over twice the service's median), cleanup, host."""
     phase = fmt.phase_progress(row["phase"], row["status"])
     if short and row["phase"]:
         phase = phase.replace(row["phase"], SHORT_PHASE.get(row["phase"], row["phase"]))
     status = ("● " if row.get("current") else "") + row["status"]
-    return (row["id"], row["service"], status, phase, fmt.age(row["created_at"]), fmt.run_time(row),
+    took = fmt.run_time(row) + (f" {SLOW_MARK}" if row.get("slow") else "")
+    return (row["id"], row["service"], status, phase, fmt.age(row["created_at"]), took,
             row.get("cleanup") or "-", row["host"])
 
 
@@ -98,8 +100,10 @@ class Poller:
         if missing:
             rows += eng.deployments(ids=missing)
         current = set(eng.current_releases().values())
+        slow = eng.slow_deployments(rows)     # the engine's rule: over twice the service's median run
         for r in rows:
             r["current"] = r["id"] in current
+            r["slow"] = r["id"] in slow
         return sort_rows(rows, sort), matched, total
 
     def status(self) -> dict:

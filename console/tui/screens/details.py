@@ -12,6 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.renderables.sparkline import Sparkline as SparklineRenderable
 from textual.screen import Screen
 from textual.widgets import Collapsible, Static
 from textual.worker import Worker, WorkerState
@@ -29,6 +30,8 @@ from storage.clock import now
 OUTCOME_STYLE = {"done": "green", "skipped": "cyan", "failed": "bold red", "cancelled": "magenta", None: "yellow"}
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "debug": "dim"}
 BAR = 10
+TREND_WIDE, TREND_NARROW = 20, 12   # one bar per deployment when wide (20 of them), buckets when narrow
+WIDE = 120
 
 
 def clock(t: float | None) -> str:
@@ -101,15 +104,48 @@ def timeline(phases: list[dict], status: str) -> tuple[int, list[tuple], list[di
     return latest, rows, earlier
 
 
-def phase_table(rows: list[tuple], dim_attempts: int | None = None) -> Table:
+def trend_cell(durations: list | None, width: int):
+    """The phase's durations over the service's last deployments (oldest left) as Textual's sparkline; `-` with
+    fewer than two runs to compare."""
+    data = [d for d in durations or () if d is not None]
+    if len(data) < 2:
+        return Text("-", style="dim")
+    return SparklineRenderable(data, width=min(width, len(data)), summary_function=max)
+
+
+def trends_title(t: dict | None) -> str:
+    """The phase box's subtitle: failure rate and median run of the service's last deployments."""
+    if not t or not t["ids"]:
+        return ""
+    n = len(t["ids"])
+    rate = "no run ended" if t["failure_rate"] is None else \
+        f"{t['failed']} of {t['ended']} failed ({t['failure_rate']:.0%})"
+    median = f" · median run {fmt.duration(t['median_run'])}" if t.get("median_run") is not None else ""
+    return f"last {n} of {t['service']}: {rate}{median}"
+
+
+def phase_table(rows: list[tuple], dim_attempts: int | None = None, trends: dict | None = None,
+                narrow: bool = False) -> Table:
+    """The phase rows; with `trends` a TREND column (each phase over the service's last deployments) and, when
+    narrow, without STARTED and the bar so the trend and DETAIL still fit 80 columns."""
     table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, show_edge=False, header_style="bold")
-    for name, kwargs in (("PHASE", {"width": 21}), ("ATT", {"width": 3, "justify": "right"}),
-                         ("OUTCOME", {"width": 9}), ("STARTED", {"width": 8}), ("TOOK", {"width": 6}),
-                         ("", {"width": BAR}), ("DETAIL", {"ratio": 1})):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", **kwargs)
+    width = TREND_NARROW if narrow else TREND_WIDE
+    columns = [("PHASE", {"width": 21}), ("ATT", {"width": 3, "justify": "right"}), ("OUTCOME", {"width": 9}),
+               ("STARTED", {"width": 8}), ("TOOK", {"width": 6}), ("", {"width": BAR})]
+    drop = {3, 5} if trends is not None and narrow else set()
+    if trends is not None:
+        columns.append((f"LAST {len(trends['ids'])}", {"width": width}))
+    columns.append(("DETAIL", {"ratio": 1}))
+    for i, (name, kwargs) in enumerate(columns):
+        if i not in drop:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", **kwargs)
     for row in rows:
         style = "dim" if dim_attempts is not None and row[1] not in ("-", str(dim_attempts)) else ""
-        table.add_row(*row, style=style)
+        cells = list(row)
+        if trends is not None:
+            name = row[0].split(" ", 1)[-1]
+            cells.insert(6, trend_cell(trends["phases"].get(name), width))
+        table.add_row(*[c for i, c in enumerate(cells) if i not in drop], style=style)
     return table
 
 
@@ -137,6 +173,7 @@ class DetailsScreen(Screen):
         self.last_event_id = 0
         self.loaded = False
         self.attempt: int | None = None
+        self.trends: dict | None = None    # the service's last deployments (engine.trends), shown in the timeline
         self._timer = None
 
     def compose(self) -> ComposeResult:
@@ -171,6 +208,10 @@ class DetailsScreen(Screen):
         try:
             data = engine.show(self.deployment_id, events=False)
             data["events"] = engine.events(since_id=since_id, deployment_id=self.deployment_id, limit=2000)
+            try:
+                data["trends"] = engine.trends(data["service"])
+            except Exception as e:  # the timeline is worth showing without them
+                data["trends"], data["trends_error"] = None, one_line(e)
             containers, errors = [], []
             try:  # a deployment's containers are all on its own host: one list call there
                 containers = [c for c in engine.containers(all=True, host=data["host"])
@@ -200,10 +241,12 @@ class DetailsScreen(Screen):
         self.query_one("#detail-head", Static).update(head_text(data))
         latest, rows, earlier = timeline(data["phases"], data["status"])
         phases = self.query_one("#phases", Static)
-        phases.update(phase_table(rows, dim_attempts=latest))
+        self.trends = data.get("trends")
+        phases.update(phase_table(rows, dim_attempts=latest, trends=self.trends, narrow=self.size.width < WIDE))
         running = data["status"] == "deploying"
         phases.border_title = (f"Phase timeline · attempt {latest}" + (" (running)" if running else "")
                                + (" · resumed" if latest else ""))
+        phases.border_subtitle = trends_title(self.trends) or data.get("trends_error") or ""
         box = self.query_one("#detail-earlier", Collapsible)
         box.display = bool(earlier)
         if earlier:

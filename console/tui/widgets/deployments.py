@@ -4,7 +4,7 @@ columns: below WIDE the service, phase and age columns shrink and HOST is hidden
 several, CLEANUP gives way to HOST)."""
 from rich.text import Text
 
-from console.tui.data import deployment_cells
+from console.tui.data import SLOW_MARK, deployment_cells
 from console.tui.widgets.keyed_table import KeyedTable
 
 STATUS_STYLE = {"deploying": "bold yellow", "queued": "cyan", "success": "green", "failed": "red",
@@ -57,6 +57,10 @@ class DeploymentsTable(KeyedTable):
             return t
         if column == "cleanup":
             return Text(value, style=CLEANUP_STYLE.get(value, "dim"))
+        if column == "duration" and value.endswith(SLOW_MARK):
+            t = Text(value)
+            t.stylize("bold yellow", len(value) - 1)
+            return t
         if column == "phase" and cells[2].endswith("deploying"):
             return Text(value, style="yellow")
         return value
