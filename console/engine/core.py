@@ -117,6 +117,8 @@ class Engine:
                 self.store.db.close()
 
     def close(self):
+        if "stats" in self.__dict__:   # only when a face asked for live stats
+            self.stats.close()
         self.stop_runtime()
         self.hosts.close()
         self.store.close()
@@ -304,6 +306,28 @@ class Engine:
         if host is not None:
             validate.host_name(host)
         return queries.deployment_rows(status=status, service=service, host=host, limit=limit, match=match, ids=ids)
+
+    # ---- trends (console/engine/trends.py decides the rules)
+    def trends(self, service_name: str) -> dict:
+        """The service's last 20 deployments: each phase's durations (oldest first), failure rate, median run."""
+        from console.engine import trends
+        validate.service_name(service_name)
+        return trends.service_trends(service_name)
+
+    def slow_deployments(self, rows: list[dict]) -> set[str]:
+        """Ids of the given deployment rows whose run took over twice their service's median."""
+        return self._slow_runs.slow_ids(rows)
+
+    @functools.cached_property
+    def _slow_runs(self):
+        from console.engine.trends import SlowRuns
+        return SlowRuns()
+
+    @functools.cached_property
+    def stats(self):
+        """Live CPU/memory of our running containers, one stream per container a face watches (engine/stats.py)."""
+        from console.engine.stats import StatsHub
+        return StatsHub(self.hosts.gateway, self.store_id)
 
     def deployment_count(self, match=None) -> int:
         return queries.count_deployments(match)

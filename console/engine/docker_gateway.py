@@ -60,6 +60,26 @@ class FollowedLogs:
                 response.close()
 
 
+class StatsStream:
+    """Decoded samples of one container's stats stream; close() ends the HTTP response under it."""
+
+    def __init__(self, response):
+        self._response = response
+        self._lines = response.iter_lines(chunk_size=None)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        while True:
+            line = next(self._lines)
+            if line.strip():
+                return json.loads(line)
+
+    def close(self) -> None:
+        self._response.close()
+
+
 @dataclass
 class ContainerInfo:
     id: str
@@ -470,6 +490,24 @@ class Gateway:
         """A generator of log lines (bytes) that follows the container; close it to stop."""
         return FollowedLogs(self._call("following logs", self.api.logs, container_id, stdout=True, stderr=True,
                                        stream=True, follow=True, tail=tail, timestamps=False))
+
+    def stats_stream(self, info: ContainerInfo, read_timeout: float = 30.0) -> "StatsStream":
+        """The engine's stats stream of one of our containers (a decoded sample a second, like `docker stats`); close
+        it to end the stream. Only a handle whose labels were checked (`list_managed`, `find_ours`) is accepted.
+
+        docker-py's `stats(stream=True)` gives a generator that cannot close its HTTP response; the same endpoint is
+        read here through the client's own session (docker-py's APIClient is a requests.Session), so close() ends
+        the connection and the engine stops the stream."""
+        cid = self._acting_on(info, "stream stats of")
+        url = f"{self.api.base_url}/v{self.api.api_version}/containers/{cid}/stats"
+        response = self._call("streaming stats", self.api.get, url, params={"stream": "1"}, stream=True,
+                              timeout=(min(10.0, read_timeout), read_timeout))
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as e:
+            response.close()
+            raise docker.errors.create_api_error_from_http_exception(e) from e
+        return StatsStream(response)
 
     def archive_logs(self, container_id: str, dest) -> int:
         """Write the container's whole log, gzipped, to `dest` (a Path). Returns the bytes written."""
