@@ -82,6 +82,7 @@ class SchedulerSettings:
 @dataclass
 class ConsoleSettings:
     poll_interval: float = _f(1.0, float, above=0)
+    stats: bool = _f(True, bool)     # live CPU/memory of the running containers on screen (one engine stream each)
 
 
 @dataclass

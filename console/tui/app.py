@@ -18,6 +18,7 @@ from textual.screen import ModalScreen
 from console.tui.data import one_line
 from console.tui.screens.main import ACTIONS, MARKS, MUTATING, MainScreen, checked_keymap
 from console.tui.screens.modals import ConfirmScreen, ResumeScreen
+from console.tui.stats import StatsFeed
 from console.tui.widgets.notice import NoticeLine
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class DeployerConsole(App):
         self._started = time.monotonic()
         self._prewarm_timer = self.set_interval(PREWARM_CHECK_S, self._maybe_prewarm)
         self.call_after_refresh(self._startup_notice, problems)
+        self.stats_feed = StatsFeed(self)   # live CPU/memory of the running containers on screen
         if self.host_runtime:
             self._start_runtime()
 

@@ -73,7 +73,9 @@ def deployment_cells(row: dict, short: bool = False) -> tuple[str, ...]:
     if short and row["phase"]:
         phase = phase.replace(row["phase"], SHORT_PHASE.get(row["phase"], row["phase"]))
     status = ("● " if row.get("current") else "") + row["status"]
-    took = fmt.run_time(row) + (f" {SLOW_MARK}" if row.get("slow") else "")
+    took = fmt.run_time(row)
+    if row.get("slow"):   # DURATION is 8 wide: "59m59s ▲", "1d02h▲"
+        took += SLOW_MARK if len(took) > 6 else f" {SLOW_MARK}"
     return (row["id"], row["service"], status, phase, fmt.age(row["created_at"]), took,
             row.get("cleanup") or "-", row["host"])
 

@@ -25,6 +25,7 @@ from console.tui.data import one_line
 from console.tui.screens.logs import FollowLog
 from console.tui.widgets.containers import ContainersTable
 from console.tui.widgets.deployments import CLEANUP_STYLE, STATUS_STYLE
+from console.tui.widgets.statsline import StatsLine
 from storage.clock import now
 
 OUTCOME_STYLE = {"done": "green", "skipped": "cyan", "failed": "bold red", "cancelled": "magenta", None: "yellow"}
@@ -182,6 +183,7 @@ class DetailsScreen(Screen):
         with Collapsible(title="Earlier attempts", id="detail-earlier"):
             yield Static("", id="detail-earlier-runs")
         yield Static("", id="detail-cleanup")
+        yield StatsLine(id="detail-stats")
         with Horizontal(id="detail-bottom"):
             yield ContainersTable(id="detail-containers")
             yield FollowLog(id="detail-events", max_lines=5000, wrap_indent=13)
@@ -258,6 +260,7 @@ class DetailsScreen(Screen):
         self.query_one("#detail-cleanup", Static).update(cleanup_text(data.get("cleanup")))
         table = self.query_one(ContainersTable)
         table.show(containers)
+        self.query_one(StatsLine).follow(next((c for c in containers if c["state"] == "running"), None))
         table.border_title = f"Containers {len(containers)}" + (f" · unreachable: {'; '.join(errors)}"
                                                                 if errors else "")
         events = data["events"]
