@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.fixtures.seed import FROZEN_AT, seeded_engine, showcase_containers, showcase_status
+from tests.fixtures.seed import FROZEN_AT, ShowcaseStats, seeded_engine, showcase_containers, showcase_status
 from storage.clock import freeze
 from tests.conftest import make_settings
 
@@ -28,9 +28,10 @@ def utc():
 @pytest.fixture
 def seeded(tmp_path, utc, docker_client):
     """make(read_only=False, keys=None, extra=0, live=False, prewarm=False) -> a DeployerConsole over a seeded store,
-    no runtime (snapshots). With live, the engine reports a leader with two hosts and the showcase containers (fixed
-    data, so a snapshot shows what a hosted console shows without a clock or a Docker engine that moves). The dialogs
-    are not prewarmed unless asked: a snapshot never catches one pushed behind its back."""
+    no runtime (snapshots). With live, the engine reports a leader with two hosts, the showcase containers and a
+    fixed minute of their CPU/memory (fixed data, so a snapshot shows what a hosted console shows without a clock
+    or a Docker engine that moves). The dialogs are not prewarmed unless asked: a snapshot never catches one pushed
+    behind its back."""
     from console.tui.app import DeployerConsole
     engines = []
 
@@ -43,6 +44,7 @@ def seeded(tmp_path, utc, docker_client):
         if live:
             engine.status = showcase_status
             engine.containers = lambda all=False, host=None, unreachable=None: showcase_containers()
+            engine.stats = ShowcaseStats()     # a fixed minute of CPU/memory: deterministic sparklines
         return DeployerConsole(engine, host_runtime=False, prewarm=prewarm)
 
     yield make

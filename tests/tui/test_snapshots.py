@@ -82,6 +82,8 @@ async def failed_selected_all_containers(pilot):
     await wait_until(pilot, lambda: pilot.app.main.polls >= 2 and pilot.app.main.containers, what="containers")
     await pilot.press("down", "down", "a")   # the failed one; every managed container
     await wait_until(pilot, lambda: pilot.app.main.query_one("#failure").display, what="the failure line")
+    if pilot.app.size.width >= 120:          # at 80 columns the CPU column is out of the pane's view
+        await wait_until(pilot, lambda: pilot.app.main.query_one("#containers").series, what="the live stats")
     await pilot.pause(0.2)
 
 
