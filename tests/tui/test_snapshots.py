@@ -129,3 +129,21 @@ def test_bulk_cancel_confirmation_lists_the_marked_and_names_the_skipped_at_80x2
         await pilot.press("c")
         await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen", what="the modal")
     assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
+
+
+async def serving_api_details(pilot):
+    """The details of api's serving deployment, whose container runs: the stats line (fixed samples) and trends."""
+    await settle(pilot)
+    await pilot.press("down", "down", "down")
+    await pilot.press("d")
+    await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
+    await wait_until(pilot, lambda: pilot.app.screen.query_one("#stats-cpu-spark").data, what="the live stats line")
+    await pilot.pause(0.2)
+
+
+def test_details_with_live_stats_160x45(seeded, snap_compare):
+    assert snap_compare(seeded(live=True), terminal_size=SIZE, run_before=serving_api_details)
+
+
+def test_details_with_live_stats_80x24(seeded, snap_compare):
+    assert snap_compare(seeded(live=True), terminal_size=(80, 24), run_before=serving_api_details)
