@@ -25,13 +25,22 @@ def size_text(n: float | None) -> str:
     return f"{int(n)}B"
 
 
+def buckets(samples, width: int = SPARK_WIDTH) -> tuple:
+    """The samples as at most `width` bars, each the highest of its share (what Textual's Sparkline does with
+    max), rounded: an idle container's bars then stay equal from one second to the next and its cells are not
+    redrawn."""
+    data = list(samples)
+    n = min(width, len(data))
+    return tuple(round(max(data[i * len(data) // n:(i + 1) * len(data) // n]), 1) for i in range(n))
+
+
 def stats_cells(series) -> tuple:
-    """(CPU %, memory, the CPU samples) of one container's series; blanks without one."""
+    """(CPU %, memory, the CPU sparkline's bars) of one container's series; blanks without one."""
     if series is None:
         return ("", "", ())
     if not series.cpu:
         return ("-", "-", ())
-    return (f"{series.cpu[-1]:.1f}%", size_text(series.mem[-1]), tuple(series.cpu))
+    return (f"{series.cpu[-1]:.1f}%", size_text(series.mem[-1]), buckets(series.cpu))
 
 
 def container_cells(c: dict, stats: tuple = ("", "", ())) -> tuple:
