@@ -33,23 +33,27 @@ def live_console(tmp_path, docker_client, base_image):
     purge_store_resources(docker_client, engine.store_id)
 
 
-async def all_containers(pilot):
+async def streaming_all_containers(pilot, hub, running: set):
+    """Open the all-containers view and wait until each running container has its stream."""
     await first_render(pilot)
     main = pilot.app.main
     await wait_until(pilot, lambda: len(main.containers) == 3, what="the three containers")
     await pilot.press("a")
+    await wait_until(pilot, lambda: hub.live() == running, what="a stream per running container")
+
+
+def running_keys(ids: dict) -> set:
+    return {("local", ids[d]) for d, _ in RUNNING}
 
 
 def test_streams_start_for_visible_running_containers_and_stop_when_the_view_changes(live_console):
     engine, ids, make = live_console
-    running = {("local", ids[d]) for d, _ in RUNNING}
+    hub, running = engine.stats, running_keys(ids)
 
     async def go():
         app = make()
         async with app.run_test(size=SIZE) as pilot:
-            await all_containers(pilot)
-            hub = engine.stats
-            await wait_until(pilot, lambda: hub.live() == running, what="a stream per running container")
+            await streaming_all_containers(pilot, hub, running)
             table = app.main.query_one("#containers")
             await wait_until(pilot, lambda: all(table._cells[i][3].endswith("%") for _, i in running),
                              what="CPU % in the pane")
@@ -72,14 +76,12 @@ def test_streams_start_for_visible_running_containers_and_stop_when_the_view_cha
 
 def test_a_zoom_that_hides_the_containers_pane_stops_its_streams(live_console):
     engine, ids, make = live_console
-    running = {("local", ids[d]) for d, _ in RUNNING}
+    hub = engine.stats
 
     async def go():
         app = make()
         async with app.run_test(size=SIZE) as pilot:
-            await all_containers(pilot)
-            hub = engine.stats
-            await wait_until(pilot, lambda: hub.live() == running, what="a stream per running container")
+            await streaming_all_containers(pilot, hub, running_keys(ids))
             app.main.query_one("#deployments").focus()
             await pilot.press("z")                      # the deployments pane fills the screen
             await wait_until(pilot, lambda: app.main.maximized is not None, what="the zoom")
