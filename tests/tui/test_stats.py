@@ -109,3 +109,20 @@ def test_details_follow_the_deployment_s_running_container_only(live_console):
             await wait_until(pilot, lambda: app.screen is app.main, what="the main screen")
             await wait_until(pilot, lambda: not hub.live(), what="the stream to stop (column out of view)")
     run(go())
+
+
+def test_stats_off_in_the_config_opens_no_stream_and_shows_no_stats_column(live_console):
+    engine, ids, make = live_console
+    engine.settings.stats = False           # [console] stats = false
+
+    async def go():
+        app = make()
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            await wait_until(pilot, lambda: len(app.main.containers) == 3, what="the three containers")
+            await pilot.press("a")
+            table = app.main.query_one("#containers")
+            await wait_until(pilot, lambda: table.row_count == 3, what="the rows")
+            assert "cpu" in table.hidden and not app.stats_feed.on
+            assert "stats" not in engine.__dict__     # the hub was never made: nothing streamed
+    run(go())
