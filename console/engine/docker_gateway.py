@@ -5,6 +5,7 @@ One Gateway per Docker host. Queries always use Docker's own label filters with 
 low-level API, which returns the engine's summaries without an inspect per container.
 """
 import gzip
+import json
 import io
 import logging
 import os
