@@ -62,8 +62,8 @@ def test_exec_of_an_unknown_id_or_in_read_only_mode_is_refused_and_runs_nothing(
 
 def test_clean_runs_a_failed_deployments_cleanup_now_and_names_the_ones_it_skips(cli, engine, running,  # noqa: F811
                                                                               tmp_path, docker_client):
-    engine.settings.cleanup_delay = 600
-    engine.settings.health_timeout = 3
+    engine.settings.cleanup.cleanup_delay = 600
+    engine.settings.pipeline.health_timeout = 3
     engine.add_service("sick", str(make_service_dir(tmp_path / "sick")), health_path="/never")
     failed = engine.deploy("sick")
     assert failed.status == "failed"

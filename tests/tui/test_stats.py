@@ -113,7 +113,7 @@ def test_details_follow_the_deployment_s_running_container_only(live_console):
 
 def test_stats_off_in_the_config_opens_no_stream_and_shows_no_stats_column(live_console):
     engine, ids, make = live_console
-    engine.settings.stats = False           # [console] stats = false
+    engine.settings.console.stats = False           # [console] stats = false
 
     async def go():
         app = make()

@@ -56,8 +56,8 @@ def console(request, engine, running):
     width, height = request.param.split("x")
     tmux = Tmux(f"deployer-test-{uuid.uuid4().hex[:8]}")
     env = {"PYTHONPATH": str(ROOT), "DEPLOYER_DATA_DIR": str(engine.settings.data_dir), "TERM": "xterm-256color"}
-    if engine.settings.db:
-        env["DEPLOYER_DB"] = engine.settings.db
+    if engine.settings.store.db:
+        env["DEPLOYER_DB"] = engine.settings.store.db
     command = " ".join(f"{k}={v!s}" for k, v in env.items()) + f" exec {sys.executable} -m console.cli"
     tmux("-f", os.devnull, "new-session", "-d", "-s", tmux.session, "-x", width, "-y", height, command)
     tmux("set-option", "-g", "window-size", "manual")
