@@ -53,20 +53,33 @@ def seeded(tmp_path, utc, docker_client):
         engine.close()
 
 
-async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
+async def wait_until(pilot, predicate, timeout: float = 60.0, what="condition"):
+    """Wait until predicate() holds, letting the app work in between: each round is `pilot.pause()` with no delay
+    (the screen's pending messages are processed, then it waits for the process to go idle), so workers' results,
+    timers and after-refresh callbacks run; no fixed sleep. The deadline is generous (a loaded machine is slow, never
+    wrong): it fails saying what was awaited. `what` may be a callable, to say the state it ended in."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    while not predicate():
+        if time.monotonic() > end:
+            said = what() if callable(what) else what
+            raise AssertionError(f"waited {timeout:.0f} s for {said}; it did not happen")
+        await pilot.pause()
+
+
+async def wait_for_workers(pilot, group: str):
+    """Wait for the app's workers of one group (e.g. "action") to finish, then for the messages they posted."""
+    await pilot.app.workers.wait_for_complete([w for w in pilot.app.workers if w.group == group])
+    await pilot.pause()
 
 
 async def first_render(pilot):
+    """The first poll drawn, the next one (the first with the containers) done, and the dialogs built if the app
+    prewarms them; then the messages that rendering posted (after-refresh scrolls, the start-up notice) processed."""
     app = pilot.app
     await wait_until(pilot, lambda: app.main is not None and app.main.first_render_at is not None and
-                     getattr(app, "dialogs_ready", True), what="the first poll to render and the dialogs to be built")
-    await pilot.pause(0.1)
+                     app.main.polls >= 2 and getattr(app, "dialogs_ready", True),
+                     what="the first two polls to render and the dialogs to be built")
+    await pilot.pause()
 
 
 def run(coro):

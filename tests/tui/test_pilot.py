@@ -9,7 +9,7 @@ from console.tui.app import DeployerConsole
 from storage.clock import now
 from storage.models import Deployment, Rollback
 from tests.conftest import make_service_dir, wait_for
-from tests.tui.conftest import SIZE, first_render, run, wait_until
+from tests.tui.conftest import SIZE, first_render, run, wait_for_workers, wait_until
 
 
 def screen_name(app) -> str:
@@ -20,8 +20,15 @@ async def select(pilot, deployment_id: str):
     table = pilot.app.main.query_one("#deployments")
     await wait_until(pilot, lambda: deployment_id in getattr(table, "rows_by_id", {}), what=f"row {deployment_id}")
     table.move_cursor(row=table.get_row_index(deployment_id))
-    await pilot.pause(0.05)
+    await wait_until(pilot, lambda: table.selected_key() == deployment_id and cursor_in_view(table),
+                     what=f"the cursor on {deployment_id}, in view")
     assert table.selected()["id"] == deployment_id
+
+
+def cursor_in_view(table) -> bool:
+    """The cursor's row is inside the table's viewport (move_cursor scrolls to it after a refresh)."""
+    top = table.scroll_y
+    return top <= table.cursor_row < top + table.scrollable_content_region.height - table.header_height
 
 
 def test_c_y_on_a_deploying_deployment_cancels_it_and_its_containers_go(engine, tmp_path, docker_client):
@@ -121,12 +128,14 @@ def test_read_only_hides_cancel_resume_and_rollback_and_the_palette_refuses_them
             assert not offered & {"cancel", "resume", "rollback"}, "the footer offers no refused action"
             for dep_id, key in (("a1b2c3d4e5f6", "c"), ("c3d4e5f6a1b2", "r"), ("d4e5f6a1b2c3", "b")):
                 await select(pilot, dep_id)
-                await pilot.press(key)
-                await pilot.pause(0.2)
+                await pilot.press(key)             # the key is not bound in read-only: nothing is started
+                assert not [w for w in app.workers if w.group == "action"]
+                await pilot.pause()                # whatever it posted is processed
                 assert screen_name(app) == "MainScreen"
             for action in ("cancel", "resume", "rollback"):
-                app._palette(action)
-                await pilot.pause(0.1)
+                app._palette(action)               # refused at once, said on the notice line
+                await wait_until(pilot, lambda: any(f"{action} refused" in m for _, m in app.notices),
+                                 what=f"the {action} refusal")
                 assert screen_name(app) == "MainScreen"
             messages = [m for _, m in app.notices]
             for action in ("cancel", "resume", "rollback"):
@@ -145,8 +154,7 @@ def test_cursor_and_viewport_stay_on_the_same_deployment_while_rows_update(seede
             await first_render(pilot)
             table = app.main.query_one("#deployments")
             target = "900000000064"                       # far down: the table is scrolled
-            await select(pilot, target)
-            await pilot.pause(0.2)
+            await select(pilot, target)           # waits for the cursor row to be scrolled into view
             row, scroll = table.cursor_row, table.scroll_y
             assert scroll > 0
             polls = app.main.polls
@@ -160,7 +168,9 @@ def test_cursor_and_viewport_stay_on_the_same_deployment_while_rows_update(seede
                 Deployment.delete().where(Deployment.id == "900000000000").execute()   # one above it goes
             await wait_until(pilot, lambda: app.main.polls >= polls + 2 and "ff0000000002" in table.rows_by_id,
                              what="the new rows")
-            await pilot.pause(0.2)
+            # the viewport follows the cursor after the refresh that drew the new rows (KeyedTable._settle)
+            await wait_until(pilot, lambda: table.scroll_y == scroll + 2,
+                             what=lambda: f"scroll_y {scroll} + 2, it is {table.scroll_y}")
             assert table.selected()["id"] == target
             assert table.cursor_row == row + 2            # +3 new above, -1 removed above
             assert table.scroll_y == scroll + 2           # the same rows stay on screen
@@ -373,7 +383,7 @@ def test_b_on_a_service_with_nothing_to_roll_back_to_says_why_and_asks_nothing(e
             await pilot.press("b")
             await wait_until(pilot, lambda: any("no previous successful release" in m for _, m in app.notices),
                              what="the engine's refusal")
-            await pilot.pause(0.2)
+            await wait_for_workers(pilot, "action")      # the worker that asked the engine is done
             assert screen_name(app) == "MainScreen", "no confirmation for a rollback the engine refuses"
     run(scenario())
     assert not Rollback.select().exists()

@@ -133,7 +133,7 @@ def test_details_at_80x24_show_all_six_phases_and_the_whole_error(seeded):
         async with app.run_test(size=(80, 24)) as pilot:
             await first_render(pilot)
             screen = await open_details(pilot, FAILED)
-            await pilot.pause()
+            await wait_until(pilot, lambda: "6/6 HEALTH_CHECK" in screen_text(app), what="the timeline drawn")
             text = screen_text(app)
             for i, phase in enumerate(PHASES):
                 assert f"{i + 1}/6 {phase}" in text, text
@@ -162,7 +162,7 @@ def test_details_follow_a_resumed_attempt_live_and_keep_earlier_attempts_below(s
                 DeploymentEvent.create(deployment=FAILED, time=t, level="info", kind="deployment",
                                        message=f"Resuming deployment {FAILED} from HEALTH_CHECK (attempt 1)")
             await wait_until(pilot, lambda: screen.attempt == 1, what="details to follow the new attempt")
-            await pilot.pause()
+            await wait_until(pilot, lambda: "attempt 1 (running)" in screen_text(app), what="attempt 1 drawn")
             text = screen_text(app)
             assert "Phase timeline · attempt 1 (running)" in text
             health = timeline_row(app, "6/6 HEALTH_CHECK")

@@ -1,5 +1,9 @@
 """Snapshots of the console at 160x45 from a seeded store with a frozen clock (no runtime, no deployments run).
-Update after an intended change with: .venv/bin/pytest tests/tui/test_snapshots.py --snapshot-update"""
+Update after an intended change with: .venv/bin/pytest tests/tui/test_snapshots.py --snapshot-update
+
+Each run_before waits for the state its picture shows (a screen pushed, a worker's result drawn, a log wrapped at its
+width); snap_compare then lets pending messages and animations finish before it takes the picture. No fixed sleeps."""
+from tests.fixtures.seed import showcase_containers
 from tests.tui.conftest import SIZE, first_render, wait_until
 
 
@@ -29,13 +33,20 @@ def test_resume_modal_preselects_the_recorded_phase(seeded, snap_compare):
     assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
 
 
+async def details_drawn(pilot):
+    """The details' first fetch shown, and its events wrapped at the width they are shown at, at their tail."""
+    await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
+    log = pilot.app.screen.query_one("#detail-events")
+    await wait_until(pilot, lambda: log._wrapped_at == log.scrollable_content_region.width and
+                     log.scroll_y == log.max_scroll_y, what="the events wrapped at their width, at the tail")
+
+
 def test_details_screen_shows_timeline_cleanup_and_events(seeded, snap_compare):
     async def before(pilot):
         await settle(pilot)
         await pilot.press("down", "down")
         await pilot.press("d")
-        await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
-        await pilot.pause(0.2)
+        await details_drawn(pilot)
     assert snap_compare(seeded(), terminal_size=SIZE, run_before=before)
 
 
@@ -44,7 +55,7 @@ def test_details_at_80x24_show_the_failed_health_check_and_the_whole_error(seede
         await settle(pilot)
         await pilot.press("down", "down")  # the failed one (HEALTH_CHECK)
         await pilot.press("d")
-        await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
+        await details_drawn(pilot)
     assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
 
 
@@ -66,10 +77,14 @@ def test_help_shows_keys_rebound_from_the_config(seeded, snap_compare):
 
 def test_read_only_mode_offers_no_mutating_key_and_says_so_in_one_line(seeded, snap_compare):
     async def before(pilot):
+        notice = pilot.app.main.query_one("#notice")
+        await wait_until(pilot, lambda: notice.display and "are refused" in str(notice.message),
+                         what="the start-up notice")
+        notice._timer.pause()     # it is short-lived (4 s): held, so a slow machine still pictures it
         await settle(pilot)
-        await pilot.press("down", "c")
-        await wait_until(pilot, lambda: pilot.app.notices, what="the notice")
-        await pilot.pause(0.3)
+        await pilot.press("down", "c")     # c is not bound in read-only: nothing happens
+        await wait_until(pilot, lambda: pilot.app.main.query_one("#deployments").cursor_row == 1,
+                         what="the cursor on the deploying row")
     assert snap_compare(seeded(read_only=True), terminal_size=SIZE, run_before=before)
 
 
@@ -82,9 +97,11 @@ async def failed_selected_all_containers(pilot):
     await wait_until(pilot, lambda: pilot.app.main.polls >= 2 and pilot.app.main.containers, what="containers")
     await pilot.press("down", "down", "a")   # the failed one; every managed container
     await wait_until(pilot, lambda: pilot.app.main.query_one("#failure").display, what="the failure line")
+    containers = pilot.app.main.query_one("#containers")
+    await wait_until(pilot, lambda: str(containers.border_title).startswith("All containers") and
+                     containers.row_count == len(showcase_containers()), what="every managed container listed")
     if pilot.app.size.width >= 120:          # at 80 columns the CPU column is out of the pane's view
-        await wait_until(pilot, lambda: pilot.app.main.query_one("#containers").series, what="the live stats")
-    await pilot.pause(0.2)
+        await wait_until(pilot, lambda: containers.series, what="the live stats")
 
 
 def test_hosted_leader_containers_with_an_orphan_and_a_failure_reason_160x45(seeded, snap_compare):
@@ -106,9 +123,20 @@ def test_help_fits_and_scrolls_at_80x24(seeded, snap_compare):
 def test_event_log_scoped_to_one_deployment_drops_the_id_and_wraps_at_80x24(seeded, snap_compare):
     async def before(pilot):
         await settle(pilot)
-        await pilot.press("down", "down", "f", "tab", "tab", "z")   # the failed one, its events, zoomed
-        await wait_until(pilot, lambda: pilot.app.main.maximized is not None, what="the zoom")
-        await pilot.pause(0.2)
+        log = pilot.app.main.query_one("#events")
+        rebuilt = []                         # the widths the log re-wrapped its lines at
+        rebuild = log.rebuild
+        log.rebuild = lambda: (rebuild(), rebuilt.append(log.scrollable_content_region.width))
+        await pilot.press("down", "down", "f", "tab", "tab")        # the failed one, its events
+        await wait_until(pilot, lambda: log.deployment_id == "c3d4e5f6a1b2" and pilot.app.main.focused is log,
+                         what="the event log scoped to the failed deployment, focused")
+        before = log.size
+        await pilot.press("z")                                      # zoomed
+        await wait_until(pilot, lambda: pilot.app.main.maximized is log and log.size != before, what="the zoom")
+        # a resize re-wraps the lines after a refresh when the width changed; the tail stays in view
+        await wait_until(pilot, lambda: (log.size.width == before.width or
+                                         rebuilt[-1:] == [log.scrollable_content_region.width])
+                         and log.is_vertical_scroll_end, what="the event log re-wrapped at its width, at its tail")
     assert snap_compare(seeded(), terminal_size=(80, 24), run_before=before)
 
 
