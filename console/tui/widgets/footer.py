@@ -14,6 +14,11 @@ PRIORITY = ("help", "quit", "filter", "details", "cancel", "resume", "rollback",
 
 
 class Footer(TextualFooter):
+    # the compact footer gives every key a margin-right of 1, the palette key docked at the right edge too: the last
+    # column then shows the key scrolled under it ("…^p paletteo" at 80 columns). Padding instead covers that column.
+    DEFAULT_CSS = """
+    Footer.-compact FooterKey.-command-palette { margin-right: 0; padding-right: 1; }
+    """
     _shown: tuple | None = None
 
     def __init__(self, **kwargs):
