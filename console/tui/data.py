@@ -66,13 +66,18 @@ def sort_rows(rows: list[dict], sort: str) -> list[dict]:
     return newest
 
 
+STATUS_WIDTH = 10   # the deployments table's STATUS column
+
+
 def deployment_cells(row: dict, short: bool = False) -> tuple[str, ...]:
     """The plain text of one table row: id, service, status (● when it is the release that serves), phase (short
     names at narrow widths), age, run time (▲ when it took over twice the service's median), cleanup, host."""
     phase = fmt.phase_progress(row["phase"], row["status"])
     if short and row["phase"]:
         phase = phase.replace(row["phase"], SHORT_PHASE.get(row["phase"], row["phase"]))
-    status = ("● " if row.get("current") else "") + row["status"]
+    status = row["status"]
+    if row.get("current"):   # "● deploying" would be cut in the 10-column STATUS: the mark's space goes instead
+        status = ("● " if len(status) + 2 <= STATUS_WIDTH else "●") + status
     took = fmt.run_time(row)
     if row.get("slow"):   # DURATION is 8 wide: "59m59s ▲", "1d02h▲"
         took += SLOW_MARK if len(took) > 6 else f" {SLOW_MARK}"

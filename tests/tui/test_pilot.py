@@ -387,3 +387,26 @@ def test_b_on_a_service_with_nothing_to_roll_back_to_says_why_and_asks_nothing(e
             assert screen_name(app) == "MainScreen", "no confirmation for a rollback the engine refuses"
     run(scenario())
     assert not Rollback.select().exists()
+
+
+def test_the_current_mark_on_a_deploying_release_keeps_its_status_whole_at_80_and_160_columns(seeded):
+    import os
+    app = seeded()
+    link = app.engine.paths.current("web")            # CREATING_SYMLINKS done: current points at the deploying one
+    link.unlink()
+    os.symlink(str(app.engine.paths.release("a1b2c3d4e5f6")), link)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await first_render(pilot)
+            table = app.main.query_one("#deployments")
+            for size in ((80, 24), SIZE):
+                await pilot.resize_terminal(*size)
+                await wait_until(pilot, lambda: table.short == (size[0] < 120), what=f"the layout at {size}")
+                await wait_until(pilot, lambda: "a1b2c3d4e5f6" in table.rows_by_id, what="the deploying row")
+                cell = table.get_cell("a1b2c3d4e5f6", "status")
+                assert cell.plain == "●deploying", "the mark's space goes, not the status's last letter"
+                width = table.columns["status"].get_render_width(table) - 2 * table.cell_padding
+                assert len(cell.plain) <= width
+                assert table.get_cell("d4e5f6a1b2c3", "status").plain.startswith("● "), "a status that fits keeps it"
+    run(scenario())

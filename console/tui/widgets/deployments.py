@@ -4,7 +4,7 @@ columns: below WIDE the service, phase and age columns shrink and HOST is hidden
 several, CLEANUP gives way to HOST)."""
 from rich.text import Text
 
-from console.tui.data import SLOW_MARK, deployment_cells
+from console.tui.data import SLOW_MARK, STATUS_WIDTH, deployment_cells
 from console.tui.widgets.keyed_table import KeyedTable
 
 STATUS_STYLE = {"deploying": "bold yellow", "queued": "cyan", "success": "green", "failed": "red",
@@ -16,7 +16,7 @@ NARROW_WIDTHS = {"service": 10, "phase": 10, "host": 7}
 
 
 class DeploymentsTable(KeyedTable):
-    COLUMNS = (("id", "ID", 12), ("service", "SERVICE", 14), ("status", "STATUS", 10), ("phase", "PHASE", 21),
+    COLUMNS = (("id", "ID", 12), ("service", "SERVICE", 14), ("status", "STATUS", STATUS_WIDTH), ("phase", "PHASE", 21),
                ("age", "AGE", 6), ("duration", "DURATION", 8), ("cleanup", "CLEANUP", 7), ("host", "HOST", 10))
     short = False
     host_count = 1
@@ -50,7 +50,7 @@ class DeploymentsTable(KeyedTable):
 
     def _style_cell(self, column, value, cells):
         if column == "status":
-            status = value.removeprefix("● ")
+            status = value.removeprefix("●").lstrip()
             t = Text(value, style=STATUS_STYLE.get(status, ""))
             if status != value:
                 t.stylize("bold green", 0, 1)
