@@ -21,24 +21,17 @@ sys.path.insert(0, str(ROOT))
 SIZE = (160, 45)
 
 
-async def _until(pilot, predicate, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    raise RuntimeError("the console did not get there in time")
-
-
 async def _shot(app, out: Path, name: str, keys=(), wait=None, size=SIZE):
+    """Waits as the snapshot tests do (tests/tui/conftest.py): on the state each picture shows, never a fixed sleep."""
+    from tests.tui.conftest import first_render, wait_until
     async with app.run_test(size=size) as pilot:
-        await _until(pilot, lambda: app.main is not None and app.main.first_render_at is not None)
-        await pilot.pause(0.2)
+        await first_render(pilot)
         for key in keys:
             await pilot.press(key)
         if wait:
-            await _until(pilot, lambda: wait(app))
-        await pilot.pause(0.3)
+            await wait_until(pilot, lambda: wait(app), what=f"the {name} screenshot's state")
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
         app.save_screenshot(filename=f"{name}.svg", path=str(out))
     print(f"wrote {out / (name + '.svg')}")
 
