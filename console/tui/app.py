@@ -1,7 +1,7 @@
 """The operations console: a thin Textual face over the Engine. Opens with `deployer-console` (no subcommand).
 
 The console hosts the embedded engine and scheduler (`engine.start_runtime`) as leader or follower; it never runs a
-pipeline or a Docker/store call on the UI thread itself. Keys are Textual bindings with ids, so `[console.keys]` in
+pipeline or a Docker/store call on the UI thread itself. Keys are Textual bindings with ids, so `[keys]` in
 config.toml rebinds them through the app keymap.
 """
 import logging

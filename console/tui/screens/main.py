@@ -30,7 +30,7 @@ MUTATING = {"cancel", "resume", "rollback", "shell", "clean"}
 MARKS = {"mark", "unmark"}     # only for cancel and clean: not offered in read-only mode either
 VIEWS = ("deployments", "containers", "events", "hosts")
 
-# binding id -> (default key, footer label, what it does); ids are what [console.keys] in config.toml rebinds
+# binding id -> (default key, footer label, what it does); ids are what [keys] in config.toml rebinds
 ACTIONS = {
     "cancel": ("c", "Cancel", "Cancel the selected deployment (asks first; its resources are cleaned up)"),
     "resume": ("r", "Resume", "Resume the selected failed/stuck deployment from a phase you pick"),
@@ -724,7 +724,9 @@ class MainScreen(Screen):
             if binding_id == "details":
                 shown += ", enter"
             rows.append((shown, binding_id, text + ("  [mutating]" if binding_id in MUTATING else "")))
-        for binding_id, text in (("help", "This help"), ("quit", "Quit (the embedded engine stops with it)")):
+        quit_text = ("Quit (ctrl+c too); back from details, logs and dialogs. A leader with deployments in flight "
+                     "asks first, then hands them over for resume")
+        for binding_id, text in (("help", "This help"), ("quit", quit_text)):
             rows.append((", ".join(dict.fromkeys(keys.get(binding_id, ["?" if binding_id == "help" else "q"]))),
                          binding_id, text))
         rows += [("ctrl+p", "palette", "Command palette: every action by name, with its key"),
