@@ -8,13 +8,54 @@ from peewee import CharField, DoubleField, IntegerField, TextField
 from storage.errors import StoreError
 from storage.models import MODELS, JSONField, Meta
 
-LATEST = 5
+LATEST = 6
 
 
 def run_migrations(*operations) -> None:
     # playhouse.migrate loads every backend's extension: imported only when a step runs, not at every store opening
     from playhouse.migrate import migrate
     migrate(*operations)
+
+
+# The store's change counter (Meta `changes`): every write to a table the console shows bumps it, in the writer's own
+# transaction, whoever the writer is (this process, another console, the CLI, a test). A console that polls reads it
+# first and skips the full read when it has not moved (see console/tui/data.py). The lease's renewals (every 2 s) do
+# not bump it: the holder is read beside it. SQLite has row triggers only (one bump per row written); PostgreSQL
+# bumps once per statement.
+CHANGES_KEY = "changes"
+WATCHED = ("deployment", "deployment_event", "cleanup_task", "service", "host", "rollback", "job_run")
+
+
+def install_change_counter(store) -> None:
+    """Create the counter row and the triggers that bump it (idempotent); inside a write transaction."""
+    Meta.insert(key=CHANGES_KEY, value="0").on_conflict_ignore().execute()
+    bump = f"UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = '{CHANGES_KEY}'"
+    if store.is_sqlite:
+        for table in WATCHED:
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                store.db.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()}_changes AFTER {op} ON "
+                                     f'"{table}" BEGIN {bump}; END')
+        return
+    store.db.execute_sql("CREATE OR REPLACE FUNCTION deployer_changes() RETURNS trigger AS $$ BEGIN "
+                         f"UPDATE meta SET value = (value::bigint + 1)::text WHERE key = '{CHANGES_KEY}'; "
+                         "RETURN NULL; END $$ LANGUAGE plpgsql")
+    for table in WATCHED:
+        store.db.execute_sql(f'DROP TRIGGER IF EXISTS {table}_changes ON "{table}"')
+        store.db.execute_sql(f'CREATE TRIGGER {table}_changes AFTER INSERT OR UPDATE OR DELETE ON "{table}" '
+                             f"FOR EACH STATEMENT EXECUTE FUNCTION deployer_changes()")
+
+
+def drop_change_counter(store) -> None:
+    """The reverse of install_change_counter (tests/oldstore.py turns a store back into an older schema)."""
+    if store.is_sqlite:
+        for table in WATCHED:
+            for op in ("insert", "update", "delete"):
+                store.db.execute_sql(f"DROP TRIGGER IF EXISTS {table}_{op}_changes")
+    else:
+        for table in WATCHED:
+            store.db.execute_sql(f'DROP TRIGGER IF EXISTS {table}_changes ON "{table}"')
+        store.db.execute_sql("DROP FUNCTION IF EXISTS deployer_changes()")
+    Meta.delete().where(Meta.key == CHANGES_KEY).execute()
 
 
 def _migrator(store):
@@ -38,6 +79,8 @@ STEPS: dict[int, callable] = {
     4: lambda store, m: run_migrations(m.add_column("deployment_event", "detail", JSONField(null=True))),
     # the shell `x` and `exec` open in a service's container; NULL: sh
     5: lambda store, m: run_migrations(m.add_column("service", "shell", CharField(null=True))),
+    # the change counter a polling console reads before a full read (rows kept; nothing else changes)
+    6: lambda store, m: install_change_counter(store),
 }
 
 
@@ -62,6 +105,7 @@ def migrate(store) -> int:
             store.db.create_tables(MODELS, safe=True)
             import uuid
             Meta.insert(key="store_id", value=uuid.uuid4().hex[:12]).on_conflict_ignore().execute()
+            install_change_counter(store)
             version = LATEST  # the tables are created from today's models: no step to run
         for step in sorted(n for n in STEPS if version < n <= LATEST):  # numbers may skip (branches merged)
             STEPS[step](store, _migrator(store))

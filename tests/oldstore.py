@@ -14,10 +14,12 @@ ADDED_AFTER_V1 = [
     ("deployment_event", "detail"),                                 # step 4
     ("service", "shell"),                                           # step 5
 ]
+# step 6 adds no column: the change counter (Meta `changes` and its triggers), dropped by drop_change_counter
 
 
 def downgrade_to_v1(store) -> None:
     """Call inside store.write()."""
+    migrations.drop_change_counter(store)                           # step 6
     m = migrations._migrator(store)
     run_migrations(*(m.drop_column(table, column) for table, column in ADDED_AFTER_V1))
     Meta.update(value="1").where(Meta.key == "schema_version").execute()

@@ -322,3 +322,41 @@ def test_a_version_1_store_gains_the_wait_reason_column_in_place(store, settings
         Deployment.update(wait_reason="waits").where(Deployment.id == dep.id).execute()
     assert Deployment.get_by_id(dep.id).wait_reason == "waits"
     again.close()
+
+
+def _every_row():
+    from storage.models import MODELS
+    return {m._meta.table_name: sorted(map(repr, m.select().tuples())) for m in MODELS if m is not Meta}
+
+
+def test_an_old_store_gains_the_change_counter_and_keeps_every_row(store, settings):
+    """Schema step 5 (the change counter a polling console reads first) keeps every row of every table, and from
+    then on a write to a watched table moves the counter while a lease renewal does not."""
+    from console.engine import deployments as D
+    from storage.models import JobRun, Lease
+    from tests.oldstore import downgrade_to_v1
+    with store.write():
+        deps = [make_deployment(status=s, service=f"s{i % 2}") for i, s in enumerate(("queued", "failed", "success"))]
+        D.enqueue_cleanup(deps[1].id, "failed")
+        D.event(deps[0].id, "queued by the test")
+        JobRun.insert(job="reconcile", holder="h", started_at=now(), counts={"orphans": 1}).execute()
+        Lease.insert(name="engine", holder="h", expires_at=now() + 15).execute()
+    rows = _every_row()
+    with store.write():
+        downgrade_to_v1(store)
+    assert store.meta(migrations.CHANGES_KEY) is None
+    store.close()
+    again = open_store(settings.db_url)
+    assert again.meta("schema_version") == str(migrations.LATEST)
+    kept = _every_row()
+    # the downgrade dropped the later columns (their values are gone with them); every row is still there
+    assert {t: len(r) for t, r in kept.items()} == {t: len(r) for t, r in rows.items()}
+    assert [r.id for r in Deployment.select().order_by(Deployment.id)] == sorted(d.id for d in deps)
+    before = int(again.meta(migrations.CHANGES_KEY))
+    with again.write():
+        Lease.update(expires_at=now() + 30).execute()            # a renewal: not a change the console shows
+    assert int(again.meta(migrations.CHANGES_KEY)) == before
+    with again.write():
+        Deployment.update(status="cancelled").where(Deployment.id == deps[0].id).execute()
+    assert int(again.meta(migrations.CHANGES_KEY)) > before
+    again.close()
