@@ -19,11 +19,12 @@ def run_migrations(*operations) -> None:
 
 # The store's change counter (Meta `changes`): every write to a table the console shows bumps it, in the writer's own
 # transaction, whoever the writer is (this process, another console, the CLI, a test). A console that polls reads it
-# first and skips the full read when it has not moved (see console/tui/data.py). The lease's renewals (every 2 s) do
-# not bump it: the holder is read beside it. SQLite has row triggers only (one bump per row written); PostgreSQL
-# bumps once per statement.
+# first and skips the full read when it has not moved (see console/tui/data.py). The lease's renewals (every 2 s) and
+# the job-run records (two writes per job run; dispatch and cleanup run every second) do not bump it: the console
+# reads the holder beside it and the job runs with the status, every few seconds. SQLite has row triggers only (one
+# bump per row written); PostgreSQL bumps once per statement.
 CHANGES_KEY = "changes"
-WATCHED = ("deployment", "deployment_event", "cleanup_task", "service", "host", "rollback", "job_run")
+WATCHED = ("deployment", "deployment_event", "cleanup_task", "service", "host", "rollback")
 
 
 def install_change_counter(store) -> None:
