@@ -66,7 +66,8 @@ def deployment_rows(status=None, service=None, host=None, limit=None, since_id=N
                      "started_at": d["started_at"], "attempts": d["attempts"], "heartbeat_at": d["heartbeat_at"],
                      "wait_reason": d["wait_reason"]})
     if rows:
-        states = cleanup_states([r["id"] for r in rows] if len(rows) < 500 else None)
+        # by id (in chunks of 500) for a window of the store; every task only for a read of most rows
+        states = cleanup_states([r["id"] for r in rows] if len(rows) <= 5000 else None)
         for r in rows:
             r["cleanup"] = states.get(r["id"])
     return rows
@@ -74,13 +75,24 @@ def deployment_rows(status=None, service=None, host=None, limit=None, since_id=N
 
 def cleanup_states(ids=None) -> dict[str, str]:
     q = CleanupTask.select(CleanupTask.deployment, CleanupTask.state, CleanupTask.id).order_by(CleanupTask.id)
+    if ids is None:
+        return {row[0]: row[1] for row in q.tuples()}
+    ids, out = list(ids), {}
+    for start in range(0, len(ids), 500):
+        out.update((row[0], row[1]) for row in q.where(CleanupTask.deployment.in_(ids[start:start + 500])).tuples())
+    return out
+
+
+def known_deployments(ids=None) -> dict[str, str]:
+    """{id: status} of every deployment, or of these ids only."""
+    q = Deployment.select(Deployment.id, Deployment.status)
     if ids is not None:
-        q = q.where(CleanupTask.deployment.in_(ids))
-    return {row["deployment"]: row["state"] for row in q.dicts()}
-
-
-def known_deployments() -> dict[str, str]:
-    return {row["id"]: row["status"] for row in Deployment.select(Deployment.id, Deployment.status).dicts()}
+        ids = sorted(ids)
+        out = {}
+        for start in range(0, len(ids), 500):
+            out.update(q.where(Deployment.id.in_(ids[start:start + 500])).tuples())
+        return out
+    return dict(q.tuples())
 
 
 ENDED = ("success", "superseded", "degraded", "failed", "cancelled")

@@ -332,11 +332,16 @@ class Engine:
     def deployment_count(self, match=None) -> int:
         return queries.count_deployments(match)
 
-    def current_releases(self) -> dict[str, str]:
-        """{service: deployment id} of the release each service's `current` link points at (what serves)."""
+    def service_names(self) -> list[str]:
+        return [n for (n,) in Service.select(Service.name).order_by(Service.name).tuples()]
+
+    def current_releases(self, services=None) -> dict[str, str]:
+        """{service: deployment id} of the release each service's `current` link points at (what serves); `services`
+        (names) saves the query when the caller knows them."""
         from console.engine.paths import link_target
         out = {}
-        for (name,) in Service.select(Service.name).tuples():
+        names = services if services is not None else self.service_names()
+        for name in names:
             target = link_target(self.paths.current(name))
             if target:
                 out[name] = target
@@ -546,16 +551,18 @@ class Engine:
         if host is not None:
             validate.host_name(host)
         from console.engine.reconcile import container_verdicts
-        known = queries.known_deployments()
-        out = []
+        listed = []
         for name in ([host] if host is not None else self.hosts.names()):
             try:
-                infos = self.hosts.gateway(name).list_managed(self.store_id, all=all)
+                listed.append(self.hosts.gateway(name).list_managed(self.store_id, all=all))
             except EngineUnavailable as e:
                 if host is not None or unreachable is None:
                     raise
                 unreachable[name] = str(e).splitlines()[0]
-                continue
+        # the status of the deployments these containers belong to only (not every row of the store)
+        known = queries.known_deployments({i.deployment_id for infos in listed for i in infos if i.deployment_id})
+        out = []
+        for infos in listed:
             # orphan = what a reconcile pass would sweep, decided by the pass's own rule; look-alikes are foreign
             verdicts = container_verdicts(self, infos)
             for info in infos:

@@ -376,6 +376,11 @@ class Hosts:
         return {n: {**(stored.get(n, blank) if s.source == "store" else blank), **self._seen.get(n, {})}
                 for n, s in self.specs().items()}
 
+    def noted(self) -> tuple:
+        """What this object holds in memory about reachability, hashable: it moves when a host held here goes up or
+        down (the Host rows' own changes are the store's)."""
+        return tuple(sorted((n, v.get("reachable"), v.get("last_error")) for n, v in dict(self._seen).items()))
+
     def record(self, results: dict[str, str | None]) -> list[tuple[str, bool]]:
         """Note reachability (in the store for Host rows, unless read-only; in memory otherwise). Returns the hosts
         whose state is news: (name, up) for a host that went down, or came back after being down."""
