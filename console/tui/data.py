@@ -11,6 +11,8 @@ from console import fmt
 from console.engine import errors
 
 WINDOW = 500
+CONTAINERS_EVERY_S = 5.0   # Docker is asked at least this often; at once after any change in the store
+STATUS_EVERY_S = 5.0       # the status (lease, jobs, hosts) is read again at least this often
 ACTIVE = ("queued", "deploying")
 SORTS = ("newest", "status", "service", "host")
 STATUS_RANK = {"deploying": 0, "queued": 1, "degraded": 2, "failed": 3, "success": 4, "cancelled": 5,
@@ -55,6 +57,7 @@ class Snapshot:
     containers: list[dict] | None
     container_errors: list[str] = field(default_factory=list)
     fetch_ms: float = 0.0
+    unchanged: bool = False   # nothing changed since the last full read: rows/total/matched are those of then
 
 
 def sort_rows(rows: list[dict], sort: str) -> list[dict]:
@@ -86,9 +89,37 @@ def deployment_cells(row: dict, short: bool = False) -> tuple[str, ...]:
 
 
 class Poller:
+    """One poll = a cheap change check, then a full read only when something changed.
+
+    The check reads the store's change counter (bumped by triggers on every write to a table the console shows,
+    whoever writes: another console, the CLI, the engine; see storage/migrations.py), the lease holder, the
+    services' `current` links and this process's own view of its hosts. When none moved and the query is the same
+    (filter, sort, pinned rows, last event seen), the poll returns `unchanged` without reading the deployments or
+    the events; the status is read again every STATUS_EVERY_S and Docker asked every CONTAINERS_EVERY_S."""
+
     def __init__(self, engine, window: int = WINDOW):
         self.engine = engine
         self.window = window
+        self._mark = None          # the change mark of the last full read
+        self._query = None         # (filter, sort, since_id, pinned) of the last full read
+        self._services: list[str] | None = None
+        self._status_at = 0.0
+        self._containers_at = 0.0
+        self.full_reads = 0
+        self.skipped = 0
+
+    def change_mark(self) -> tuple:
+        """What moves when anything the console shows may have changed (a few microseconds of SQL)."""
+        from console.engine.paths import link_target
+        from storage.migrations import CHANGES_KEY
+        row = self.engine.store.db.execute_sql(
+            "SELECT (SELECT value FROM meta WHERE key = %s), (SELECT holder FROM lease ORDER BY name LIMIT 1)"
+            % self.engine.store.db.param, (CHANGES_KEY,)).fetchone()
+        links = tuple(link_target(self.engine.paths.current(n)) for n in self._services or ())
+        hosts = self.engine.hosts.noted()
+        if row[0] is None:   # no counter (a store this check cannot read): every poll is a full read
+            return (time.monotonic(),)
+        return (row[0], row[1], links, hosts)
 
     def deployments(self, flt: Filter, sort: str, pinned=()) -> tuple[list[dict], int, int]:
         """The newest WINDOW rows the filter matches, every active one, and the `pinned` ones (deployments the
@@ -106,7 +137,8 @@ class Poller:
         missing = [i for i in pinned if i not in seen]
         if missing:
             rows += eng.deployments(ids=missing)
-        current = set(eng.current_releases().values())
+        self._services = eng.service_names()     # whose `current` links the change check looks at
+        current = set(eng.current_releases(self._services).values())
         slow = eng.slow_deployments(rows)     # the engine's rule: over twice the service's median run
         for r in rows:
             r["current"] = r["id"] in current
@@ -128,16 +160,34 @@ class Poller:
             return [], [one_line(e)]
         return rows, [f"{host}: {error}" for host, error in unreachable.items()]
 
-    def poll(self, flt: Filter, sort: str, since_id: int, containers: bool = True, pinned=()) -> Snapshot:
+    def poll(self, flt: Filter, sort: str, since_id: int, containers: bool = True, pinned=(),
+             full: bool = False) -> Snapshot:
+        """A Snapshot; `unchanged` (rows None, no events) when the change check found nothing new, unless `full`."""
         t0 = time.perf_counter()
         try:
-            rows, matched, total = self.deployments(flt, sort, pinned)
-            status = self.status()
-            events = self.events(since_id)
-            cons, errors = self.containers() if containers else (None, [])
+            mono = time.monotonic()
+            mark = self.change_mark()
+            query = (flt, sort, since_id, tuple(pinned))
+            changed = full or mark != self._mark or query != self._query
+            status = None
+            if changed or mono - self._status_at >= STATUS_EVERY_S:
+                status, self._status_at = self.status(), mono
+            if changed:
+                rows, matched, total = self.deployments(flt, sort, pinned)
+                events = self.events(since_id)
+                self._mark, self._query = self.change_mark(), query   # after the read: a write meanwhile re-reads
+                self.full_reads += 1
+            else:
+                rows, matched, total, events = None, 0, 0, []
+                self.skipped += 1
+            cons, errors = None, []
+            if containers and (changed or mono - self._containers_at >= CONTAINERS_EVERY_S):
+                cons, errors = self.containers()
+                self._containers_at = mono
         finally:
             self.release()
-        return Snapshot(rows, total, matched, status, events, cons, errors, (time.perf_counter() - t0) * 1000)
+        return Snapshot(rows, total, matched, status, events, cons, errors, (time.perf_counter() - t0) * 1000,
+                        unchanged=not changed)
 
     def release(self) -> None:
         """Close this worker thread's store connection (each thread worker is a new thread)."""

@@ -28,6 +28,7 @@ from storage.db import StoreUnavailable
 
 MUTATING = {"cancel", "resume", "rollback", "shell", "clean"}
 MARKS = {"mark", "unmark"}     # only for cancel and clean: not offered in read-only mode either
+AGES_EVERY_S = 10.0     # with nothing new in the store, the table's ages are brought up to date this often
 VIEWS = ("deployments", "containers", "events", "hosts")
 
 # binding id -> (default key, footer label, what it does); ids are what [keys] in config.toml rebinds
@@ -124,6 +125,7 @@ class MainScreen(Screen):
         self.matched = 0
         self.pinned: dict[str, str] = {}    # deployments acted on -> their status then: kept in view while they run
         self.prompt_mode: str | None = None  # "/" filter bar or ":" view prompt
+        self._ages_at = 0.0
 
     # ---- layout
     def compose(self) -> ComposeResult:
@@ -198,6 +200,9 @@ class MainScreen(Screen):
 
     def deliver(self, snap) -> None:
         self._take_events(snap.events)
+        if snap.unchanged:
+            self.render_unchanged(snap)
+            return
         if self.app.screen is not self:
             self._pending = snap
             return
@@ -208,7 +213,35 @@ class MainScreen(Screen):
             snap, self._pending = self._pending, None
             self.render_snapshot(snap)
 
+    def render_unchanged(self, snap) -> None:
+        """A poll that found nothing new in the store: only what moves with the clock or with Docker is redrawn,
+        each widget only when its text changed (the status bar's clock, the ages, the containers pane)."""
+        if snap.status is not None:
+            self.status = snap.status
+        if snap.containers is not None:
+            self.containers, self.container_errors = snap.containers, snap.container_errors
+        if self._pending is not None:       # a full snapshot waits for this screen: it takes what is new
+            if snap.status is not None:
+                self._pending.status = snap.status
+            if snap.containers is not None:
+                self._pending.containers, self._pending.container_errors = snap.containers, snap.container_errors
+            return
+        if self.app.screen is not self:
+            return
+        try:
+            self.query_one(StatusBar).show(self.status, self.read_only)
+            if snap.containers is not None:
+                self.show_containers()
+            mono = time.monotonic()
+            if mono - self._ages_at >= AGES_EVERY_S:   # ages and run times move with the clock
+                self._ages_at = mono
+                table = self.query_one(DeploymentsTable)
+                table.show(list(table.rows_by_id.values()))
+        except Exception as e:  # a render problem is a notice, never a crash
+            self.report(f"display failed: {one_line(e)}")
+
     def render_snapshot(self, snap) -> None:
+        self._ages_at = time.monotonic()
         try:
             with self.app.batch_update():
                 table = self.query_one(DeploymentsTable)

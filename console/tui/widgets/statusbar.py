@@ -51,5 +51,16 @@ class StatusBar(Static):
     StatusBar { height: auto; max-height: 2; padding: 0 1; background: $panel; }
     """
 
+    _shown: Text | None = None
+
     def show(self, status: dict | None, read_only: bool) -> None:
-        self.update(status_text(status, read_only))
+        """Redraw only when the text changed, and this widget alone (no layout of the screen) unless the text now
+        takes another number of lines (it ticks every second: `reconcile 6s ago, next in 9s`)."""
+        text = status_text(status, read_only)
+        old = self._shown
+        if old is not None and old.plain == text.plain and old.spans == text.spans:
+            return
+        width = max(1, self.content_size.width)
+        lines = (lambda t: -(-max(1, t.cell_len) // width))
+        self._shown = text
+        self.update(text, layout=old is None or lines(old) != lines(text))
