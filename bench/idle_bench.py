@@ -135,8 +135,8 @@ def seed_store(data_dir: Path, extra: int) -> None:
 
 def console_env(data_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYER_")}
-    env.update(DEPLOYER_DATA_DIR=str(data_dir), DEPLOYER_METRICS_LISTEN="", TERM="xterm-256color", COLORTERM="truecolor",
-               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), TZ="UTC")
+    env.update(DEPLOYER_DATA_DIR=str(data_dir), DEPLOYER_METRICS_LISTEN="", TERM="xterm-256color",
+               COLORTERM="truecolor", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), TZ="UTC")
     return env
 
 

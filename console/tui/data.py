@@ -112,9 +112,10 @@ class Poller:
         """What moves when anything the console shows may have changed (a few microseconds of SQL)."""
         from console.engine.paths import link_target
         from storage.migrations import CHANGES_KEY
+        p = self.engine.store.db.param
         row = self.engine.store.db.execute_sql(
-            "SELECT (SELECT value FROM meta WHERE key = %s), (SELECT holder FROM lease ORDER BY name LIMIT 1)"
-            % self.engine.store.db.param, (CHANGES_KEY,)).fetchone()
+            f"SELECT (SELECT value FROM meta WHERE key = {p}), (SELECT holder FROM lease ORDER BY name LIMIT 1)",
+            (CHANGES_KEY,)).fetchone()
         links = tuple(link_target(self.engine.paths.current(n)) for n in self._services or ())
         hosts = self.engine.hosts.noted()
         if row[0] is None:   # no counter (a store this check cannot read): every poll is a full read

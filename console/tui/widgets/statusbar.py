@@ -61,6 +61,8 @@ class StatusBar(Static):
         if old is not None and old.plain == text.plain and old.spans == text.spans:
             return
         width = max(1, self.content_size.width)
-        lines = (lambda t: -(-max(1, t.cell_len) // width))
+
+        def lines(t: Text) -> int:
+            return -(-max(1, t.cell_len) // width)
         self._shown = text
         self.update(text, layout=old is None or lines(old) != lines(text))
