@@ -176,7 +176,9 @@ class Poller:
             if changed:
                 rows, matched, total = self.deployments(flt, sort, pinned)
                 events = self.events(since_id)
-                self._mark, self._query = self.change_mark(), query   # after the read: a write meanwhile re-reads
+                # the mark read *before* the rows: a write that lands during the read moves the counter past it,
+                # so the next poll reads again
+                self._mark, self._query = mark, query
                 self.full_reads += 1
             else:
                 rows, matched, total, events = None, 0, 0, []
