@@ -239,3 +239,72 @@ def machine() -> dict:
 
 def run_cmd(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# ---- PostgreSQL (issue 14: the store and reconcile benches also run against the test server)
+def postgres_database() -> tuple[str | None, str]:
+    """(URL of a fresh database on the test PostgreSQL server, "") or (None, why not). `scripts/test-postgres url`
+    starts the server when it is not up (`up` first, so a cluster that needs installing says so)."""
+    script = str(ROOT / "scripts" / "test-postgres")
+    status = run_cmd(["bash", script, "status"], timeout=30)
+    if "up" not in (status.stdout or "").split():
+        up = run_cmd(["bash", script, "up"], timeout=300)
+        if up.returncode != 0:
+            return None, f"`scripts/test-postgres up` failed: {(up.stderr or up.stdout).strip().splitlines()[-1:]}"
+    got = run_cmd(["bash", script, "url"], timeout=120)
+    url = (got.stdout or "").strip().splitlines()[-1:] if got.returncode == 0 else []
+    if not url or not url[0].startswith("postgresql://"):
+        return None, f"`scripts/test-postgres url` failed: {(got.stderr or got.stdout).strip()[-200:]}"
+    return url[0], ""
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database postgres_database() made (from the server's `postgres` database; connections forced out)."""
+    from urllib.parse import urlparse, urlunparse
+
+    import psycopg2
+    parts = urlparse(url)
+    with contextlib.suppress(Exception):
+        conn = psycopg2.connect(urlunparse(parts._replace(path="/postgres")), connect_timeout=10)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
+        finally:
+            conn.close()
+
+
+def postgres_version(db) -> str:
+    with contextlib.suppress(Exception):
+        return db.execute_sql("SHOW server_version").fetchone()[0]
+    return "?"
+
+
+@contextlib.contextmanager
+def captured_selects(db):
+    """The SELECT statements (sql, params) a block runs through `db.execute_sql`, in order, distinct by SQL."""
+    seen: dict[str, tuple] = {}
+    original = db.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        if sql.lstrip().upper().startswith("SELECT") and sql not in seen:
+            seen[sql] = tuple(params or ())
+        return original(sql, params, *args, **kwargs)
+    db.execute_sql = spy
+    try:
+        yield seen
+    finally:
+        del db.execute_sql    # back to the class's method
+
+
+def query_plans(db, statements: dict, is_sqlite: bool) -> list[str]:
+    """`EXPLAIN QUERY PLAN` (SQLite) or `EXPLAIN` (PostgreSQL) of each statement: one block of text per query."""
+    out = []
+    for sql, params in statements.items():
+        explain = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN "
+        rows = db.execute_sql(explain + sql, params).fetchall()
+        plan = [f"{r[3]}" for r in rows] if is_sqlite else [r[0] for r in rows]
+        short = " ".join(sql.split())
+        short = short if len(short) <= 160 else short[:157] + "..."
+        out.append(f"{short}\n    " + "\n    ".join(plan))
+    return out

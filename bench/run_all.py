@@ -1,4 +1,4 @@
-"""Run every benchmark present (cleanup, reconcile, routing, store, tui, cli, stats) and write bench/RESULTS.md.
+"""Run every benchmark present (cleanup, reconcile, routing, store, tui, cli, idle, stats) and write bench/RESULTS.md.
 
 `make bench` runs `python bench/run_all.py`. A bench module `bench/<name>_bench.py` exposes `run() -> list[dict]`;
 one that is missing is skipped, one that crashes becomes an error row (the others still run). Figures measured for
@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # `python bench/run_all.py` puts bench/ on the pa
 
 from bench import benchlib as B  # noqa: E402
 
-BENCHES = ("cleanup", "reconcile", "routing", "store", "tui", "cli", "stats")
+BENCHES = ("cleanup", "reconcile", "routing", "store", "tui", "cli", "idle", "stats")
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BUDGET_S = 15 * 60

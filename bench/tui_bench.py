@@ -243,7 +243,8 @@ def run() -> list[dict]:
         fetch_ms = statistics.median(B.timed(Poller(engine).poll, Filter(), "newest", 0, False)[0] * 1000
                                      for _ in range(5))
         poller = Poller(engine)
-        poller.poll(Filter(), "newest", 0, False)
+        for _ in range(2):   # the first status probes the hosts: what this process notes of them is in the mark
+            poller.poll(Filter(), "newest", 0, False)
         idle = [B.timed(poller.poll, Filter(), "newest", 0, False) for _ in range(5)]
         assert all(snap.unchanged for _, snap in idle), "a poll of an unchanged store did a full read"
         idle_ms = statistics.median(t * 1000 for t, _ in idle)
