@@ -1,6 +1,6 @@
 """One reconciliation pass with 100,000 deployments in a SQLite store and 300 managed containers, the same on the
-PostgreSQL test server, and next to a naive pass that asks Docker once per deployment (`docker ps -a --filter label=deployer.deployment_id=<id>` for each row), on
-the same data. Docker API calls are counted on the docker client's HTTP session (a response hook), not estimated.
+PostgreSQL test server, and next to a naive pass that asks Docker once per deployment (`docker ps -a --filter
+label=deployer.deployment_id=<id>` for each row), on the same data. Docker API calls are counted on the docker client's HTTP session (a response hook), not estimated.
 
 The data: 100 services; 100,000 deployments, most of them old (superseded, failed or cancelled with their cleanup
 done); 300 of them still have a container (created from deployer/base:busybox, not started): 200 superseded (kept
