@@ -1,20 +1,20 @@
 """One reconciliation pass with 100,000 deployments in a SQLite store and 300 managed containers, the same on the
 PostgreSQL test server, and next to a naive pass that asks Docker once per deployment (`docker ps -a --filter
-label=deployer.deployment_id=<id>` for each row), on the same data. Docker API calls are counted on the docker client's HTTP session (a response hook), not estimated.
+label=deployer.deployment_id=<id>` for each row), on the same data. Docker API calls are counted on the docker client's
+HTTP session (a response hook), not estimated.
 
-The data: 100 services; 100,000 deployments, most of them old (superseded, failed or cancelled with their cleanup
-done); 300 of them still have a container (created from deployer/base:busybox, not started): 200 superseded (kept
-as rollback targets) and 100 degraded. A pass therefore observes and diffs everything and has nothing to act on, so
-every timed pass does the same work. The naive side is timed on an evenly spread sample of the rows (1,000 by
-default, BENCH_RECONCILE_NAIVE_SAMPLE=0 for all of them) and scaled up: its cost is linear in the rows by
-construction. The pass is measured first with 1,000 deployments (the 300 included), then with 100,000, against the
-same containers, to show the number of Docker calls does not depend on the number of deployments. The store side
-reads only what can need action (the non-terminal rows, the open cleanup tasks, the active rollbacks, and the rows
-of the deployments Docker listed); the bench prints the plan of every SELECT a pass runs (`EXPLAIN QUERY PLAN`,
-`EXPLAIN` on PostgreSQL). The PostgreSQL side (a fresh database on `scripts/test-postgres`, started if needed)
-repeats the passes on the same shape of data with its own 300 containers; it is skipped, with the reason, only
-when the server cannot start. Targets (issues 4 and 14): a pass ≤ 300 ms on SQLite and ≤ 500 ms on PostgreSQL at
-100,000 deployments, Docker calls independent of the deployment count.
+The data: 100 services; 100,000 deployments, most of them old (superseded, failed or cancelled with their cleanup done);
+300 of them still have a container (created from deployer/base:busybox, not started): 200 superseded (kept as rollback
+targets) and 100 degraded. A pass therefore observes and diffs everything and has nothing to act on, so every timed pass
+does the same work. The naive side is timed on an evenly spread sample of the rows (1,000 by default,
+BENCH_RECONCILE_NAIVE_SAMPLE=0 for all of them) and scaled up: its cost is linear in the rows by construction. The pass
+is measured first with 1,000 deployments (the 300 included), then with 100,000, against the same containers, to show the
+number of Docker calls does not depend on the number of deployments. The store side reads only what can need action (the
+non-terminal rows, the open cleanup tasks, the active rollbacks, and the rows of the deployments Docker listed); the
+bench prints the plan of every SELECT a pass runs (`EXPLAIN QUERY PLAN`, `EXPLAIN` on PostgreSQL). The PostgreSQL side
+(a fresh database on `scripts/test-postgres`, started if needed) repeats the passes on the same shape of data with its
+own 300 containers; it is skipped, with the reason, only when the server cannot start. Targets (issues 4 and 14): a pass
+≤ 300 ms on SQLite and ≤ 500 ms on PostgreSQL at 100,000 deployments, Docker calls independent of the deployment count.
 """
 import os
 import secrets

@@ -1,15 +1,15 @@
 """The console with 100,000 deployments in the store: first paint, the UI-thread time of a refresh tick in which 100
-rows changed and of one that takes 100 new events a second, key-to-modal latency (c → the cancel confirmation on
-screen) beside a bare Textual ModalScreen opened the same way in the same run, keys pressed while polls render, and
-the process's memory.
+rows changed and of one that takes 100 new events a second, key-to-modal latency (c → the cancel confirmation on screen)
+beside a bare Textual ModalScreen opened the same way in the same run, keys pressed while polls render, and the
+process's memory.
 
-The app runs headless (Textual's run_test) against a real SQLite store seeded with 100,000 deployments (bulk
-insert, a few seconds; BENCH_TUI_DEPLOYMENTS changes it); no runtime is hosted, so only the console's own work is measured. The timing hooks live here, not in the screens: a MainScreen
-subclass times each applied poll (the diff into the DataTable, status bar, containers pane, event log), and the
-app's screen-change signal marks when a dialog has been painted. The store query runs in a thread worker and is
-reported separately. Targets (issues 5 and 11): first paint ≤ 1 s, tick ≤ 30 ms, key-to-modal (worst of 5, the
-first opening included) ≤ 2× the bare modal's worst of the same run and ≤ 100 ms on a quiet machine, RSS ≤ 200 MB,
-no key lost.
+The app runs headless (Textual's run_test) against a real SQLite store seeded with 100,000 deployments (bulk insert, a
+few seconds; BENCH_TUI_DEPLOYMENTS changes it); no runtime is hosted, so only the console's own work is measured. The
+timing hooks live here, not in the screens: a MainScreen subclass times each applied poll (the diff into the DataTable,
+status bar, containers pane, event log), and the app's screen-change signal marks when a dialog has been painted. The
+store query runs in a thread worker and is reported separately. Targets (issues 5 and 11): first paint ≤ 1 s, tick ≤ 30
+ms, key-to-modal (worst of 5, the first opening included) ≤ 2× the bare modal's worst of the same run and ≤ 100 ms on a
+quiet machine, RSS ≤ 200 MB, no key lost.
 """
 import asyncio
 import os
