@@ -304,6 +304,7 @@ def query_plans(db, statements: dict, is_sqlite: bool) -> list[str]:
         explain = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN "
         rows = db.execute_sql(explain + sql, params).fetchall()
         plan = [f"{r[3]}" for r in rows] if is_sqlite else [r[0] for r in rows]
+        plan = [line if len(line) <= 200 else line[:197] + "..." for line in plan]   # an IN list of 300 ids
         short = " ".join(sql.split())
         short = short if len(short) <= 160 else short[:157] + "..."
         out.append(f"{short}\n    " + "\n    ".join(plan))
