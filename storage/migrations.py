@@ -43,7 +43,7 @@ def install_change_counter(store) -> None:
     for table in WATCHED:
         store.db.execute_sql(f'DROP TRIGGER IF EXISTS {table}_changes ON "{table}"')
         store.db.execute_sql(f'CREATE TRIGGER {table}_changes AFTER INSERT OR UPDATE OR DELETE ON "{table}" '
-                             f"FOR EACH STATEMENT EXECUTE FUNCTION deployer_changes()")
+                             f"FOR EACH STATEMENT EXECUTE PROCEDURE deployer_changes()")  # also before PG 11
 
 
 def drop_change_counter(store) -> None:
