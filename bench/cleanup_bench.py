@@ -196,7 +196,7 @@ def profiled_run(engine, api, ids, specs) -> dict:
     time.sleep(1.0)
     counts = P.Counts(engine.store.db)
     with counts.installed(), counts.measuring(), P.cpu_profile() as prof:
-        result = Cleaner(engine).run_due()
+        result = Cleaner(engine.ctx).run_due()
     if result.get("done") != len(ids):
         raise RuntimeError(f"profiled cleanup did not finish every task: {result}")
     prof["counts"] = counts

@@ -150,6 +150,21 @@ def _private_file(path):
     return os.fdopen(os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb")
 
 
+def _demux(body: bytes) -> bytes:
+    """The payload of a multiplexed log stream (8-byte headers: stream 0/1/2, three zero bytes, big-endian size),
+    or `body` itself when it is not one (a container with a tty sends its output raw)."""
+    out, i, n = [], 0, len(body)
+    while i < n:
+        if i + 8 > n or body[i] not in (0, 1, 2) or body[i + 1:i + 4] != b"\0\0\0":
+            return body
+        size = int.from_bytes(body[i + 4:i + 8], "big")
+        if i + 8 + size > n:
+            return body
+        out.append(body[i + 8:i + 8 + size])
+        i += 8 + size
+    return b"".join(out)
+
+
 def _is_gone(e: docker.errors.APIError) -> bool:
     code = getattr(e, "status_code", None)
     text = str(e).lower()
@@ -352,13 +367,28 @@ class Gateway:
                     ours -= _ancestors(image_id, untagged)
         return removed
 
-    def remove_image(self, ref: str) -> str:
+    def store_image_tags(self, store_id: str) -> dict[str, int]:
+        """{tag: how many tags its image has} of every image labelled with this store: one call that answers
+        `remove_image`'s "does it exist" for a whole cleanup run."""
+        tags: dict[str, int] = {}
+        for image in self._call("listing images", self.api.images, filters={"label": [f"{L.STORE}={store_id}"]}):
+            names = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+            for t in names:
+                tags[t] = len(names)
+        return tags
+
+    def remove_image(self, ref: str, tags: int | None = None) -> str:
         """Remove an image unless a container still uses it. Returns removed | gone | in-use.
 
         An image that does not exist (most failed or cancelled deployments never built one) costs one inspect, not
-        a container scan by ancestor plus a removal attempt."""
-        if not self.image_exists(ref):
+        a container scan by ancestor plus a removal attempt. `tags` is the caller's own knowledge from
+        `store_image_tags` (0: no such image of ours, n: it exists with n tags): no inspect then, and with a single
+        tag no container scan either, since the engine itself refuses (409) to remove the last reference of an
+        image a container uses."""
+        if tags == 0 or (tags is None and not self.image_exists(ref)):
             return "gone"
+        if tags == 1:
+            return self._remove_image_ref(ref)
         try:
             users = self._call("listing containers", self.api.containers, all=True, filters={"ancestor": ref})
         except docker.errors.NotFound:
@@ -369,6 +399,9 @@ class Gateway:
             raise
         if users:
             return "in-use"
+        return self._remove_image_ref(ref)
+
+    def _remove_image_ref(self, ref: str) -> str:
         try:
             self._call("removing an image", self.api.remove_image, ref, force=False, noprune=False)
             return "removed"
@@ -510,9 +543,22 @@ class Gateway:
             raise docker.errors.create_api_error_from_http_exception(e) from e
         return StatsStream(response)
 
+    def whole_log(self, container_id: str) -> bytes:
+        """The container's whole log (stdout and stderr, timestamps), as `logs()` returns it, in one request:
+        docker-py's `logs()` first inspects the container to learn whether it has a tty; the answer itself says so
+        (a log without a tty is a multiplexed stream of framed chunks, see `_demux`)."""
+        params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0, "tail": "all"}
+        url = f"{self.api.base_url}/v{self.api.api_version}/containers/{container_id}/logs"
+        response = self._call("reading logs", self.api.get, url, params=params, stream=False)
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as e:
+            raise docker.errors.create_api_error_from_http_exception(e) from e
+        return _demux(response.content)
+
     def archive_logs(self, container_id: str, dest) -> int:
         """Write the container's whole log, gzipped, to `dest` (a Path). Returns the bytes written."""
-        data = self.logs(container_id)
+        data = self.whole_log(container_id)
         tmp = dest.with_name(dest.name + ".part")
         try:
             with _private_file(tmp) as raw:
