@@ -122,12 +122,11 @@ class Events:
     def __init__(self, deployment_id: str, host: str | None):
         self.deployment_id = deployment_id
         self.host = host
-        self.rows: list[dict] = []
+        self.rows: list[tuple] = []
         self._lock = threading.Lock()
 
     def add(self, message: str, level: str = "info") -> None:
-        row = {"deployment": self.deployment_id, "time": now(), "level": level, "kind": "cleanup",
-               "message": message, "host": self.host}
+        row = (self.deployment_id, now(), level, "cleanup", message, self.host)
         with self._lock:
             self.rows.append(row)
 
@@ -135,8 +134,7 @@ class Events:
         """Write what was added (call inside a write transaction)."""
         with self._lock:
             rows, self.rows = self.rows, []
-        if rows:
-            DeploymentEvent.insert_many(rows).execute()
+        D.events(rows)
 
 
 @dataclass
@@ -166,6 +164,7 @@ class Cleaner:
         self.workers = workers                      # deployments cleaned side by side
         self.container_workers = container_workers  # containers (of every deployment of a run) removed side by side
         self._removals: ThreadPoolExecutor | None = None  # the run's shared pool of archive-then-remove jobs
+        self._built: set[str] | None = None  # the run's deployments that have build output (None: ask per task)
         self.should_stop = should_stop or (lambda: False)  # the runtime stopping: claim nothing more, abandon backups
         self.archive = Archive(engine.paths.archive_root(), engine.settings)
 
@@ -191,9 +190,11 @@ class Cleaner:
         t = now()
         due = (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
                ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
-        with self.engine.store.write():
-            return [i for i in task_ids if CleanupTask.update(state="running", updated_at=t).where(
-                (CleanupTask.id == i) & due).execute() == 1]
+        with self.engine.store.write():  # claims are serialised by the write lock: what is due here is ours
+            ids = [r.id for r in CleanupTask.select(CleanupTask.id).where(CleanupTask.id.in_(task_ids) & due)]
+            if ids:
+                CleanupTask.update(state="running", updated_at=t).where(CleanupTask.id.in_(ids)).execute()
+        return ids
 
     def _release(self, task_ids: list[int]) -> None:
         """Claimed tasks the run will not start (the runtime is stopping): back to pending, no attempt counted."""
@@ -236,6 +237,10 @@ class Cleaner:
             except Exception as e:  # noqa: BLE001 - every task of that host is retried, with this reason
                 views[host] = HostView(error=e)
 
+        go = [task.deployment_id for task, why in plans if why is None]
+        self._built = {r.deployment_id for r in DeploymentEvent.select(DeploymentEvent.deployment).where(
+            DeploymentEvent.deployment.in_(go) & (DeploymentEvent.kind == "build")).distinct()} if go else set()
+
         def one(plan) -> str | None:
             task, why = plan
             if self.should_stop():
@@ -253,6 +258,7 @@ class Cleaner:
                         metrics.cleanup_outcome(outcome)
             finally:
                 self._removals = None
+                self._built = None
         return counts
 
     def _run_one(self, task: CleanupTask, why=None, view: HostView | None = None) -> str | None:
@@ -462,6 +468,8 @@ class Cleaner:
     def _remove_build_leftovers(self, gw, dep: Deployment, events: Events) -> None:
         """A cancelled or failed build leaves the steps it committed as untagged images; its output (the build
         events) says which are its own."""
+        if self._built is not None and dep.id not in self._built:
+            return
         lines = [e.message for e in DeploymentEvent.select(DeploymentEvent.message).where(
             (DeploymentEvent.deployment == dep.id) & (DeploymentEvent.kind == "build")).order_by(DeploymentEvent.id)]
         removed = gw.remove_build_leftovers(lines, dep.created_at) if lines else []

@@ -81,6 +81,16 @@ def event(deployment_id: str | None, message: str, kind: str = "deployment", lev
         (deployment_id, now(), level, kind, message, actor_name, host, json.dumps(detail, sort_keys=True)))
 
 
+def events(rows: list[tuple]) -> None:
+    """Several events in one statement (call inside a write): rows of (deployment_id, time, level, kind, message,
+    host), in order."""
+    if rows:
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
+        Deployment._meta.database.execute_sql(
+            _sql(f"INSERT INTO deployment_event (deployment_id, time, level, kind, message, host) VALUES {values}"),
+            [v for row in rows for v in row])
+
+
 AUDIT_OUTCOMES = ("ok", "refused", "failed")
 
 
