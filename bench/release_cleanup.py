@@ -145,7 +145,7 @@ def run() -> list[dict]:
                     time.sleep(1.0)
                     loads.append(os.getloadavg()[0])
                     if side == "ours":
-                        cleaner = Cleaner(engine)
+                        cleaner = Cleaner(engine.ctx)
                         with counts.measuring():
                             c0 = _cpu()
                             t0 = time.perf_counter()

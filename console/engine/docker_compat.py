@@ -8,6 +8,8 @@ were written for (tests/engine/test_docker_compat.py runs each on the real engin
   reads (a build, a log follow) may be slow.
 - A followed log stream over ssh://: docker-py cannot cancel it there; the paramiko channel under its response is
   shut down instead (`stream_response`, `ssh_channel`).
+- One connection pool per local socket: docker-py's unix-socket adapter keys its pools by the request's whole URL
+  (`one_pool_per_socket`).
 - ssh:// through the system ssh client (console/engine/ssh.py): docker-py's `SSHSocket` is subclassed (its `_write`
   is wrapped to say why ssh ended) and put in place of docker-py's (`ssh_socket_base`, `use_ssh_socket`).
 
@@ -93,3 +95,19 @@ def use_ssh_socket(cls) -> None:
     """Make docker-py open `cls` (a subclass of ssh_socket_base()) for every ssh:// connection."""
     from docker.transport import sshconn
     sshconn.SSHSocket = cls
+
+
+def one_pool_per_socket(api) -> None:
+    """docker-py's unix-socket adapter keys its connection pools by the request's whole URL, so every call about
+    another container (or with other query parameters) opens a new pool and a new connection, and its pools of
+    `max_pool_size` are never reused (100 inspects of different ids: 101 connections). The socket is the only thing
+    a pool depends on: key them all by it."""
+    from docker.transport import UnixHTTPAdapter
+    adapter = getattr(api, "_custom_adapter", None)
+    if isinstance(adapter, UnixHTTPAdapter):
+        plain = adapter.get_connection
+
+        def get_connection(url, proxies=None):
+            return plain("http+docker://localhost", proxies)
+
+        adapter.get_connection = get_connection

@@ -65,6 +65,8 @@ def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeo
         # a local socket never goes through a proxy; requests would still read the proxy settings from the whole
         # environment at every call (a tenth of a cleanup's CPU in the profile)
         api.trust_env = False
+        from console.engine import docker_compat
+        docker_compat.one_pool_per_socket(api)
     if not (url or "").startswith("ssh://"):   # connects fail fast, reads may be slow
         from console.engine import docker_compat
         docker_compat.split_connect_timeout(api, connect_timeout)
