@@ -162,6 +162,25 @@ def test_gateway_treats_404_and_gone_as_done(engine, docker_client):
     assert gw.remove_container(c["Id"]) == "gone"
 
 
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_archived_log_is_the_whole_log_with_or_without_a_tty(engine, docker_client, tmp_path, tty):
+    """archive_logs reads the log in one request (no inspect for the tty flag): the archive holds what docker-py's
+    own logs() returns, for a multiplexed (no tty) and a raw (tty) log alike."""
+    gw = engine.hosts.gateway()
+    api = docker_client.api
+    c = api.create_container("deployer/base:busybox", ["sh", "-c", "echo out; echo err >&2; printf 'no newline'"],
+                             tty=tty)
+    try:
+        api.start(c["Id"])
+        api.wait(c["Id"], timeout=30)
+        expected = api.logs(c["Id"], stdout=True, stderr=True, timestamps=True)
+        assert b"out" in expected and b"no newline" in expected
+        gw.archive_logs(c["Id"], tmp_path / "c.log.gz")
+        assert gzip.decompress((tmp_path / "c.log.gz").read_bytes()) == expected
+    finally:
+        api.remove_container(c["Id"], force=True)
+
+
 def test_two_deployments_one_cancelled_only_its_resources_go(engine, tmp_path, docker_client, monkeypatch):
     engine.add_service("web", str(make_service_dir(tmp_path / "web")), volumes=["data:/data"])
     good = engine.deploy("web")

@@ -159,6 +159,28 @@ def test_cleanup_claim_has_exactly_one_winner(store, settings):
     assert CleanupTask.get_by_id(task.id).state == "running"
 
 
+def test_a_runs_claim_of_many_tasks_gives_each_task_to_one_run(store, settings):
+    """Cleaner.claim_many (a run claims its due tasks in one write): runs racing for the same tasks split them."""
+    from console.engine.cleanup import Cleaner
+    from console.engine.paths import Paths
+
+    class Ctx:
+        pass
+    ctx = Ctx()
+    ctx.store, ctx.settings, ctx.paths = store, settings, Paths(settings.data_dir)
+    ids = []
+    for _ in range(20):
+        with store.write():
+            dep = make_deployment()
+            D.move(store, dep.id, "cancelled")
+        ids.append(CleanupTask.get(CleanupTask.deployment == dep.id).id)
+    cleaner = Cleaner(ctx)
+    claims = in_threads(6, lambda i: cleaner.claim_many(ids))
+    assert sorted(i for c in claims for i in c) == sorted(ids)   # every task claimed, none twice
+    assert {t.state for t in CleanupTask.select().where(CleanupTask.id.in_(ids))} == {"running"}
+    assert cleaner.claim_many(ids) == []                        # running and fresh: nobody takes them again
+
+
 def test_status_moves_are_a_compare_and_set(store):
     with store.write():
         dep = make_deployment()
