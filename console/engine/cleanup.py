@@ -100,10 +100,13 @@ def queue_release_retention(engine, svc: Service) -> int:
     try:
         with engine.store.write():
             beyond = releases_beyond_keep(engine.paths, svc, keep)
-            for dep in beyond:
-                D.enqueue_cleanup(dep.id, "superseded")
-                D.event(dep.id, f"Deployment {dep.id} is older than the newest {keep} superseded release(s) of "
-                                f"{svc.name}; its cleanup is queued", kind="cleanup", host=dep.host)
+            if beyond:  # none has an open task (releases_beyond_keep, in this write): one insert of each kind
+                t = now()
+                CleanupTask.insert_many([{"deployment": dep.id, "reason": "superseded", "state": "pending",
+                                          "due_at": t, "attempts": 0, "created_at": t, "updated_at": t}
+                                         for dep in beyond]).execute()
+                D.events([(dep.id, t, "info", "cleanup", f"Deployment {dep.id} is older than the newest {keep} "
+                           f"superseded release(s) of {svc.name}; its cleanup is queued", dep.host) for dep in beyond])
     except Exception as e:  # the hourly retention job tries again; a deploy or rollback never fails on it
         log.warning("release retention of %s: %s", svc.name, e)
         return 0
