@@ -36,12 +36,12 @@ from console.engine import labels as L
 from console.engine import metrics, notify
 from console.engine.archive import Archive, DoesNotFit
 from console.engine.errors import Cancelled, EngineUnavailable
+from console.engine.liveness import pipeline_alive
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, image_tag
 from console.engine.validate import PHASES
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Rollback, Service
-from storage.queries import pipeline_alive
 
 log = logging.getLogger(__name__)
 STALE_RUNNING_S = 300
@@ -90,16 +90,16 @@ def releases_beyond_keep(paths, svc: Service, keep: int) -> list[Deployment]:
     for t in CleanupTask.select().where(CleanupTask.deployment.in_([d.id for d in older])):
         tasks.setdefault(t.deployment_id, []).append(t)
     return [d for d in older if d.id not in protected and not any(
-        t.state in ("pending", "running", "kept") or t.created_at >= d.updated_at for t in tasks.get(d.id, []))]
+        t.state in D.OPEN_TASK or t.created_at >= d.updated_at for t in tasks.get(d.id, []))]
 
 
-def queue_release_retention(engine, svc: Service) -> int:
+def queue_release_retention(ctx, svc: Service) -> int:
     """Superseded releases beyond `keep_releases` get a cleanup task (reason `superseded`): the Cleaner archives
     their logs and removes container, image and release directory with events, as for a failed deployment."""
-    keep = int(engine.settings.keep_releases)
+    keep = int(ctx.settings.cleanup.keep_releases)
     try:
-        with engine.store.write():
-            beyond = releases_beyond_keep(engine.paths, svc, keep)
+        with ctx.store.write():
+            beyond = releases_beyond_keep(ctx.paths, svc, keep)
             if beyond:  # none has an open task (releases_beyond_keep, in this write): one insert of each kind
                 t = now()
                 CleanupTask.insert_many([{"deployment": dep.id, "reason": "superseded", "state": "pending",
@@ -162,49 +162,48 @@ class HostView:
 
 
 class Cleaner:
-    def __init__(self, engine, workers: int = 16, container_workers: int = 16, should_stop=None):
-        self.engine = engine
+    def __init__(self, ctx, workers: int = 16, container_workers: int = 16, should_stop=None):
+        self.ctx = ctx
         self.workers = workers                      # deployments cleaned side by side
         self.container_workers = container_workers  # containers (of every deployment of a run) removed side by side
         self._removals: ThreadPoolExecutor | None = None  # the run's shared pool of archive-then-remove jobs
         self._built: set[str] | None = None  # the run's deployments that have build output (None: ask per task)
         self.should_stop = should_stop or (lambda: False)  # the runtime stopping: claim nothing more, abandon backups
-        self.archive = Archive(engine.paths.archive_root(), engine.settings)
+        self.archive = Archive(ctx.paths.archive_root(), ctx.settings)
 
     # ---- which tasks
+    @staticmethod
+    def _due_condition(t: float):
+        """Pending and due, or claimed by a run that stopped touching it (a stale claim)."""
+        return (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
+                ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
+
     def _due_query(self, t: float):
-        return CleanupTask.select().where(
-            ((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
-            ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S))
-        ).order_by(CleanupTask.due_at, CleanupTask.id)
+        return CleanupTask.select().where(self._due_condition(t)).order_by(CleanupTask.due_at, CleanupTask.id)
 
     def claim(self, task_id: int) -> bool:
         t = now()
-        with self.engine.store.write():
-            return CleanupTask.update(state="running", updated_at=t).where(
-                (CleanupTask.id == task_id) & (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) | (
-                    (CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
-            ).execute() == 1
+        with self.ctx.store.write():
+            return D.move_task("running", (CleanupTask.id == task_id) & self._due_condition(t), updated_at=t) == 1
 
     def claim_many(self, task_ids: list[int]) -> list[int]:
         """claim() of each task, in one write transaction. Returns the ids this process now holds."""
         if not task_ids:
             return []
         t = now()
-        due = (((CleanupTask.state == "pending") & (CleanupTask.due_at <= t)) |
-               ((CleanupTask.state == "running") & (CleanupTask.updated_at < t - STALE_RUNNING_S)))
-        with self.engine.store.write():  # claims are serialised by the write lock: what is due here is ours
+        due = self._due_condition(t)
+        with self.ctx.store.write():  # claims are serialised by the write lock: what is due here is ours
             ids = [r.id for r in CleanupTask.select(CleanupTask.id).where(CleanupTask.id.in_(task_ids) & due)]
             if ids:
-                CleanupTask.update(state="running", updated_at=t).where(CleanupTask.id.in_(ids)).execute()
+                D.move_task("running", CleanupTask.id.in_(ids), updated_at=t)
         return ids
 
     def _release(self, task_ids: list[int]) -> None:
         """Claimed tasks the run will not start (the runtime is stopping): back to pending, no attempt counted."""
         if task_ids:
-            with self.engine.store.write():
-                CleanupTask.update(state="pending", updated_at=now()).where(
-                    CleanupTask.id.in_(task_ids) & (CleanupTask.state == "running")).execute()
+            with self.ctx.store.write():
+                D.move_task("pending", CleanupTask.id.in_(task_ids) & (CleanupTask.state == "running"),
+                            updated_at=now())
 
     def run_due(self, limit: int = 200, deployment_id: str | None = None) -> dict:
         """Run every due task now. Returns counts: done, kept, skipped, retried.
@@ -232,11 +231,11 @@ class Cleaner:
             except Exception as e:  # noqa: BLE001 - decided again at the retry
                 why = e
             plans.append((task, why))
-        store_id = self.engine.store_id
+        store_id = self.ctx.store_id
         views: dict[str, HostView] = {}
         for host in {task.deployment.host for task, why in plans if why is None}:
             try:
-                views[host] = HostView.of(self.engine.hosts.gateway(host), store_id)
+                views[host] = HostView.of(self.ctx.hosts.gateway(host), store_id)
             except Exception as e:  # noqa: BLE001 - every task of that host is retried, with this reason
                 views[host] = HostView(error=e)
 
@@ -289,25 +288,25 @@ class Cleaner:
               events: Events | None = None) -> None:
         """Back to pending without counting an attempt; with `once`, the event is not repeated at every recheck."""
         repeat = once and task.last_error == message[:500]
-        with self.engine.store.write():
+        with self.ctx.store.write():
             if events is not None:
                 events.flush()
-            CleanupTask.update(state="pending", last_error=message[:500], due_at=now() + delay,
-                               updated_at=now()).where(CleanupTask.id == task.id).execute()
+            D.move_task("pending", CleanupTask.id == task.id, last_error=message[:500], due_at=now() + delay,
+                        updated_at=now())
             if not repeat:
                 D.event(dep.id, message, kind="cleanup", level="warning", host=dep.host)
 
     def _retry(self, task: CleanupTask, dep: Deployment, error: Exception, events: Events | None = None) -> None:
         attempts = task.attempts + 1
-        delay = min(self.engine.settings.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
+        delay = min(self.ctx.settings.cleanup.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if not isinstance(error, (EngineUnavailable, CleanupFailed)):
             log.exception("cleanup of %s", dep.id)
-        with self.engine.store.write():
+        with self.ctx.store.write():
             if events is not None:
                 events.flush()
-            CleanupTask.update(state="pending", attempts=attempts, last_error=message[:500], due_at=now() + delay,
-                               updated_at=now()).where(CleanupTask.id == task.id).execute()
+            D.move_task("pending", CleanupTask.id == task.id, attempts=attempts, last_error=message[:500],
+                        due_at=now() + delay, updated_at=now())
             D.event(dep.id, f"Cleanup of deployment {dep.id} failed (attempt {attempts}): {message}; "
                             f"retrying in {delay:.0f} s", kind="cleanup", level="warning", host=dep.host)
         notify.cleanup_failed(dep.id, attempts, message)
@@ -315,11 +314,10 @@ class Cleaner:
 
     def _finish(self, task: CleanupTask, state: str, message: str, level: str = "info", dep=None,
                 events: Events | None = None) -> None:
-        with self.engine.store.write():
-            CleanupTask.update(state=state, updated_at=now(), last_error=None,
-                               finished_at=now() if state == "done" else None,
-                               attempts=task.attempts + (1 if state == "done" else 0)).where(
-                CleanupTask.id == task.id).execute()
+        with self.ctx.store.write():
+            D.move_task(state, CleanupTask.id == task.id, updated_at=now(), last_error=None,
+                        finished_at=now() if state == "done" else None,
+                        attempts=task.attempts + (1 if state == "done" else 0))
             if events is not None:  # the run's events and this last one in one statement
                 events.add(message, level)
                 events.flush()
@@ -332,19 +330,19 @@ class Cleaner:
         """Why this deployment's resources stay for now, or None."""
         if dep.id in (rollbacks if rollbacks is not None else active_rollback_ids()):
             return "rollback"
-        if dep.status in ("deploying", "queued", "success", "degraded"):
+        if dep.status in D.ACTIVE | D.SERVING:
             return "active"
-        if dep.status == "superseded" and dep.id in linked_releases(self.engine.paths, dep.service.name):
+        if dep.status == "superseded" and dep.id in linked_releases(self.ctx.paths, dep.service.name):
             return "linked"
-        if pipeline_alive(dep, self.engine.settings):
+        if pipeline_alive(dep, self.ctx.settings.scheduler.zombie_after):
             return "pipeline"
-        if task.reason == "failed" and self.engine.settings.keep_failed > 0 and \
+        if task.reason == "failed" and self.ctx.settings.cleanup.keep_failed > 0 and \
                 dep.id in self.kept_failed_ids(dep.service_id):
             return "retention"
         return None
 
     def kept_failed_ids(self, service_id: int) -> set[str]:
-        n = int(self.engine.settings.keep_failed)
+        n = int(self.ctx.settings.cleanup.keep_failed)
         if n <= 0:
             return set()
         rows = (Deployment.select(Deployment.id).where((Deployment.service == service_id) &
@@ -363,16 +361,15 @@ class Cleaner:
                 return self.apply(task, dep, why, view, events)
             finally:
                 if events.rows:
-                    with self.engine.store.write():
+                    with self.ctx.store.write():
                         events.flush()
-        store_id = self.engine.store_id
+        store_id = self.ctx.store_id
         if why is ...:
             why = self.keep_reason(task, dep, active_rollback_ids())
         if why == "rollback":
             message = f"Skipping cleanup for deployment {dep.id} - active rollback in progress"
-            with self.engine.store.write():
-                CleanupTask.update(state="pending", due_at=now() + ROLLBACK_RECHECK_S, updated_at=now()).where(
-                    CleanupTask.id == task.id).execute()
+            with self.ctx.store.write():
+                D.move_task("pending", CleanupTask.id == task.id, due_at=now() + ROLLBACK_RECHECK_S, updated_at=now())
                 if not _skip_noted(dep.id, message):  # once per rollback, not every re-check
                     D.event(dep.id, message, kind="cleanup", host=dep.host)
             return "skipped"
@@ -385,20 +382,20 @@ class Cleaner:
             return "skipped"
         if why == "pipeline":
             # a cancelled (or failed-by-reconcile) pipeline may still create a container: remove only once it ended
-            with self.engine.store.write():
-                CleanupTask.update(state="pending", due_at=now() + PIPELINE_RECHECK_S, updated_at=now(),
-                                   last_error=WAITS_FOR_PIPELINE).where(CleanupTask.id == task.id).execute()
+            with self.ctx.store.write():
+                D.move_task("pending", CleanupTask.id == task.id, due_at=now() + PIPELINE_RECHECK_S, updated_at=now(),
+                            last_error=WAITS_FOR_PIPELINE)
                 if task.last_error != WAITS_FOR_PIPELINE:  # said once, not every pass
                     D.event(dep.id, f"Cleanup of deployment {dep.id} {WAITS_FOR_PIPELINE} ({dep.owner})",
                             kind="cleanup", host=dep.host)
             return "skipped"
-        gw = self.engine.hosts.gateway(dep.host)
+        gw = self.ctx.hosts.gateway(dep.host)
         if why == "retention":
             for info in gw.list_managed(store_id, dep.id, all=False):
                 gw.stop(info)
                 events.add(f"Stopped container {info.name} (kept for inspection)")
             self._finish(task, "kept", f"Keeping deployment {dep.id} for inspection: one of the last "
-                         f"{self.engine.settings.keep_failed} failed deployments of {dep.service.name}", dep=dep,
+                         f"{self.ctx.settings.cleanup.keep_failed} failed deployments of {dep.service.name}", dep=dep,
                          events=events)
             self._rearm_older_failed(dep.service_id)
             return "kept"
@@ -413,7 +410,7 @@ class Cleaner:
             events.add(f"Removed backup helper {helper.name} left by an interrupted backup", level="warning")
         found = [c for c in found if not L.is_backup_helper(c.labels)]
         events.add(f"Found {len(found)} container(s) for deployment {dep.id}")
-        archive = self.engine.paths.ensure(self.engine.paths.archive(dep.id))
+        archive = self.ctx.paths.ensure(self.ctx.paths.archive(dep.id))
 
         def remove(info) -> str | None:
             """One container: archive its log, then remove it; a failed archive keeps it. None when done."""
@@ -485,10 +482,10 @@ class Cleaner:
 
     def _remove_release(self, dep: Deployment, events: Events) -> None:
         svc = dep.service.name
-        if dep.id in (link_target(self.engine.paths.current(svc)), link_target(self.engine.paths.previous(svc))):
+        if dep.id in (link_target(self.ctx.paths.current(svc)), link_target(self.ctx.paths.previous(svc))):
             events.add(f"Release directory of {dep.id} kept: the service's current/previous link points at it")
             return
-        release = self.engine.paths.release(dep.id)
+        release = self.ctx.paths.release(dep.id)
         if release.exists():
             shutil.rmtree(release)
             events.add(f"Removed release directory {release}", level="debug")
@@ -501,9 +498,8 @@ class Cleaner:
                 .where((CleanupTask.state == "kept") & (Deployment.service == service_id)))
         rearm = [r.id for r in rows if r.deployment_id not in keep]
         if rearm:
-            with self.engine.store.write():
-                CleanupTask.update(state="pending", reason="retention", due_at=now(), updated_at=now()).where(
-                    CleanupTask.id.in_(rearm)).execute()
+            with self.ctx.store.write():
+                D.move_task("pending", CleanupTask.id.in_(rearm), reason="retention", due_at=now(), updated_at=now())
         return len(rearm)
 
     def retention(self) -> dict:
@@ -511,7 +507,7 @@ class Cleaner:
         `keep_releases`, prune the archive by age and size."""
         services = list(Service.select())
         rearmed = sum(self._rearm_older_failed(s.id) for s in services)
-        releases = sum(queue_release_retention(self.engine, s) for s in services)
+        releases = sum(queue_release_retention(self.ctx, s) for s in services)
         pruned = self.prune_archive()
         return {"rearmed": rearmed, "releases_queued": releases, "archives_pruned": pruned}
 
@@ -527,15 +523,15 @@ class Cleaner:
     # ---- plan
     def plan(self) -> list[dict]:
         """What a run would do for every open task, without touching anything: one list call per host."""
-        store_id = self.engine.store_id
+        store_id = self.ctx.store_id
         tasks = list(CleanupTask.select(CleanupTask, Deployment, Service).join(Deployment).join(Service)
-                     .where(CleanupTask.state.in_(["pending", "running", "kept"])).order_by(CleanupTask.due_at))
+                     .where(CleanupTask.state.in_(D.OPEN_TASK)).order_by(CleanupTask.due_at))
         by_host: dict[str, dict[str, list]] = {}
         vols_by_host: dict[str, dict[str, list]] = {}
         errors = {}
         for host in {t.deployment.host for t in tasks}:
             try:
-                gw = self.engine.hosts.gateway(host)
+                gw = self.ctx.hosts.gateway(host)
                 grouped: dict[str, list] = {}
                 for c in gw.list_managed(store_id):
                     # as apply() does: a project-scoped label is never removed, a backup helper is not the deployment's
@@ -567,7 +563,7 @@ class Cleaner:
                 action += f" (host {dep.host} unreachable: {errors[dep.host]})"
             containers = by_host.get(dep.host, {}).get(dep.id, [])
             volumes = vols_by_host.get(dep.host, {}).get(dep.id, [])
-            release = self.engine.paths.release(dep.id)
+            release = self.ctx.paths.release(dep.id)
             out.append({"deployment_id": dep.id, "service": dep.service.name, "status": dep.status,
                         "host": dep.host, "reason": task.reason, "state": task.state, "attempts": task.attempts,
                         "last_error": task.last_error, "due_at": task.due_at, "action": action,
@@ -578,12 +574,12 @@ class Cleaner:
         return out
 
 
-def run_inline_if_due(engine, deployment_id: str) -> None:
+def run_inline_if_due(ctx, deployment_id: str) -> None:
     """After a foreground deploy ends failed/cancelled, run its cleanup here if it is due (no engine needed)."""
     try:
         task = CleanupTask.get_or_none((CleanupTask.deployment == deployment_id) &
                                        (CleanupTask.state == "pending") & (CleanupTask.due_at <= now()))
         if task is not None:
-            Cleaner(engine).run_due(deployment_id=deployment_id)
+            Cleaner(ctx).run_due(deployment_id=deployment_id)
     except Exception as e:  # the task stays queued for the engine; the operator sees a notice in the events
         log.warning("inline cleanup of %s: %s", deployment_id, e)
