@@ -6,7 +6,7 @@ from rich.text import Text
 
 from console.tui.widgets.eventlog import EventLog, event_line
 from storage.models import CleanupTask, Deployment
-from tests.tui.conftest import SIZE, first_render, run, wait_until
+from tests.tui.conftest import SIZE, first_render, run, wait_for_workers, wait_until
 from tests.tui.test_pilot import screen_name, select
 
 DEPLOYING, QUEUED, FAILED_PENDING, SUCCESS = "a1b2c3d4e5f6", "b2c3d4e5f6a1", "c3d4e5f6a1b2", "d4e5f6a1b2c3"
@@ -197,12 +197,14 @@ def test_read_only_refuses_shell_marks_and_clean_now_and_still_copies(seeded):
             await select(pilot, FAILED_PENDING)
             for key in ("space", "x", "C", "ctrl+space"):
                 await pilot.press(key)
-                await pilot.pause(0.1)
+                await wait_for_workers(pilot, "action")   # nothing may have started; whatever did has ended
                 assert screen_name(app) == "MainScreen"
             assert app.main.query_one("#deployments").marked == set()
             for action in ("shell", "clean", "mark", "unmark"):
                 app._palette(action)
-                await pilot.pause(0.1)
+                await wait_until(pilot, lambda action=action: any(f"read-only mode: {action} refused" in m
+                                                                  for m in notices(app)),
+                                 what=f"the refusal of {action}")
                 assert screen_name(app) == "MainScreen"
             for action in ("shell", "clean", "mark", "unmark"):
                 assert sum(f"read-only mode: {action} refused" in m for m in notices(app)) == 1, notices(app)

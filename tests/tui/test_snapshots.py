@@ -166,7 +166,8 @@ async def serving_api_details(pilot):
     await pilot.press("d")
     await wait_until(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="the details")
     await wait_until(pilot, lambda: pilot.app.screen.query_one("#stats-cpu-spark").data, what="the live stats line")
-    await pilot.pause(0.2)
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
 
 
 def test_details_with_live_stats_160x45(seeded, snap_compare):
