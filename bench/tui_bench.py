@@ -231,8 +231,8 @@ async def _measure(app) -> dict:
 def run() -> list[dict]:
     from console.engine.core import Engine
     from console.tui.data import STATUS_EVERY_S, Filter, Poller
-    from tests.fixtures.seed import SHOWCASE, seed
     from tests.conftest import make_settings
+    from tests.fixtures.seed import SHOWCASE, seed
     tmp = Path(tempfile.mkdtemp(prefix="tui-bench-"))
     engine = None
     try:

@@ -40,9 +40,9 @@ def main(out: Path, only=()) -> None:
     os.environ["TZ"] = "UTC"
     time.tzset()
     from console.tui.app import DeployerConsole
-    from tests.fixtures.seed import FROZEN_AT, seeded_engine, showcase_containers, showcase_status
     from storage.clock import freeze
     from tests.conftest import make_settings
+    from tests.fixtures.seed import FROZEN_AT, seeded_engine, showcase_containers, showcase_status
 
     out.mkdir(parents=True, exist_ok=True)
     def failure_shown(a):

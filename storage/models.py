@@ -2,7 +2,15 @@
 import json
 
 from peewee import (
-    AutoField, BooleanField, CharField, DatabaseProxy, DoubleField, ForeignKeyField, IntegerField, Model, TextField,
+    AutoField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
 )
 
 from storage.clock import now

@@ -5,8 +5,8 @@ One Gateway per Docker host. Queries always use Docker's own label filters with 
 low-level API, which returns the engine's summaries without an inspect per container.
 """
 import gzip
-import json
 import io
+import json
 import logging
 import os
 import re
@@ -22,8 +22,8 @@ import requests.exceptions
 from docker.utils import tar as make_build_context
 
 from console.engine import docker_compat
-from console.engine.breaker import Breaker
 from console.engine import labels as L
+from console.engine.breaker import Breaker
 from console.engine.errors import Cancelled, EngineUnavailable, ForeignContainer
 
 log = logging.getLogger(__name__)

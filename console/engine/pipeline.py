@@ -17,9 +17,9 @@ from pathlib import Path
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import metrics, notify
-from console.engine import releases
+from console.engine import metrics, notify, releases
 from console.engine.errors import Cancelled, DeployerError, InputError
+from console.engine.liveness import pipeline_alive
 from console.engine.paths import atomic_write, link_target
 from console.engine.releases import container_name  # noqa: F401 - the name other modules import from here
 from console.engine.routes import route_for, wait_through_proxy
@@ -27,7 +27,6 @@ from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import StoreUnavailable
 from storage.models import Deployment, DeploymentEvent, PhaseRun, Service
-from console.engine.liveness import pipeline_alive
 
 log = logging.getLogger(__name__)
 WAIT_POLL_S = 1.0  # a deployment waiting for its service polls the claim this often

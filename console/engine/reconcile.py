@@ -44,8 +44,7 @@ from datetime import datetime
 
 from console.engine import deployments as D
 from console.engine import labels as L
-from console.engine import metrics, notify, releases
-from console.engine import validate
+from console.engine import metrics, notify, releases, validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError, one_line

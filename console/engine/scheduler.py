@@ -43,6 +43,7 @@ from console.engine import notify, reconcile
 from console.engine.cleanup import Cleaner
 from console.engine.errors import InputError, one_line
 from console.engine.lease import LeaseKeeper
+from console.engine.liveness import is_stuck
 from console.engine.metrics import MetricsServer
 from console.engine.pipeline import ServiceBusy
 from console.engine.status import JOBS
@@ -50,7 +51,6 @@ from console.engine.validate import PHASES
 from storage.clock import now
 from storage.db import BUSY_TIMEOUT_S, StoreUnavailable
 from storage.models import CleanupTask, Deployment, JobRun
-from console.engine.liveness import is_stuck
 
 log = logging.getLogger(__name__)
 STOP_BUDGET_S = 4.5          # Engine.close() must return within 5 s

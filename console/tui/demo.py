@@ -5,9 +5,9 @@ module only writes the services' sources under the data dir and queues them. No 
 """
 import logging
 import textwrap
-import uuid
 import threading
 import time
+import uuid
 
 from console.engine.errors import InputError
 

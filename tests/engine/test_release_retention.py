@@ -4,8 +4,8 @@ cleanup path (log archived, container, image and release directory removed, with
 never one `current`/`previous` points at, never one in an active rollback."""
 import pytest
 
-from console.engine.cleanup import Cleaner
 from console import config
+from console.engine.cleanup import Cleaner
 from console.engine.pipeline import container_name
 from storage.models import CleanupTask, Deployment, DeploymentEvent, Rollback
 from tests.conftest import make_service_dir, make_settings

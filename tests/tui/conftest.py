@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from tests.fixtures.seed import FROZEN_AT, ShowcaseStats, seeded_engine, showcase_containers, showcase_status
 from storage.clock import freeze
 from tests.conftest import make_settings
+from tests.fixtures.seed import FROZEN_AT, ShowcaseStats, seeded_engine, showcase_containers, showcase_status
 
 SIZE = (160, 45)
 

@@ -3,10 +3,10 @@ failure rate; the main table marks a run over twice its service's median. Seeded
 (tests/fixtures/seed.py TIMED), a frozen clock."""
 import pytest
 
+from storage.clock import freeze
 from tests.conftest import make_settings
 from tests.fixtures.seed import FROZEN_AT, TIMED, seed_timed
 from tests.tui.conftest import SIZE, first_render, run, wait_until
-from storage.clock import freeze
 
 BARS = "▁▂▃▄▅▆▇"   # a sparkline's bars below full (the timeline's own bar is only █)
 

@@ -17,14 +17,13 @@ from textual.screen import Screen
 from textual.widgets import Collapsible, Static
 from textual.worker import Worker, WorkerState
 
-from console.tui.widgets.footer import Footer
-
 from console import fmt
 from console.engine.validate import PHASES
 from console.tui.data import one_line
 from console.tui.screens.logs import FollowLog
 from console.tui.widgets.containers import ContainersTable
 from console.tui.widgets.deployments import CLEANUP_STYLE, STATUS_STYLE
+from console.tui.widgets.footer import Footer
 from console.tui.widgets.statsline import StatsLine
 from storage.clock import now
 

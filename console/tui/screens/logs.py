@@ -14,10 +14,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Log, Static
 
-from console.tui.widgets.footer import Footer
-
 from console.engine.errors import InputError
 from console.tui.data import one_line
+from console.tui.widgets.footer import Footer
 
 RETRY_S = 2.0          # how often a stopped container is asked for its log again
 
