@@ -215,6 +215,23 @@ def test_filter_as_you_type_matches_substrings_says_n_of_total_and_escape_clears
     run(scenario())
 
 
+def test_a_key_typed_right_after_enter_in_the_filter_acts_on_the_table(seeded):
+    """Enter and the next key arrive together, as from a terminal: the prompt is closed before that key is read, so
+    `s` sorts instead of landing in the filter (it read `/webs` in tmux)."""
+    app = seeded()
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            table = app.main.query_one("#deployments")
+            for key, char in (("slash", "/"), ("w", "w"), ("e", "e"), ("b", "b"), ("enter", "\r"), ("s", "s")):
+                app.post_message(events.Key(key, char))
+            await wait_until(pilot, lambda: app.main.sort != "newest", what=lambda: f"the sort key to reach the table (prompt {app.main.query_one('#prompt').value!r}, focus {app.main.focused}, sort {app.main.sort})", timeout=10)
+            assert app.main.filter.text() == "web" and app.main.focused is table
+            assert not app.main.query_one("#prompt").display
+    run(scenario())
+
+
 def test_a_resumed_deployment_stays_in_view_under_status_failed_while_it_runs(seeded):
     app = seeded()
     dep_id = "c3d4e5f6a1b2"

@@ -7,7 +7,7 @@ refresh instead of piling up. While a modal or another screen is on top, renderi
 import time
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -97,6 +97,30 @@ class Pane(Vertical):
     ALLOW_MAXIMIZE = True    # `z` on the table maximises the pane (title, table and failure line)
 
 
+
+class PromptInput(Input):
+    """The `/` and `:` prompt. The app hands each key to the widget focused when it reads the key, and Enter's
+    binding ran only after the key had bubbled back to the app, so keys typed right after Enter were queued here and
+    typed into the prompt (`s` made the filter `/webs`). Enter now closes the prompt in the prompt's own queue, and
+    a key queued behind it is given back to the app, which hands it to what has the focus now (the table): no key
+    is dropped or lands in a closed prompt."""
+
+    async def action_submit(self) -> None:
+        self.screen.prompt_submitted(self.value)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if not self.display:      # queued here before Enter closed the prompt: it is the table's
+            event.stop()
+            event.prevent_default()
+            self.app.post_message(events.Key(event.key, event.character))
+            return
+        if event.key == "enter":  # here, in the prompt's own queue, before the keys queued behind it
+            event.stop()
+            event.prevent_default()
+            self.screen.prompt_submitted(self.value)
+            return
+        await super()._on_key(event)
+
 class MainScreen(Screen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]   # narrow: the event log gets the width
     # `/` and `:` are priority bindings: they run as the key arrives, so the keys typed right after them are
@@ -131,7 +155,7 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield NoticeLine(id="notice")
-        yield Input(id="prompt", compact=True)
+        yield PromptInput(id="prompt", compact=True)
         with Pane(id="deployments-pane"):
             yield DeploymentsTable(id="deployments")
             yield Static(id="failure")
@@ -637,14 +661,15 @@ class MainScreen(Screen):
             event.stop()
             self.set_filter(event.value)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id != "prompt":
-            return
-        event.stop()
+    def prompt_submitted(self, value: str) -> None:
+        """Enter in the prompt (called while Enter is handled, see PromptInput): the prompt closes and the table has
+        the focus before the next key is read, so a key typed right after Enter acts on the table."""
         mode = self.prompt_mode
+        if mode == "/":   # the Changed messages of the last keys may still be queued: the filter is what was typed
+            self.set_filter(value)
         self.close_prompt()
         if mode == ":":
-            self.open_view(event.value)
+            self.open_view(value)
 
     def set_filter(self, text: str) -> None:
         flt = Filter.parse(text)
