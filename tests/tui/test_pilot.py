@@ -226,7 +226,10 @@ def test_a_key_typed_right_after_enter_in_the_filter_acts_on_the_table(seeded):
             table = app.main.query_one("#deployments")
             for key, char in (("slash", "/"), ("w", "w"), ("e", "e"), ("b", "b"), ("enter", "\r"), ("s", "s")):
                 app.post_message(events.Key(key, char))
-            await wait_until(pilot, lambda: app.main.sort != "newest", what=lambda: f"the sort key to reach the table (prompt {app.main.query_one('#prompt').value!r}, focus {app.main.focused}, sort {app.main.sort})", timeout=10)
+            prompt = app.main.query_one("#prompt")
+            await wait_until(pilot, lambda: app.main.sort != "newest",
+                             what=lambda: f"the sort key to reach the table (prompt {prompt.value!r}, focus "
+                                          f"{app.main.focused}, sort {app.main.sort})")
             assert app.main.filter.text() == "web" and app.main.focused is table
             assert not app.main.query_one("#prompt").display
     run(scenario())
