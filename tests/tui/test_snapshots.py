@@ -100,8 +100,12 @@ async def failed_selected_all_containers(pilot):
     containers = pilot.app.main.query_one("#containers")
     await wait_until(pilot, lambda: str(containers.border_title).startswith("All containers") and
                      containers.row_count == len(showcase_containers()), what="every managed container listed")
+    # the stats columns join the pane at the feed's first tick (once a second): wait for it at every width
+    await wait_until(pilot, lambda: pilot.app.stats_feed.ticks >= 1, what="the stats feed's first tick")
     if pilot.app.size.width >= 120:          # at 80 columns the CPU column is out of the pane's view
         await wait_until(pilot, lambda: containers.series, what="the live stats")
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
 
 
 def test_hosted_leader_containers_with_an_orphan_and_a_failure_reason_160x45(seeded, snap_compare):
