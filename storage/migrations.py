@@ -37,13 +37,19 @@ def install_change_counter(store) -> None:
                 store.db.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()}_changes AFTER {op} ON "
                                      f'"{table}" BEGIN {bump}; END')
         return
+    # Deferred to the commit, once per transaction: the bump locks the counter's row only for the instant of the
+    # commit (an immediate bump held it for the whole transaction, so a writer outside store.write() waited behind
+    # any open one: two transactions inserting events deadlocked a test), and it is still seen with the rows.
     store.db.execute_sql("CREATE OR REPLACE FUNCTION deployer_changes() RETURNS trigger AS $$ BEGIN "
+                         "IF current_setting('deployer.bumped', true) = txid_current()::text THEN RETURN NULL; "
+                         "END IF; PERFORM set_config('deployer.bumped', txid_current()::text, true); "
                          f"UPDATE meta SET value = (value::bigint + 1)::text WHERE key = '{CHANGES_KEY}'; "
                          "RETURN NULL; END $$ LANGUAGE plpgsql")
     for table in WATCHED:
         store.db.execute_sql(f'DROP TRIGGER IF EXISTS {table}_changes ON "{table}"')
-        store.db.execute_sql(f'CREATE TRIGGER {table}_changes AFTER INSERT OR UPDATE OR DELETE ON "{table}" '
-                             f"FOR EACH STATEMENT EXECUTE PROCEDURE deployer_changes()")  # also before PG 11
+        store.db.execute_sql(f'CREATE CONSTRAINT TRIGGER {table}_changes AFTER INSERT OR UPDATE OR DELETE ON '
+                             f'"{table}" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW '
+                             "EXECUTE PROCEDURE deployer_changes()")  # EXECUTE PROCEDURE: also before PG 11
 
 
 def drop_change_counter(store) -> None:
@@ -53,6 +59,7 @@ def drop_change_counter(store) -> None:
             for op in ("insert", "update", "delete"):
                 store.db.execute_sql(f"DROP TRIGGER IF EXISTS {table}_{op}_changes")
     else:
+        store.db.execute_sql("SET CONSTRAINTS ALL IMMEDIATE")  # bumps still pending in this transaction fire now
         for table in WATCHED:
             store.db.execute_sql(f'DROP TRIGGER IF EXISTS {table}_changes ON "{table}"')
         store.db.execute_sql("DROP FUNCTION IF EXISTS deployer_changes()")
@@ -108,6 +115,8 @@ def migrate(store) -> int:
             Meta.insert(key="store_id", value=uuid.uuid4().hex[:12]).on_conflict_ignore().execute()
             install_change_counter(store)
             version = LATEST  # the tables are created from today's models: no step to run
+        if not store.is_sqlite:   # a table with deferred bumps pending cannot be altered: they fire now
+            store.db.execute_sql("SET CONSTRAINTS ALL IMMEDIATE")
         for step in sorted(n for n in STEPS if version < n <= LATEST):  # numbers may skip (branches merged)
             STEPS[step](store, _migrator(store))
             version = step
