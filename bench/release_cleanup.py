@@ -39,7 +39,7 @@ TARGET_BULK = 1.00
 def make_store_rows(engine) -> list[tuple[str, str, int]]:
     """SERVICES services, each with RELEASES/SERVICES superseded releases beyond the newest one (kept: keep_releases=1,
     and it has nothing in Docker). Returns (service, deployment id, project id) of the releases to clean."""
-    engine.settings.keep_releases = 1
+    engine.settings.cleanup.keep_releases = 1
     per = max(1, RELEASES // SERVICES)
     out = []
     with engine.store.write():
