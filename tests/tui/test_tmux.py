@@ -5,13 +5,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from console.engine.releases import container_name
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="no tmux")
@@ -40,14 +40,17 @@ class Tmux:
         return self("capture-pane", "-p", "-t", self.session)
 
     def wait(self, predicate, what: str, timeout: float = 60.0) -> str:
-        end = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < end:
-            text = self.screen()
-            if predicate(text):
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; the screen:\n{text}")
+        """The screen once `predicate(screen)` holds. The console runs in another process (tmux's): its pane is the
+        only signal there is to wait on, so it is read until the predicate holds (tests/conftest.wait_for)."""
+        seen = [""]
+
+        def shown():
+            seen[0] = self.screen()
+            return seen[0] if predicate(seen[0]) else None
+        try:
+            return wait_for(shown, timeout=timeout, what=what)
+        except AssertionError:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; the screen:\n{seen[0]}") from None
 
 
 @pytest.fixture(params=["160x45", "80x24"])
@@ -105,10 +108,7 @@ def test_x_hands_the_terminal_to_the_containers_shell_and_exit_brings_the_consol
 def test_y_puts_the_id_on_tmuxs_clipboard_and_ctrl_space_as_sent_by_the_terminal_clears_marks(console, running):
     console.keys("y")
     console.wait(lambda s: f"copied deployment id {running.id}" in s, "the copy notice")
-    end = time.monotonic() + 30
-    while console("show-buffer").strip() != running.id and time.monotonic() < end:
-        time.sleep(0.2)
-    assert console("show-buffer").strip() == running.id
+    wait_for(lambda: console("show-buffer").strip() == running.id, what="the id in tmux's paste buffer")
     console.keys("Space")
     console.wait(lambda s: "1 marked" in s, "the mark")
     console.keys("C-Space")
