@@ -2,6 +2,16 @@
 import sys
 
 # the database drivers peewee imports, when it finds them, at its own import (psycopg2 alone loads libpq and OpenSSL)
+# the schema this program writes (storage/migrations.py has a step to every version up to it); here, not in
+# migrations.py, so that the CLI's quick read path can tell an up-to-date store without importing peewee
+SCHEMA_VERSION = 6
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message is one line for the operator (storage/errors.py has the
+    others)."""
+
+
 OTHER_DRIVERS = ("psycopg2", "psycopg2cffi", "psycopg", "pymysql", "MySQLdb", "pysqlite3")
 
 

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import stat
 import threading
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlsplit, urlunsplit
@@ -28,11 +27,16 @@ import peewee
 from storage import is_server_url, migrations
 from storage.errors import StoreError, StoreUnavailable  # noqa: F401 (storage.db.StoreError is public)
 from storage.models import MODELS, database
+from storage.sqlite_file import (  # noqa: F401 (public here too)
+    BUSY_TIMEOUT_S,
+    QUICK_CHECK_MAX_BYTES,
+    SQLITE_HEADER,
+    make_private,
+    prepare_sqlite_file,
+    private_dir,
+)
 
 log = logging.getLogger(__name__)
-SQLITE_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT_S = 30
-QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024   # quick_check reads the whole file: about 0.1 s for 16 MB here
 
 
 IDLE_TX_TIMEOUT_S = 10    # a write transaction never waits on anything outside the store that long
@@ -136,95 +140,6 @@ def _database_for_url(url: str, **params) -> peewee.Database:
     return connect(url, **params)
 
 
-def make_private(path: Path, mode: int, what: str) -> str | None:
-    """An existing file or directory of ours that group or others can reach is tightened to `mode`; one that another
-    user owns is refused (we would hand our secrets to it, or take over its files). Returns the warning when the mode
-    changed (it is also logged), else None."""
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise StoreError(f"{what} {path} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()}); "
-                         f"refusing to use it: chown it or point to your own")
-    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
-        raise StoreError(f"{what} {path} is a shared directory (sticky bit); use a private directory")
-    old = stat.S_IMODE(st.st_mode)
-    if not old & 0o077:
-        return None
-    os.chmod(path, mode)
-    warning = f"{what} {path} was mode {old:04o} (group/other access); tightened to {mode:04o}"
-    log.warning(warning)
-    return warning
-
-
-def private_dir(path: Path, what: str = "data dir") -> str | None:
-    """Create the directory 0700, or tighten an existing one (see make_private)."""
-    try:
-        path.mkdir(parents=True, mode=0o700)
-        return None
-    except FileExistsError:
-        if not path.is_dir():
-            raise StoreError(f"{what} {path} exists and is not a directory") from None
-        return make_private(path, 0o700, what)
-
-
-def _prepare_sqlite_file(path: Path) -> list[str]:
-    """Create the store file 0600, or check an existing one; returns the warnings (modes tightened)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.exists():
-        if path.is_dir():
-            raise StoreError(f"{path} is a directory, not a database file")
-        warnings = [w for w in (make_private(path, 0o600, "store file"),) if w]
-        for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if side.exists():  # SQLite gives them the database's mode: they hold the same data
-                warnings += [w for w in (make_private(side, 0o600, "store file"),) if w]
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if head and head != SQLITE_HEADER:
-            raise StoreError(f"{path} is not a SQLite database; refusing to open it (file left untouched)")
-        if head:
-            _check_existing_sqlite(path)
-        return warnings
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    return []
-
-
-def _check_existing_sqlite(path: Path) -> None:
-    """Before peewee opens an existing file (and sets WAL, which rewrites the header of a rollback-journal
-    database): read it with a plain connection that changes nothing. A SQLite file of another program (tables, but
-    not ours) is refused, and so is a damaged one (quick_check, on files up to QUICK_CHECK_MAX_BYTES; larger stores
-    skip it and rely on SQLite reporting the damage when a query meets it)."""
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S)
-    except sqlite3.Error as e:
-        raise StoreError(f"{path} cannot be opened: {e}; file left untouched") from e
-    try:
-        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "meta" not in tables:
-            raise StoreError(f"{path} is a SQLite database of another program (no deployer-console tables); "
-                             f"refusing to change it (file left untouched)")
-        if tables and not _has_store_id(con):
-            # our first migration creates `meta` and writes the store id in one transaction: a `meta` without it
-            # is another program's table of the same name
-            raise StoreError(f"{path} is a SQLite database of another program (a meta table without a "
-                             f"deployer-console store id); refusing to change it (file left untouched)")
-        if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
-            result = con.execute("PRAGMA quick_check(1)").fetchone()
-            if not result or result[0] != "ok":
-                raise StoreError(f"{path} is damaged ({result[0] if result else 'no answer'}); "
-                                 f"file left untouched: restore it from a backup")
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path} is not a usable SQLite database ({e}); file left untouched") from e
-    finally:
-        con.close()
-
-
-def _has_store_id(con: sqlite3.Connection) -> bool:
-    try:
-        return con.execute("SELECT 1 FROM meta WHERE key = 'store_id' AND value IS NOT NULL").fetchone() is not None
-    except sqlite3.OperationalError:  # a `meta` table without our columns
-        return False
-
-
 class Store:
     def __init__(self, db: peewee.Database, url: str, warnings: list[str] | None = None):
         self.db = db
@@ -296,7 +211,7 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
         if read_only and not (path.is_file() and path.stat().st_size > 0):
             raise StoreError(f"no store at {path}: --read-only creates nothing (run a command without it once)")
         guard = read_only
-        warnings = _prepare_sqlite_file(path)
+        warnings = prepare_sqlite_file(path)
         # journal_mode=wal changes nothing in a store that is already WAL (every store this program created)
         pragmas = {"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_S * 1000, "foreign_keys": 1,
                    "synchronous": "normal", **({"query_only": 1} if guard else {})}

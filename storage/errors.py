@@ -1,9 +1,7 @@
 """The store's error types, imported by db.py and migrations.py alike (neither imports the other for them)."""
 import peewee
 
-
-class StoreError(Exception):
-    """The store cannot be opened or used; the message is one line for the operator."""
+from storage import StoreError  # defined with no import of peewee: storage/sqlite_file.py raises it too
 
 
 class StoreUnavailable(StoreError, peewee.OperationalError):

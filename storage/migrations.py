@@ -1,14 +1,15 @@
 """Schema version and forward migrations (playhouse.migrate). Version 1 is the first schema.
 
-To change the schema: bump LATEST and add a function `_to_N(migrator)` below; it runs once, in order, inside a
-write transaction, and the version in Meta moves with it.
+To change the schema: bump SCHEMA_VERSION (storage/__init__.py) and add a function `_to_N(migrator)` below; it
+runs once, in order, inside a write transaction, and the version in Meta moves with it.
 """
 from peewee import CharField, DoubleField, IntegerField, TextField
 
+from storage import SCHEMA_VERSION
 from storage.errors import StoreError
 from storage.models import MODELS, JSONField, Meta
 
-LATEST = 6
+LATEST = SCHEMA_VERSION
 
 
 def run_migrations(*operations) -> None:
