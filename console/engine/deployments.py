@@ -11,34 +11,19 @@ import socket
 from console.engine.errors import InputError
 from storage.clock import now
 from storage.models import CleanupTask, Deployment, PhaseRun
+from storage.statuses import (  # noqa: F401 (the engine names them D.TERMINAL, D.QUEUED_TASK, ...)
+    ACTIVE,
+    CLEANUP_ON,
+    LEGAL_MOVES,
+    OPEN_TASK,
+    QUEUED_TASK,
+    RESUMABLE,
+    RUN_ENDS,
+    SERVING,
+    TASK_MOVES,
+    TERMINAL,
+)
 
-LEGAL_MOVES: dict[str, set[str]] = {
-    "queued": {"deploying", "cancelled", "failed"},
-    "deploying": {"deploying", "success", "failed", "cancelled"},   # deploying -> deploying: a zombie resumed
-    "success": {"superseded", "degraded"},
-    "degraded": {"success", "superseded", "failed"},
-    "failed": {"deploying"},                                           # resume
-    "cancelled": set(),
-    "superseded": {"success"},                                         # a rollback brings it back
-}
-# the status sets, named here once
-TERMINAL = frozenset({"failed", "cancelled", "superseded"})
-ACTIVE = frozenset({"queued", "deploying"})               # holds its service: one deployment at a time
-SERVING = frozenset({"success", "degraded"})              # its container is the service's current one
-RESUMABLE = frozenset({"failed", "deploying"})            # `resume` may run it again from a phase
-CLEANUP_ON = frozenset({"failed", "cancelled"})           # a move here writes the cleanup task (and its leftovers
-RUN_ENDS = frozenset({"success", "failed", "cancelled"})  # are orphans for reconcile)
-# a cleanup task's states and their legal moves, as LEGAL_MOVES is for deployments: done and abandoned are final
-TASK_MOVES: dict[str, frozenset[str]] = {
-    # re-armed, claimed; done/kept too: a run whose claim was handed back at shutdown may still finish it
-    "pending": frozenset({"pending", "running", "done", "kept", "abandoned"}),
-    "running": frozenset({"pending", "running", "done", "kept", "abandoned"}),   # retry/wait, stale reclaim, ends
-    "kept": frozenset({"pending", "abandoned"}),    # kept for inspection until retention (or a new failure) re-arms it
-    "done": frozenset(),
-    "abandoned": frozenset(),                       # its host was removed with --force
-}
-OPEN_TASK = frozenset({"pending", "running", "kept"})   # the deployment may still have something to remove
-QUEUED_TASK = frozenset({"pending", "running"})         # the cleanup queue
 MACHINE = socket.gethostname()
 
 

@@ -2,9 +2,7 @@
 import re
 
 from console.engine.errors import InputError
-
-PHASES = ["PULLING_SOURCE", "BUILDING", "COPYING_FILES", "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
-STATUSES = ["queued", "deploying", "success", "failed", "cancelled", "superseded", "degraded"]
+from storage.statuses import PHASES, STATUSES  # noqa: F401 (validate.PHASES, validate.STATUSES)
 
 # a service name is a component of a Docker image reference (`deployer/<service>:<id>`) and of a container name
 # (`deployer-<service>-<id>`): Docker's component grammar `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`, narrowed to '-'
