@@ -107,7 +107,7 @@ def _json_flag(f):
 
 def emit(ctx: Ctx, data, text: str | None = None, json_out: bool = False):
     if ctx.json or json_out:
-        click.echo(jsonlib.dumps(data, indent=2, sort_keys=True, default=str))
+        click.echo(fmt.to_json(data))
     elif text is not None:
         click.echo(text)
 
@@ -173,21 +173,6 @@ def service_ls(ctx, json_out):
 
 
 # ---- deployments
-def _dep_table(rows):
-    return fmt.table([[r["id"], r["service"], r["status"], fmt.phase_progress(r["phase"], r["status"]), r["host"],
-                       fmt.age(r["created_at"]), fmt.run_time(r), r.get("cleanup") or "-",
-                       (r["error"] or (f"waits: {r['wait_reason']}" if r.get("wait_reason") else ""))[:60]]
-                      for r in rows],
-                     ["ID", "SERVICE", "STATUS", "PHASE", "HOST", "AGE", "DURATION", "CLEANUP", "ERROR"])
-
-
-def _public(row: dict) -> dict:
-    keys = ["id", "service", "status", "phase", "host", "error", "created_at", "updated_at", "finished_at",
-            "wait_reason"]
-    return {k: row.get(k) for k in keys} | {k: row[k] for k in ("phases", "events", "cleanup", "attempts")
-                                             if k in row}
-
-
 @cli.command()
 @click.argument("service_name", metavar="SERVICE")
 @click.option("--detach", is_flag=True, help="Only queue it; a running engine picks it up.")
@@ -200,7 +185,7 @@ def deploy(ctx, service_name, detach, json_out):
     if detach:
         dep = engine.deploy(service_name, detach=True)
         row = engine.show(dep.id, events=False)
-        emit(ctx, _public(row), f"deployment {dep.id} queued", json_out)
+        emit(ctx, fmt.public_deployment(row), f"deployment {dep.id} queued", json_out)
         return
     run = {}
 
@@ -221,8 +206,8 @@ def deploy(ctx, service_name, detach, json_out):
                         on_phase=on_phase, on_wait=on_wait,
                         on_cancel=lambda d: click.echo(f"cancelling {d.id} ...", err=True))
     row = engine.show(dep.id, events=False)
-    emit(ctx, _public(row), f"deployment {dep.id} {row['status']}" + (f": {row['error']}" if row["error"] else ""),
-         json_out)
+    emit(ctx, fmt.public_deployment(row),
+         f"deployment {dep.id} {row['status']}" + (f": {row['error']}" if row["error"] else ""), json_out)
     if row["status"] != "success":
         sys.exit(1)
 
@@ -237,7 +222,7 @@ def deploy(ctx, service_name, detach, json_out):
 def ls(ctx, status, service_name, host, limit, json_out):
     """List deployments, newest first."""
     rows = ctx.engine.deployments(status=status, service=service_name, host=host, limit=limit)
-    emit(ctx, [_public(r) | {"cleanup": r.get("cleanup")} for r in rows], _dep_table(rows), json_out)
+    emit(ctx, fmt.deployments_json(rows), fmt.deployments_table(rows), json_out)
 
 
 @cli.command()
@@ -248,9 +233,9 @@ def show(ctx, deployment_id, json_out):
     """A deployment's phases (with durations), cleanup task and events."""
     row = ctx.engine.show(deployment_id)
     if ctx.json or json_out:
-        emit(ctx, _public(row), json_out=True)
+        emit(ctx, fmt.public_deployment(row), json_out=True)
         return
-    click.echo(_dep_table([row | {"cleanup": (row["cleanup"] or {}).get("state")}]))
+    click.echo(fmt.deployments_table([row | {"cleanup": (row["cleanup"] or {}).get("state")}]))
     if row.get("wait_reason"):
         click.echo(f"\nWAITING  {row['wait_reason']}")
     click.echo("\nPHASES")
@@ -276,7 +261,7 @@ def show(ctx, deployment_id, json_out):
 def cancel(ctx, deployment_id, json_out):
     """Cancel a queued or deploying deployment; its resources are cleaned up."""
     dep = ctx.engine.cancel(deployment_id)
-    emit(ctx, _public(ctx.engine.show(dep.id, events=False)), f"deployment {dep.id} cancelled", json_out)
+    emit(ctx, fmt.public_deployment(ctx.engine.show(dep.id, events=False)), f"deployment {dep.id} cancelled", json_out)
 
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
@@ -323,7 +308,7 @@ def resume(ctx, deployment_id, from_phase, detach, json_out):
             click.echo(f"[{index + 1}/6] {phase}")
     dep = ctx.engine.resume(deployment_id, from_phase, detach=detach, on_phase=on_phase)
     row = ctx.engine.show(dep.id, events=False)
-    emit(ctx, _public(row), f"deployment {dep.id} {'resume requested' if detach else row['status']}"
+    emit(ctx, fmt.public_deployment(row), f"deployment {dep.id} {'resume requested' if detach else row['status']}"
          + (f": {row['error']}" if row["error"] and not detach else ""), json_out)
     if not detach and row["status"] != "success":
         sys.exit(1)
@@ -599,34 +584,13 @@ def reconcile_cmd(ctx, dry_run, json_out):
     _warn_down(down, "it was not reconciled")
 
 
-def _until(t):
-    if not t:
-        return "-"
-    delta = t - time.time()
-    return f"in {fmt.duration(delta)}" if delta >= 0 else f"{fmt.duration(-delta)} ago"
-
-
 @cli.command("status")
 @_json_flag
 @click.pass_obj
 def status_cmd(ctx, json_out):
     """The engine: who holds the lease, each job's last run, the cleanup queue, each Docker host."""
     st = ctx.engine.status(probe=True)
-    leader = st["leader"]
-    lines = [f"leader: {leader['holder']} (host {leader['host']}, pid {leader['pid']}, lease expires "
-             f"{_until(leader['expires_at'])})" if leader else "leader: none (no engine holds the lease: queued "
-             "deployments and cleanups wait; start `deployer-console engine`)"]
-    if st["read_only"]:
-        lines.append("read-only mode")
-    lines.append(fmt.table([[j["name"], fmt.age(j["last_run_at"]) + (" ago" if j["last_run_at"] else ""),
-                             j["outcome"] or "-", " ".join(f"{k}={v}" for k, v in sorted((j["counts"] or {}).items())
-                                                           if v) or "-", _until(j["next_run_at"])]
-                            for j in st["jobs"]], ["JOB", "LAST RUN", "OUTCOME", "COUNTS", "NEXT"]))
-    lines.append(f"cleanup queue: {st['cleanup_queue']}")
-    lines.append(fmt.table([[h["name"], {True: "up", False: "DOWN", None: "?"}[h["reachable"]], h["source"],
-                             fmt.age(h["last_seen_at"]), (h["last_error"] or "")[:80]] for h in st["hosts"]],
-                           ["HOST", "STATE", "SOURCE", "SEEN", "LAST ERROR"]))
-    emit(ctx, st, "\n".join(lines), json_out)
+    emit(ctx, st, fmt.status_text(st), json_out)
 
 
 

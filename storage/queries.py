@@ -1,4 +1,5 @@
 """Queries both faces use. One query per table: no per-row lookups in loops."""
+from storage import reads
 from storage.models import CleanupTask, Deployment, Service
 
 
@@ -19,70 +20,18 @@ def event_dict(e) -> dict:
             "message": e.message, "actor": e.actor, "host": e.host, "detail": e.detail}
 
 
-MATCH_FIELDS = {"id": Deployment.id, "service": Service.name, "status": Deployment.status, "host": Deployment.host,
-                "error": Deployment.error}
-
-
-def _match(q, words):
-    """Each word (case-insensitive substring, `field:value` for one field) must match id, service, status, host or
-    error. The LIKE is a superset (`_` and `%` are wildcards there): callers that care re-check in Python."""
-    for word in words or ():
-        field, sep, value = word.partition(":")
-        fields = [MATCH_FIELDS[field]] if sep and field in MATCH_FIELDS else list(MATCH_FIELDS.values())
-        value = value if sep and field in MATCH_FIELDS else word
-        cond = None
-        for f in fields:
-            c = f.contains(value)
-            cond = c if cond is None else cond | c
-        q = q.where(cond)
-    return q
+def _reader() -> reads.Reader:
+    return reads.Reader.peewee(Deployment._meta.database.obj)
 
 
 def count_deployments(match=None) -> int:
-    if not match:   # no join: SQLite counts the smallest index of the one table
-        return Deployment.select().count()
-    return _match(Deployment.select().join(Service), match).count()
+    return _reader().count_deployments(match)
 
 
-def deployment_rows(status=None, service=None, host=None, limit=None, since_id=None, match=None,
-                    ids=None) -> list[dict]:
-    """Deployments newest first, joined with their service name and latest cleanup state in two queries."""
-    q = (Deployment.select(Deployment, Service.name.alias("service_name"))
-         .join(Service).order_by(Deployment.created_at.desc(), Deployment.id))
-    q = _match(q, match)
-    if ids is not None:
-        q = q.where(Deployment.id.in_(list(ids)))
-    if status:
-        q = q.where(Deployment.status == status)
-    if service:
-        q = q.where(Service.name == service)
-    if host:
-        q = q.where(Deployment.host == host)
-    if limit:
-        q = q.limit(limit)
-    rows = []
-    for d in q.dicts():
-        rows.append({"id": d["id"], "service": d["service_name"], "status": d["status"], "phase": d["phase"],
-                     "host": d["host"], "error": d["error"], "created_at": d["created_at"],
-                     "updated_at": d["updated_at"], "finished_at": d["finished_at"],
-                     "started_at": d["started_at"], "attempts": d["attempts"], "heartbeat_at": d["heartbeat_at"],
-                     "wait_reason": d["wait_reason"]})
-    if rows:
-        # by id (in chunks of 500) for a window of the store; every task only for a read of most rows
-        states = cleanup_states([r["id"] for r in rows] if len(rows) <= 5000 else None)
-        for r in rows:
-            r["cleanup"] = states.get(r["id"])
-    return rows
-
-
-def cleanup_states(ids=None) -> dict[str, str]:
-    q = CleanupTask.select(CleanupTask.deployment, CleanupTask.state, CleanupTask.id).order_by(CleanupTask.id)
-    if ids is None:
-        return {row[0]: row[1] for row in q.tuples()}
-    ids, out = list(ids), {}
-    for start in range(0, len(ids), 500):
-        out.update((row[0], row[1]) for row in q.where(CleanupTask.deployment.in_(ids[start:start + 500])).tuples())
-    return out
+def deployment_rows(status=None, service=None, host=None, limit=None, match=None, ids=None) -> list[dict]:
+    """Deployments newest first, joined with their service name and latest cleanup state in two queries (the SQL is
+    storage/reads.py's, which the CLI's quick path runs too)."""
+    return _reader().deployment_rows(status=status, service=service, host=host, limit=limit, match=match, ids=ids)
 
 
 def known_deployments(ids=None) -> dict[str, str]:

@@ -10,17 +10,16 @@ the status bar), which are bounded by host_timeout as a whole. Builds and log st
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from console.engine import deployments as D
-from console.engine import metrics, notify, validate
+from console.engine import host_specs, metrics, notify, validate
 from console.engine.breaker import Breaker
 from console.engine.errors import EngineUnavailable, InputError
+from console.engine.host_specs import DEFAULT, HostSpec  # noqa: F401 (hosts.DEFAULT, hosts.HostSpec)
 from storage.clock import now
 from storage.models import Deployment, Host, Service
 
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
     from console.engine.docker_gateway import Gateway
 
-DEFAULT = "local"
 
 
 # connections kept open per host: cleanup removes up to 16 containers side by side (docker-py's default keeps 10 and
@@ -73,32 +71,6 @@ def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeo
     return client
 
 
-@dataclass(frozen=True)
-class HostSpec:
-    """Where one Docker host is and where that was said: `store` (`host add`), `config` ([hosts.NAME]), `env`
-    (DEPLOYER_DOCKER_HOST), `flag` (--docker-host) or `default` (DOCKER_HOST / docker-py's default socket)."""
-    name: str
-    url: str
-    source: str
-    is_default: bool = False
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-
-
-def _checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
-    """Validate a host's URL and TLS files; returns the TLS paths made absolute."""
-    validate.host_name(name)
-    if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
-        raise InputError(f"invalid Docker URL {url!r} for host {name}: unix://, tcp:// or ssh://")
-    for what, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
-        if path and not os.path.isfile(os.path.expanduser(path)):
-            raise InputError(f"{what} {path} of host {name} is not a file")
-    if bool(tls_cert) != bool(tls_key):
-        raise InputError(f"host {name}: tls_cert and tls_key go together")
-    return tuple(os.path.abspath(os.path.expanduser(p)) if p else None for p in (tls_ca, tls_cert, tls_key))
-
-
 def open_client(url: str | None, tls: dict | None, timeout: float) -> docker.DockerClient:
     """A client outside the cache, connecting and reading within `timeout` (the doctor's one-off checks)."""
     return make_client(url, tls, timeout, timeout)
@@ -117,32 +89,15 @@ class Hosts:
         # a host that just failed fails again at once for a few seconds (instead of every task waiting out its own
         # connect timeout); probes bypass this, and the first success clears it
         self.breaker = Breaker(min(5.0, float(settings.scheduler.host_timeout)), on_failure=metrics.docker_error)
-        self.overlay = self._overlay(settings)
+        self.overlay = host_specs.overlay(settings)
         self._seen: dict[str, dict] = {}   # reachability of hosts that are not Host rows: {name: state}
         self._checked_at: dict[str, float] = {}   # when this process last noted a host's reachability (monotonic)
-
-    @staticmethod
-    def _overlay(settings) -> dict[str, HostSpec]:
-        out = {}
-        if settings.docker_host is not None:
-            out[DEFAULT] = HostSpec(DEFAULT, settings.docker_host, settings.origins.get("docker_host", "flag"))
-        for name, table in (settings.hosts or {}).items():
-            tls = _checked(name, table.get("url", ""), table.get("tls_ca"), table.get("tls_cert"),
-                           table.get("tls_key"))
-            out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *tls)
-        return out
 
     def specs(self) -> dict[str, HostSpec]:
         """Every host of this run by name: the store's rows, this run's settings over them, and `local` (from
         DOCKER_HOST or the default socket) when neither names it."""
-        stored = {row.name: HostSpec(row.name, row.url, "store", bool(row.is_default), row.tls_ca, row.tls_cert,
-                                     row.tls_key)
-                  for row in Host.select(Host.name, Host.url, Host.is_default, Host.tls_ca, Host.tls_cert,
-                                         Host.tls_key)}
-        out = {DEFAULT: HostSpec(DEFAULT, "", "default"), **stored, **self.overlay}
-        default = (next((n for n, s in self.overlay.items() if s.is_default), None)
-                   or next((n for n, s in stored.items() if s.is_default), None) or DEFAULT)
-        return {n: replace(s, is_default=(n == default)) for n, s in sorted(out.items())}
+        return host_specs.merge(Host.select(Host.name, Host.url, Host.is_default, Host.tls_ca, Host.tls_cert,
+                                            Host.tls_key).dicts(), self.overlay)
 
     def spec(self, name: str) -> HostSpec:
         spec = self.overlay.get(name) or self.specs().get(name)
@@ -152,7 +107,7 @@ class Hosts:
 
     def check_new(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
         """Refuse a host that cannot be added (bad URL or TLS files, a name in use); returns the TLS paths."""
-        tls = _checked(name, url, tls_ca, tls_cert, tls_key)
+        tls = host_specs.checked(name, url, tls_ca, tls_cert, tls_key)
         if name in self.overlay:
             raise InputError(f"host {name} comes from {self._where(name)}; change it there")
         if name == DEFAULT or Host.get_or_none(Host.name == name):
@@ -403,7 +358,7 @@ class Hosts:
                 continue
             up = error is None
             was = before[name]["reachable"]
-            if was != up and not (up and was is None):   # first sight of a healthy host is not news
+            if host_specs.is_news(was, up):
                 news.append((name, up))
             state = {"reachable": up, "last_error": error, **({"last_seen_at": now()} if up else {})}
             if specs[name].source == "store" and not self.settings.read_only:

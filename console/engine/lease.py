@@ -22,24 +22,15 @@ import time
 
 from console.engine import deployments as D
 from console.engine.liveness import pid_gone
+from console.engine.status import LEASE_NAME, lease_dict
 from storage.clock import now
 from storage.models import Lease
 
 log = logging.getLogger(__name__)
-LEASE_NAME = "engine"
 
 
 def new_holder_id() -> str:
     return f"{D.MACHINE}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def lease_dict(row: Lease | None, at: float | None = None) -> dict | None:
-    """The leader as the status shows it, or None when nobody holds an unexpired lease."""
-    at = now() if at is None else at
-    if row is None or not row.holder or (row.expires_at or 0) <= at:
-        return None
-    return {"holder": row.holder, "host": row.holder_machine, "pid": row.holder_pid, "expires_at": row.expires_at,
-            "renewed_at": row.renewed_at, "acquired_at": row.acquired_at}
 
 
 class LeaseKeeper:
@@ -135,4 +126,4 @@ class LeaseKeeper:
 
 
 def current() -> dict | None:
-    return lease_dict(Lease.get_or_none(Lease.name == LEASE_NAME))
+    return lease_dict(Lease.select().where(Lease.name == LEASE_NAME).dicts().first())

@@ -1,0 +1,60 @@
+"""Where each Docker host of a run is: the `local` default, the store's Host rows (`host add`) and this run's own
+([hosts.NAME] in the config, DEPLOYER_DOCKER_HOST, --docker-host) laid over them. Standard library only: hosts.py
+builds its clients from these, and the CLI's quick `status` (console/quick.py) lists and pings the same hosts."""
+import os
+from collections import namedtuple
+
+from console.engine.errors import InputError
+
+DEFAULT = "local"
+
+
+class HostSpec(namedtuple("HostSpec", "name url source is_default tls_ca tls_cert tls_key",
+                          defaults=(False, None, None, None))):
+    """Where one Docker host is (`url`: "" for DOCKER_HOST or docker-py's default socket; TLS files) and where that was
+    said (`source`): `store` (`host add`), `config` ([hosts.NAME]), `env` (DEPLOYER_DOCKER_HOST), `flag`
+    (--docker-host) or `default`. A named tuple, not a dataclass: `status` on the CLI's quick path builds these, and
+    defining a dataclass (or importing typing) costs that path more than its answer."""
+    __slots__ = ()
+
+
+def checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
+    """Validate a host's URL and TLS files; returns the TLS paths made absolute."""
+    from console.engine import validate  # here: its patterns are compiled at import, and most runs name no host
+    validate.host_name(name)
+    if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
+        raise InputError(f"invalid Docker URL {url!r} for host {name}: unix://, tcp:// or ssh://")
+    for what, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if path and not os.path.isfile(os.path.expanduser(path)):
+            raise InputError(f"{what} {path} of host {name} is not a file")
+    if bool(tls_cert) != bool(tls_key):
+        raise InputError(f"host {name}: tls_cert and tls_key go together")
+    return tuple(os.path.abspath(os.path.expanduser(p)) if p else None for p in (tls_ca, tls_cert, tls_key))
+
+
+def overlay(settings) -> dict[str, HostSpec]:
+    """This run's own hosts: --docker-host / DEPLOYER_DOCKER_HOST for `local`, and the config's [hosts.NAME]."""
+    out = {}
+    if settings.docker_host is not None:
+        out[DEFAULT] = HostSpec(DEFAULT, settings.docker_host, settings.origins.get("docker_host", "flag"))
+    for name, table in (settings.hosts or {}).items():
+        tls = checked(name, table.get("url", ""), table.get("tls_ca"), table.get("tls_cert"), table.get("tls_key"))
+        out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *tls)
+    return out
+
+
+def merge(stored, overlay: dict[str, HostSpec]) -> dict[str, HostSpec]:
+    """Every host by name: the store's rows (dicts of Host's columns), this run's overlay over them, and `local` (from
+    DOCKER_HOST or the default socket) when neither names it; exactly one is the default."""
+    stored = {r["name"]: HostSpec(r["name"], r["url"], "store", bool(r["is_default"]), r["tls_ca"], r["tls_cert"],
+                                  r["tls_key"]) for r in stored}
+    out = {DEFAULT: HostSpec(DEFAULT, "", "default"), **stored, **overlay}
+    default = (next((n for n, s in overlay.items() if s.is_default), None)
+               or next((n for n, s in stored.items() if s.is_default), None) or DEFAULT)
+    return {n: s._replace(is_default=(n == default)) for n, s in sorted(out.items())}
+
+
+def is_news(was: bool | None, up: bool) -> bool:
+    """Whether a host's new reachability is an event: it went down, or came back after being down (the first sight
+    of a healthy host is not news)."""
+    return was != up and not (up and was is None)
