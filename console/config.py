@@ -6,11 +6,7 @@ A leaf: nothing of the engine or the store is imported here. Settings are groupe
 a bad one is a ConfigError naming the setting and where it came from (the file, the variable or the flag)."""
 import math
 import os
-import tomllib
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import platformdirs
 
 PHASE_DEADLINES = {"PULLING_SOURCE": 300, "BUILDING": 900, "COPYING_FILES": 300, "CREATING_SYMLINKS": 300,
                    "UPDATING_ROUTES": 300, "HEALTH_CHECK": 300}
@@ -20,6 +16,12 @@ NOTIFY_EVENTS = ("deployment-failed", "cleanup-failing", "cleanup-abandoned", "h
 METRICS_LISTEN = "127.0.0.1:9464"
 HOST_KEYS = ("url", "tls_ca", "tls_cert", "tls_key", "default")
 ENV_PREFIX = "DEPLOYER_"
+
+
+def default_data_dir() -> Path:
+    """Where the data lives unless --data-dir/DEPLOYER_DATA_DIR says (platformdirs: ~/.local/share/deployer-console)."""
+    import platformdirs  # here: a run that names its data dir does not load it
+    return Path(platformdirs.user_data_dir("deployer-console"))
 
 
 class ConfigError(Exception):
@@ -32,84 +34,115 @@ def _rule(kind, low=None, above=None, high=None, choices=None):
     return {"kind": kind, "low": low, "above": above, "high": high, "choices": choices}
 
 
-def _f(default, kind, **rule):
-    factory = default if callable(default) else None
-    meta = {"rule": _rule(kind, **rule)}
-    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+class Setting:
+    """One setting a section declares: its default (a value, or a callable that makes a fresh one) and its check."""
+    __slots__ = ("default", "rule")
+
+    def __init__(self, default, kind, **rule):
+        self.default = default
+        self.rule = _rule(kind, **rule)
+
+    def fresh(self):
+        return self.default() if callable(self.default) else self.default
 
 
-@dataclass
-class StoreSettings:
-    db: str | None = _f(None, "path")
+class Section:
+    """A [section] of the config: the class declares its settings (`name: type = Setting(default, kind, ...)`), an
+    instance holds each one's value. A name the section does not declare cannot be set: a setting renamed or misspelt
+    in the code fails at once instead of being silently ignored. (Not a dataclass: generating one costs the CLI's quick
+    path more than all of its reading.)"""
+    SETTINGS: dict[str, Setting] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.SETTINGS = {k: v for k, v in vars(cls).items() if isinstance(v, Setting)}
+
+    def __init__(self, **values):
+        for name, setting in self.SETTINGS.items():
+            object.__setattr__(self, name, values.pop(name) if name in values else setting.fresh())
+        if values:
+            raise TypeError(f"{type(self).__name__} has no setting {', '.join(sorted(values))}")
+
+    def __setattr__(self, name, value):
+        if name not in self.SETTINGS:
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+        object.__setattr__(self, name, value)
+
+    def values(self) -> dict:
+        return {name: getattr(self, name) for name in self.SETTINGS}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.values() == self.values()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.values().items())})"
 
 
-@dataclass
-class CleanupSettings:
-    cleanup_delay: float = _f(0.0, float, low=0)                 # between failure/cancel and removal
-    keep_failed: int = _f(0, int, low=0)
-    keep_releases: int = _f(5, int, low=1)         # superseded releases kept per service as rollback targets
-    cleanup_backoff_max: float = _f(60.0, float, above=0)
+class StoreSettings(Section):
+    db: str | None = Setting(None, "path")
+
+
+class CleanupSettings(Section):
+    cleanup_delay: float = Setting(0.0, float, low=0)                 # between failure/cancel and removal
+    keep_failed: int = Setting(0, int, low=0)
+    keep_releases: int = Setting(5, int, low=1)         # superseded releases kept per service as rollback targets
+    cleanup_backoff_max: float = Setting(60.0, float, above=0)
     # 0 or less would make the archive budget delete every backup, or keep none: refused, not guessed at
-    archive_max_mb: float = _f(1024.0, float, above=0)
-    archive_max_age_days: float = _f(30.0, float, above=0)
-    backup_keep_days: float = _f(30.0, float, above=0)  # a volume backup is kept this long whatever archive_max_mb says
+    archive_max_mb: float = Setting(1024.0, float, above=0)
+    archive_max_age_days: float = Setting(30.0, float, above=0)
+    # a volume backup is kept this long whatever archive_max_mb says
+    backup_keep_days: float = Setting(30.0, float, above=0)
 
 
-@dataclass
-class PipelineSettings:
-    health_timeout: float = _f(60.0, float, above=0)
-    heartbeat_interval: float = _f(2.0, float, above=0)
-    phase_deadlines: dict = _f(lambda: dict(PHASE_DEADLINES), "deadlines")
+class PipelineSettings(Section):
+    health_timeout: float = Setting(60.0, float, above=0)
+    heartbeat_interval: float = Setting(2.0, float, above=0)
+    phase_deadlines: dict = Setting(lambda: dict(PHASE_DEADLINES), "deadlines")
 
 
-@dataclass
-class SchedulerSettings:
-    workers: int = _f(2, int, low=1)
-    reconcile_interval: float = _f(15.0, float, above=0)
-    retention_interval: float = _f(3600.0, float, above=0)
-    cleanup_interval: float = _f(1.0, float, above=0)
-    dispatch_interval: float = _f(1.0, float, above=0)
-    zombie_after: float = _f(60.0, float, above=0)
-    zombie_policy: str = _f("resume", str, choices=("resume", "fail"))
-    max_resume_attempts: int = _f(3, int, low=0)
-    orphan_grace: float = _f(120.0, float, low=0)
-    host_timeout: float = _f(10.0, float, above=0)
-    lease_duration: float = _f(15.0, float, above=0)
-    lease_renew_deadline: float = _f(10.0, float, above=0)
-    lease_retry: float = _f(2.0, float, above=0)
+class SchedulerSettings(Section):
+    workers: int = Setting(2, int, low=1)
+    reconcile_interval: float = Setting(15.0, float, above=0)
+    retention_interval: float = Setting(3600.0, float, above=0)
+    cleanup_interval: float = Setting(1.0, float, above=0)
+    dispatch_interval: float = Setting(1.0, float, above=0)
+    zombie_after: float = Setting(60.0, float, above=0)
+    zombie_policy: str = Setting("resume", str, choices=("resume", "fail"))
+    max_resume_attempts: int = Setting(3, int, low=0)
+    orphan_grace: float = Setting(120.0, float, low=0)
+    host_timeout: float = Setting(10.0, float, above=0)
+    lease_duration: float = Setting(15.0, float, above=0)
+    lease_renew_deadline: float = Setting(10.0, float, above=0)
+    lease_retry: float = Setting(2.0, float, above=0)
 
 
-@dataclass
-class ConsoleSettings:
-    poll_interval: float = _f(1.0, float, above=0)
-    stats: bool = _f(True, bool)     # live CPU/memory of the running containers on screen (one engine stream each)
+class ConsoleSettings(Section):
+    poll_interval: float = Setting(1.0, float, above=0)
+    stats: bool = Setting(True, bool)     # live CPU/memory of the running containers on screen (one engine stream each)
 
 
-@dataclass
-class MetricsSettings:
-    listen: str = _f(METRICS_LISTEN, "listen")     # Prometheus text format on HOST:PORT ("" = off)
+class MetricsSettings(Section):
+    listen: str = Setting(METRICS_LISTEN, "listen")     # Prometheus text format on HOST:PORT ("" = off)
 
 
-@dataclass
-class NotifySettings:
-    urls: list = _f(list, "strings")               # apprise URLs
-    events: list = _f(lambda: list(NOTIFY_EVENTS), "strings", choices=NOTIFY_EVENTS)
-    fold_seconds: float = _f(300.0, float, low=0)  # a repeat within this window is folded into the first
-    cleanup_failing_after: int = _f(3, int, low=1)  # a cleanup is "failing" from this many failed attempts on
+class NotifySettings(Section):
+    urls: list = Setting(list, "strings")               # apprise URLs
+    events: list = Setting(lambda: list(NOTIFY_EVENTS), "strings", choices=NOTIFY_EVENTS)
+    fold_seconds: float = Setting(300.0, float, low=0)  # a repeat within this window is folded into the first
+    cleanup_failing_after: int = Setting(3, int, low=1)  # a cleanup is "failing" from this many failed attempts on
 
 
 ROUTE_PROVIDERS = ("traefik-file", "caddy")
 
 
-@dataclass
-class RoutesSettings:
+class RoutesSettings(Section):
     """Who routes requests to the serving container: "traefik-file" (routes/<service>.yml for Traefik's file
     provider) or "caddy" (the admin API at caddy_admin; one server named `deployer` listening on `listen`); a
     superseded container is stopped drain_seconds after the new one serves, so requests in flight finish."""
-    provider: str = _f("traefik-file", str, choices=ROUTE_PROVIDERS)
-    caddy_admin: str = _f("http://127.0.0.1:2019", "url")
-    listen: str = _f(":80", "port")                # [HOST]:PORT
-    drain_seconds: float = _f(5.0, float, low=0, high=3600)
+    provider: str = Setting("traefik-file", str, choices=ROUTE_PROVIDERS)
+    caddy_admin: str = Setting("http://127.0.0.1:2019", "url")
+    listen: str = Setting(":80", "port")                # [HOST]:PORT
+    drain_seconds: float = Setting(5.0, float, low=0, high=3600)
 
 
 # [section] -> its settings class, and the prefix of its keys' DEPLOYER_* names (DEPLOYER_NOTIFY_URLS is
@@ -121,23 +154,22 @@ SECTIONS = {"store": (StoreSettings, ""), "cleanup": (CleanupSettings, ""), "pip
 TOP_LEVEL = {"docker_host": _rule("text"), "read_only": _rule(bool)}   # keys outside any section
 
 
-@dataclass
-class Settings:
-    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("deployer-console")))
-    docker_host: str | None = None
-    read_only: bool = False
-    store: StoreSettings = field(default_factory=StoreSettings)
-    cleanup: CleanupSettings = field(default_factory=CleanupSettings)
-    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
-    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
-    console: ConsoleSettings = field(default_factory=ConsoleSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
-    routes: RoutesSettings = field(default_factory=RoutesSettings)
-    keys: dict = field(default_factory=dict)       # [keys]: console key bindings (Textual keymap ids)
-    hosts: dict = field(default_factory=dict)      # [hosts.NAME]: url, tls_ca, tls_cert, tls_key, default
+class Settings(Section):
+    data_dir: Path = Setting(lambda: default_data_dir(), "path")
+    docker_host: str | None = Setting(None, "text")
+    read_only: bool = Setting(False, bool)
+    store: StoreSettings = Setting(StoreSettings, "section")
+    cleanup: CleanupSettings = Setting(CleanupSettings, "section")
+    pipeline: PipelineSettings = Setting(PipelineSettings, "section")
+    scheduler: SchedulerSettings = Setting(SchedulerSettings, "section")
+    console: ConsoleSettings = Setting(ConsoleSettings, "section")
+    metrics: MetricsSettings = Setting(MetricsSettings, "section")
+    notify: NotifySettings = Setting(NotifySettings, "section")
+    routes: RoutesSettings = Setting(RoutesSettings, "section")
+    keys: dict = Setting(dict, "keys")          # [keys]: console key bindings (Textual keymap ids)
+    hosts: dict = Setting(dict, "hosts")        # [hosts.NAME]: url, tls_ca, tls_cert, tls_key, default
     # where a setting came from when it matters to the operator ("config", "env" or "flag"): `host ls` shows it
-    origins: dict = field(default_factory=dict)
+    origins: dict = Setting(dict, "origins")
 
     @property
     def db_url(self) -> str:
@@ -152,8 +184,8 @@ def _names() -> dict[str, tuple[str | None, str, dict]]:
     """Every setting by its flat name (DEPLOYER_<NAME>, and load()'s keyword): (section, key, rule)."""
     out = {name: (None, name, rule) for name, rule in TOP_LEVEL.items()}
     for section, (cls, prefix) in SECTIONS.items():
-        for f in fields(cls):
-            out[prefix + f.name] = (section, f.name, f.metadata["rule"])
+        for key, setting in cls.SETTINGS.items():
+            out[prefix + key] = (section, key, setting.rule)
     return out
 
 
@@ -241,6 +273,7 @@ def load(data_dir=None, db=None, docker_host=None, read_only=False, **overrides)
     settings = Settings(**({"data_dir": Path(data_dir).expanduser()} if data_dir else {}))
     path = settings.config_path
     if path.exists():
+        import tomllib  # here: a run without a config file does not load it
         try:
             raw = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
@@ -301,7 +334,7 @@ def _apply(settings: Settings, raw: dict, path: Path) -> None:
         if top in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"invalid [{top}] in {where}: expected a table ([{top}] then key = value lines)")
-            known = {f.name: f.metadata["rule"] for f in fields(SECTIONS[top][0])}
+            known = {key: setting.rule for key, setting in SECTIONS[top][0].SETTINGS.items()}
             for key, item in value.items():
                 if key not in known:
                     raise ConfigError(f"unknown setting {key!r} in [{top}] in {where}: one of {', '.join(known)}")

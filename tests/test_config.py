@@ -127,3 +127,19 @@ def test_deadlines_given_as_an_option_keep_the_other_phases_and_a_bad_one_is_ref
         config.load(data_dir=str(tmp_path), phase_deadlines={"BUILDING": 0})
     with pytest.raises(config.ConfigError, match="unknown setting 'no_such_setting'"):
         config.load(data_dir=str(tmp_path), no_such_setting=1)
+
+
+def test_a_setting_the_sections_do_not_declare_cannot_be_set(tmp_path):
+    """After a rename (`cleanup_delay` moved into [cleanup]) an old name in the code fails at once instead of being
+    silently ignored; the declared ones are set, compared and shown as before."""
+    settings = config.load(data_dir=tmp_path)
+    with pytest.raises(AttributeError, match="cleanup_delay"):
+        settings.cleanup_delay = 600
+    with pytest.raises(AttributeError, match="no setting 'workerz'"):
+        settings.scheduler.workerz = 4
+    with pytest.raises(TypeError, match="no setting"):
+        config.CleanupSettings(cleanup_dealy=1)
+    settings.cleanup.cleanup_delay = 600
+    assert settings.cleanup.cleanup_delay == 600 and "cleanup_delay=600" in repr(settings.cleanup)
+    assert config.load(data_dir=tmp_path).scheduler == settings.scheduler
+    assert config.load(data_dir=tmp_path).cleanup != settings.cleanup
