@@ -27,7 +27,9 @@ FLOORS = (("python -c pass", "pass"),
           ("python -c 'import click, peewee'", "import storage; storage.sqlite_only('x.db'); import click, peewee"))
 
 NOTES = ("Wall-clock time of whole processes (fork to exit), the environment's Python and the installed "
-         "`deployer-console` entry point; `status --json` asks every Docker host now, as the command does.")
+         "`deployer-console` entry point; `status --json` asks every Docker host now, as the command does. The "
+         "commands take the quick path (console/quick.py: standard library only); the full CLI's figures "
+         "(DEPLOYER_QUICK=0: click, peewee, the engine) are beside them for context.")
 
 
 def _wall(argv: list[str], env: dict) -> float:
@@ -83,6 +85,14 @@ def run() -> list[dict]:
                                   f"ours {statistics.median(ours) * 1000:.0f} ms, docker ps "
                                   f"{statistics.median(theirs) * 1000:.0f} ms (medians); ratios "
                                   f"{min(ratios):.1f}-{max(ratios):.1f}"))
+        # context: the same commands through the full CLI (what they cost before the quick path)
+        full_env = dict(env, DEPLOYER_QUICK="0")
+        for command in (["ls", "--json"], ["status", "--json"]):
+            ours, theirs = _paired(CLI + command, [docker, "ps"], full_env)
+            ratios = [x / y for x, y in zip(ours, theirs)]
+            rows.append(B.info(f"full CLI (DEPLOYER_QUICK=0) {' '.join(command)} / docker ps, median of {PAIRS} pairs",
+                               round(statistics.median(ratios), 2), "×",
+                               f"{statistics.median(ours) * 1000:.0f} ms vs {statistics.median(theirs) * 1000:.0f} ms"))
         # context: what any Python command, and one that parses with click and reads with peewee, costs here
         for label, code in FLOORS:
             ours, theirs = _paired([sys.executable, "-c", code], [docker, "ps"], env)
