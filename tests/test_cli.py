@@ -112,9 +112,10 @@ def test_a_bare_group_prints_its_help(cli, engine):
 @pytest.mark.parametrize("args", [["ls", "--json"], ["status", "--json"], ["show", "--help"],
                                   ["service", "ls", "--json"]])
 def test_a_read_command_imports_only_what_it_uses(engine, args):
-    """The fast start of `ls --json` and `status --json` (bench/cli_bench.py times it; this test holds its shape):
-    no docker-py (nor requests or paramiko), Textual, APScheduler, prometheus_client or apprise; on a SQLite store
-    no PostgreSQL driver and none of playhouse's backends either. `status` pings the machine's engine on its unix
+    """The full CLI's start for read commands (`DEPLOYER_QUICK=0`, a PostgreSQL store, or a read the quick path hands
+    over; tests/test_cli_quick.py holds the quick path's own, stricter shape): no docker-py (nor requests or
+    paramiko), Textual, APScheduler, prometheus_client or apprise; on a SQLite store no PostgreSQL driver and none of
+    playhouse's backends either. `status` pings the machine's engine on its unix
     socket without docker-py (console/engine/docker_ping.py)."""
     from console.engine.docker_ping import socket_path
     assert socket_path(None), "this test needs the machine's Docker engine on a unix socket (DOCKER_HOST unset)"
