@@ -150,3 +150,39 @@ def test_retention_prunes_old_job_runs_idle_ones_sooner_and_keeps_the_newest_of_
     assert prune_job_runs(engine.store) == 2
     left = {r.id for r in JobRun.select()}
     assert left == {old_work, recent_idle, lonely} and not {old_idle, ancient_work} & left
+
+
+def test_an_idle_leader_adds_no_job_run_rows_and_leaves_the_change_counter_still(engine):
+    # dispatch and cleanup run five times a second here and find nothing to do: they used to add a row each run
+    # (~7,200 an hour at the default second); now each keeps one row that says its last run
+    from console.engine.status import JOBS
+    from storage.migrations import CHANGES_KEY
+    from storage.models import Meta
+    s = engine.settings.scheduler
+    s.dispatch_interval = s.cleanup_interval = 0.2
+    s.reconcile_interval = s.retention_interval = 3600   # each runs once, on taking the lease
+    runtime = engine.start_runtime()
+    wait_for(lambda: runtime.is_leader, timeout=5, what="the lease")
+    wait_for(lambda: {r.job for r in JobRun.select().where(JobRun.finished_at.is_null(False))} >= set(JOBS),
+             timeout=30, what="a run of every job")
+
+    def counter():
+        return Meta.get(Meta.key == CHANGES_KEY).value
+    rows, changes, t0 = JobRun.select().count(), counter(), now()
+    seen = {"dispatch": [], "cleanup": []}
+
+    def runs_seen() -> bool:
+        jobs = {j["name"]: j for j in engine.status()["jobs"]}
+        for name, starts in seen.items():
+            if jobs[name]["last_run_at"] > t0 and jobs[name]["last_run_at"] not in starts:
+                starts.append(jobs[name]["last_run_at"])
+                assert jobs[name]["next_run_at"] > jobs[name]["last_run_at"] and jobs[name]["holder"] == runtime.holder
+        return all(len(starts) >= 10 for starts in seen.values())
+    wait_for(runs_seen, timeout=120, interval=0.05, what="ten idle runs of dispatch and of cleanup shown by status")
+    for starts in seen.values():
+        assert starts == sorted(starts), "status shows each job's last run, newer each time"
+    assert JobRun.select().count() == rows, "idle runs added job-run rows"
+    assert JobRun.select().where(JobRun.job == "dispatch").count() == 1
+    assert counter() == changes, "an idle leader moved the change counter: the console never skips a poll"
+    runtime.stop()
+    assert JobRun.select().where(JobRun.finished_at.is_null()).count() == 0
