@@ -241,3 +241,57 @@ def test_dialogs_are_built_after_start_and_reused_without_losing_the_main_screen
             await pilot.press("down")                 # keys still reach the table
             assert table.cursor_row == table.get_row_index("a1b2c3d4e5f6") + 1
     run(scenario())
+
+
+# ---- the status bar
+def test_status_bar_is_one_line_at_80_columns_and_says_everything_when_wider(seeded):
+    # it wrapped to two lines at 80 columns; now it leaves out the least important first and keeps the role, every
+    # host that is down and the cleanup queue
+    app = seeded(live=True)            # a leader with two hosts, h2 down, one cleanup queued
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await first_render(pilot)
+            bar = app.main.query_one("#status")
+
+            def shown() -> str:
+                return bar.render().plain
+            await wait_until(pilot, lambda: "leader" in shown(), what="the status drawn")
+            assert bar.region.height == 1, shown()
+            for part in ("● leader", "h2 ▼", "cleanup queue 1"):
+                assert part in shown(), shown()
+            await pilot.resize_terminal(160, 45)
+            await wait_until(pilot, lambda: "this console: ops-1:4242:7" in shown(), what=lambda: shown())
+            assert "reconcile 6.0s ago, next in 9.0s" in shown() and bar.region.height == 1
+            await pilot.resize_terminal(80, 24)
+            await wait_until(pilot, lambda: "this console" not in shown(), what=lambda: shown())
+            assert bar.region.height == 1
+    run(scenario())
+
+
+def test_status_bar_at_78_cells_keeps_the_role_the_hosts_down_and_the_cleanup_queue():
+    from console.tui.widgets.statusbar import status_text
+    t = now()
+    hosts = [{"name": "local", "reachable": True}, {"name": "edge-2", "reachable": True},
+             {"name": "h2", "reachable": False}, {"name": "h3", "reachable": None}]
+    statuses = [
+        {"role": "leader", "me": "ops-1:4242:7", "hosts": hosts, "cleanup_queue": 12, "last_reconcile_at": t - 6,
+         "next_reconcile_at": t + 9},
+        {"role": "follower", "leader": {"holder": "ops-1:4242:7"}, "hosts": hosts, "cleanup_queue": 3,
+         "last_reconcile_at": t - 600, "next_reconcile_at": t + 9},
+        {"role": "none", "leader": {"holder": "ops-1:4242:7"}, "hosts": hosts[:1], "cleanup_queue": 0,
+         "last_reconcile_at": t - 6, "next_reconcile_at": t},
+    ]
+    for status in statuses:
+        for read_only in (False, True):
+            full, narrow = status_text(status, read_only).plain, status_text(status, read_only, 78)
+            assert narrow.cell_len <= 78, narrow.plain
+            said = narrow.plain
+            assert ("READ-ONLY" in said) == read_only
+            assert {"leader": "● leader", "follower": "○ follower ", "none": "not hosted · leader "}[status["role"]] \
+                in said and ("ops-1:4242:7" in said or status["role"] == "leader"), said
+            for h in status["hosts"]:
+                if not h["reachable"]:
+                    assert f"{h['name']} {'▼' if h['reachable'] is False else '?'}" in said, said
+            assert f"cleanup {status['cleanup_queue']}" in said or f"cleanup queue {status['cleanup_queue']}" in said
+            assert len(full) > len(said)
