@@ -4,7 +4,7 @@ Two kinds of series:
 - gauges computed at scrape time from the store (`StoreCollector`: a few grouped queries, nothing kept in memory):
   deployer_deployments{status,service,host}, deployer_cleanup_queue_depth, deployer_cleanup_oldest_due_seconds,
   deployer_host_up{host} (the reachability reconciliation recorded), deployer_leader (1 while this process holds the
-  lease);
+  lease), deployer_process_info{pid} (the process serving them);
 - counters and histograms moved by the job code paths through the small API below (`observe_phase`,
   `cleanup_outcome`, `observe_reconcile`, `docker_error`). They count what this process did; only the lease holder
   runs jobs, so only the leader's move.
@@ -13,8 +13,11 @@ The job series live in a registry of this module (never prometheus_client's glob
 registry holding them and the store collector of its engine. Nothing here is on a hot path: a counter update is one
 lock and one addition, and the store is read only when Prometheus scrapes.
 """
+import errno
 import functools
 import logging
+import os
+import re
 import threading
 from types import SimpleNamespace
 
@@ -130,17 +133,48 @@ class _JobSeries:
         return job_series().registry.collect()
 
 
+class _Process:
+    """deployer_process_info{pid}: which process serves this endpoint (a second console on the port names it)."""
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+        info = GaugeMetricFamily("deployer_process_info", "The deployer-console process serving these metrics.",
+                                 labels=["pid"])
+        info.add_metric([str(os.getpid())], 1)
+        return [info]
+
+
+def served_by_a_console(host: str, port: int, timeout: float = 1.0) -> int | None:
+    """The pid of the deployer-console serving metrics on host:port (0 when it does not say: an older one), None
+    when what listens there is not one (or does not answer within `timeout`)."""
+    # imported only when the port is taken: a CLI command that never serves metrics does not load it
+    import urllib.request
+    target = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    try:
+        with urllib.request.urlopen(f"http://{target}:{port}/metrics", timeout=timeout) as response:
+            text = response.read(1 << 20).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - not an HTTP server, or not answering: not ours
+        return None
+    if "deployer_" not in text:
+        return None
+    found = re.search(r'^deployer_process_info\{pid="(\d+)"\}', text, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
 class MetricsServer:
-    """The HTTP endpoint of one engine. A listen address already in use is one warning, never a dead engine."""
+    """The HTTP endpoint of one engine. A listen address already in use is one warning, never a dead engine; one
+    in use by another deployer-console (a second console on this machine) is one line at info naming its pid."""
 
     def __init__(self, store, is_leader, reachability):
         from prometheus_client import CollectorRegistry
         self.registry = CollectorRegistry()
         self.registry.register(_JobSeries())
         self.registry.register(StoreCollector(store, is_leader, reachability))
+        self.registry.register(_Process())
         self._server = None
         self._thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None
+        self.served_by: int | None = None   # the listen address is another console's: its pid (0: not known)
 
     def start(self, address: tuple[str, int] | None) -> "MetricsServer":
         if address is None:
@@ -150,6 +184,14 @@ class MetricsServer:
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as e:
+            other = served_by_a_console(host, port) if e.errno == errno.EADDRINUSE else None
+            if other is not None:
+                # two consoles on one machine share the default port: the first serves, this one need not (doctor
+                # says the port is ours); one line in the log, not a warning at every start
+                self.served_by = other
+                log.info("metrics on %s:%d are served by another deployer-console (%s); this one serves none",
+                         host, port, f"pid {other}" if other else "pid unknown")
+                return self
             log.warning("metrics not served on %s:%d: %s (the engine runs on; set [metrics] listen or "
                         "DEPLOYER_METRICS_LISTEN)", host, port, e.strerror or e)
             return self

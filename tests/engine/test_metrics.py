@@ -132,3 +132,26 @@ def test_the_engine_serves_prometheus_text_on_its_listen_address(engine):
 def test_a_listen_address_that_is_not_host_port_is_refused(tmp_path, listen):
     with pytest.raises(config.ConfigError, match="HOST:PORT"):
         config.load(data_dir=str(tmp_path), metrics_listen=listen)
+
+
+def test_a_second_console_on_the_port_names_the_first_in_one_info_line_and_runs_on(engine, tmp_path):
+    # two consoles on one machine both listen on the default port: the second used to warn at every start; it now
+    # says once, at info, which process serves them (the first answers with its pid), and runs on as a follower
+    port = free_port()
+    env = fast_env(engine.settings, metrics_listen=f"127.0.0.1:{port}")
+    first = spawn(["engine"], env, tmp_path / "first.log")
+    second = None
+    try:
+        wait_for(lambda: "metrics served on" in (tmp_path / "first.log").read_text(), timeout=30,
+                 what="the first engine to serve metrics")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert f'deployer_process_info{{pid="{first.pid}"}} 1.0' in r.read().decode()
+        second = spawn(["engine"], env, tmp_path / "second.log")
+        wait_for(lambda: "started (store" in (tmp_path / "second.log").read_text(), timeout=30,
+                 what="the second engine to start")
+        said = [line for line in (tmp_path / "second.log").read_text().splitlines() if "metrics" in line]
+        assert len(said) == 1 and said[0].startswith("INFO ") and f"pid {first.pid}" in said[0], said
+        assert f"127.0.0.1:{port}" in said[0] and "another deployer-console" in said[0]
+        assert second.poll() is None and first.poll() is None
+    finally:
+        stop_all([p for p in (first, second) if p is not None])
