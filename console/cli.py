@@ -270,7 +270,8 @@ def cancel(ctx, deployment_id, json_out):
 @click.pass_obj
 def exec_(ctx, deployment_id, command):
     """Open a shell in deployment ID's running container (the service's shell, sh unless set), or run CMD there.
-    Interactive (a terminal) when stdin and stdout are one, plain otherwise; the exit code is the command's."""
+    Interactive (a terminal) when stdin and stdout are one, plain otherwise (stdin still forwarded, as with
+    `docker exec -i`: `echo hi | deployer-console exec ID -- cat`); the exit code is the command's."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     sys.exit(ctx.engine.exec(deployment_id, command, tty=tty))
 

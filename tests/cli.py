@@ -33,6 +33,7 @@ def cli_env(where=None, *, hermetic: bool = False, **variables) -> dict:
     return env
 
 
-def run_cli(args, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`deployer-console ARGS` to the end: exit code, stdout and stderr as text."""
-    return subprocess.run(CLI + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(args, env: dict, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+    """`deployer-console ARGS` to the end: exit code, stdout and stderr as text; `input` on its stdin if given."""
+    return subprocess.run(CLI + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout,
+                          input=input)

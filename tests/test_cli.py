@@ -18,8 +18,8 @@ CONTAINER_KEYS = {"id", "name", "deployment_id", "service", "state", "host"}
 def cli(engine):
     env = cli_env(engine, DEPLOYER_HEALTH_TIMEOUT=20)
 
-    def run(*args, timeout=120):
-        return run_cli(args, env, timeout)
+    def run(*args, timeout=120, input=None):
+        return run_cli(args, env, timeout, input)
     return run
 
 

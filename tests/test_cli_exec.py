@@ -1,5 +1,6 @@
 """`exec ID [-- CMD...]` and `clean ID...` from the CLI, against a real container on the real engine."""
 import json
+import subprocess
 
 import docker
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from console.engine import labels as L
 from console.engine.releases import container_name
 from storage.models import CleanupTask, Deployment
+from tests.cli import CLI, cli_env
 from tests.conftest import make_service_dir
 from tests.hosts.test_ssh import sshd  # noqa: F401 - the fixture (a real sshd in front of the second engine)
 from tests.test_cli import cli  # noqa: F401 - the fixture
@@ -32,6 +34,25 @@ def test_exec_echo_hi_prints_hi_passes_the_exit_code_through_and_is_audited(cli,
     assert len(records) == 2 and all(r["outcome"] == "ok" for r in records)
     assert records[0]["target"] == f"{running.id} container {container_name('web', running.id)}"
     assert "echo hi" in records[0]["message"]
+
+
+def test_exec_in_plain_mode_forwards_stdin_as_docker_exec_i_does(cli, engine, running):  # noqa: F811
+    # `echo hi | deployer-console exec ID -- cat` printed nothing: plain mode ran `docker exec` without -i
+    out = cli("exec", running.id, "--", "cat", input="hi\n")
+    assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
+    out = cli("exec", running.id, "--", "sh", "-c", "wc -l; exit 5", input="a\nb\nc\n")   # all of it, then its end
+    assert (out.returncode, out.stdout.strip()) == (5, "3"), out.stderr
+    # a command that does not read its input ends without waiting for ours to end (a pipe left open here)
+    proc = subprocess.Popen([*CLI, "exec", running.id, "--", "echo", "done"], env=cli_env(engine),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert proc.stdout.read() == "done\n"
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_exec_refuses_a_foreign_container_with_the_deployments_name_and_leaves_it_alone(cli, running,  # noqa: F811

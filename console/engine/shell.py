@@ -82,6 +82,8 @@ def prepare(engine, dep, command: list[str], tty: bool) -> ExecSession:
     command = list(command) or [svc.shell or DEFAULT_SHELL]
     args, env = cli_target(engine.hosts.spec(dep.host))
     docker = shutil.which("docker", path=env.get("PATH")) or "docker"
-    flags = ["-it"] if tty else []
+    # plain mode forwards stdin too (`echo hi | deployer-console exec ID -- cat`), as `docker exec -i` does; the
+    # command gets end of input when ours ends, and one that does not read it never waits for it
+    flags = ["-it"] if tty else ["-i"]
     argv = [docker, *args, "exec", *flags, info.id, *command]
     return ExecSession(dep.id, info.name, dep.host, tuple(command), tuple(argv), env)
