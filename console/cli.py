@@ -128,7 +128,9 @@ def cli(click_ctx, data_dir, db, docker_host, json_out, read_only):
     click_ctx.call_on_close(click_ctx.obj.close)
     if click_ctx.invoked_subcommand is None:
         from console.tui.app import run_console
-        run_console(click_ctx.obj.settings)
+        settings = click_ctx.obj.settings
+        log_to_file(settings.data_dir)   # the console's warnings and tracebacks: its screen is no place for them
+        run_console(settings)
 
 
 # ---- services

@@ -76,9 +76,12 @@ class DeployerConsole(App):
             self._start_runtime()
 
     def _startup_notice(self, problems: list[str]) -> None:
+        warnings = list(self.engine.warnings)   # modes tightened when the store opened: logged, and said here once
+        if warnings:
+            self.notify("; ".join(warnings), severity="warning", timeout=15)
         if problems:   # a refused rebinding is said at start: neither action lost its key silently
             self.notify("[keys] " + "; ".join(problems), severity="warning", timeout=15)
-        elif self.engine.settings.read_only:
+        elif self.engine.settings.read_only and not warnings:
             self.notify("read-only mode: cancel, resume, rollback, clean now and shell are refused", title="READ-ONLY",
                         severity="warning", timeout=4)
 

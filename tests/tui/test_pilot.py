@@ -1,6 +1,7 @@
 """The console driven by keys against the real engine and a real Docker engine (Textual Pilot)."""
 import threading
 
+import pytest
 from textual import events
 
 from console.engine import labels as L
@@ -430,3 +431,26 @@ def test_the_current_mark_on_a_deploying_release_keeps_its_status_whole_at_80_an
                 assert len(cell.plain) <= width
                 assert table.get_cell("d4e5f6a1b2c3", "status").plain.startswith("● "), "a status that fits keeps it"
     run(scenario())
+
+
+@pytest.mark.sqlite_only   # a PostgreSQL store has no file mode to tighten
+def test_a_store_file_whose_mode_was_tightened_is_said_on_the_notice_line(engine):
+    """The engine tightens a store file that group or others could read (storage/sqlite_file.py); the console's
+    screen is where its operator looks, so the warning is said there (and logged), not printed under the TUI."""
+    import os
+
+    from console.engine.core import Engine
+    os.chmod(engine.settings.data_dir / "deployer.db", 0o644)
+    opened = Engine(engine.settings)
+    try:
+        assert opened.warnings and "tightened to 0600" in opened.warnings[0]
+        app = DeployerConsole(opened, host_runtime=False)
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                await first_render(pilot)
+                await wait_until(pilot, lambda: app.notices, what="the start notice")
+                assert "tightened to 0600" in app.notices[0][1] and app.notices[0][0] == "warning"
+        run(scenario())
+    finally:
+        opened.close()
