@@ -347,6 +347,11 @@ class Engine:
                 out[name] = target
         return out
 
+    def list_hosts(self, probe: bool = True, timeout: float | None = None) -> list[dict]:
+        """Every host, probed live unless probe=False (hosts.list_hosts)."""
+        from console.engine.hosts import list_hosts
+        return list_hosts(self.ctx, probe=probe, timeout=timeout)
+
     def hosts_summary(self) -> list[dict]:
         """Each Docker host: url, reachability, last error, last seen, and its deployments counted by status."""
         from peewee import fn
@@ -404,7 +409,7 @@ class Engine:
         with self.operator_action("exec", deployment_id, deployment_id=deployment_id) as act:
             dep = self.get(deployment_id)
             act.deployment_id, act.target, act.host, act.known = dep.id, dep.id, dep.host, True
-            session = shell.prepare(self, dep, list(command), tty)
+            session = shell.prepare(self.ctx, dep, list(command), tty)
             act.target = f"{dep.id} container {session.container}"
             what = "shell" if not command else "command"
             with self.store.write():
@@ -516,7 +521,7 @@ class Engine:
             with self.store.write():
                 CleanupTask.update(due_at=now()).where((CleanupTask.id == task.id) &
                                                        (CleanupTask.state == "pending")).execute()
-            counts = Cleaner(self).run_due(deployment_id=dep.id)
+            counts = Cleaner(self.ctx).run_due(deployment_id=dep.id)
             task = CleanupTask.get_by_id(task.id)
             if task.state == "running":   # another engine claimed it first: it runs there
                 raise InputError(f"deployment {dep.id} is being cleaned up by another engine now")
@@ -564,7 +569,7 @@ class Engine:
         out = []
         for infos in listed:
             # orphan = what a reconcile pass would sweep, decided by the pass's own rule; look-alikes are foreign
-            verdicts = container_verdicts(self, infos)
+            verdicts = container_verdicts(self.ctx, infos)
             for info in infos:
                 row = info.as_dict()
                 row["deployment_status"] = known.get(info.deployment_id)
@@ -643,7 +648,7 @@ class Engine:
         read-only process never runs jobs (it follows)."""
         from console.engine.scheduler import Runtime
         if self.runtime is None:
-            self.runtime = Runtime(self, run_jobs=run_jobs and not self.settings.read_only).start()
+            self.runtime = Runtime(self.ctx, self.pipeline, run_jobs=run_jobs and not self.settings.read_only).start()
         return self.runtime
 
     def in_flight(self) -> list[dict]:
@@ -672,10 +677,10 @@ class Engine:
         """One observe → diff → act pass now, or (dry_run) its plan without touching anything."""
         from console.engine import reconcile
         if dry_run:
-            return reconcile.manual(self, dry_run=True)
+            return reconcile.manual(self.ctx, self.pipeline, self.runtime, dry_run=True)
         with self.operator_action("reconcile", "every host") as act:
             act.known = True
-            result = reconcile.manual(self, dry_run=False)
+            result = reconcile.manual(self.ctx, self.pipeline, self.runtime)
             with self.store.write():
                 act.ok(f"Reconciliation pass run by {act.actor}")
         return result

@@ -429,13 +429,13 @@ def remove_host(engine, name: str, force: bool = False) -> None:
         act.ok(f"Docker host {name} removed{' (forced)' if force else ''} by {act.actor}")
 
 
-def list_hosts(engine, probe: bool = True, timeout: float | None = None) -> list[dict]:
+def list_hosts(ctx, probe: bool = True, timeout: float | None = None) -> list[dict]:
     """Every host with where it comes from, probed live in parallel (each bounded by host_timeout) unless
     probe=False. A probe's result is noted (see Hosts.record) and a change is an event of kind `host`, as
-    reconciliation does; a read-only process writes nothing."""
+    reconciliation does; a read-only process writes nothing. `ctx`: the Context (store, settings, hosts)."""
     if probe:
-        note_reachability(engine.ctx, engine.hosts.probe(timeout))
-    return engine.hosts.rows()
+        note_reachability(ctx, ctx.hosts.probe(timeout))
+    return ctx.hosts.rows()
 
 
 def note_reachability(ctx, results: dict[str, str | None]) -> None:

@@ -600,12 +600,13 @@ class Pass:
         return result
 
 
-def container_verdicts(engine, infos: list) -> dict[str, dict]:
+def container_verdicts(ctx, infos: list) -> dict[str, dict]:
     """What a pass would make of each listed container, by the rule `plan()` uses (labels.is_ours with the
     container's own deployment id, then `_orphan`), for `containers`: {container id: {"orphan": the pass sweeps it
     now, "in_grace": it will once orphan_grace has passed, "foreign": it carries our store label but is not ours
     (a look-alike, a shared-scope label, no or a malformed deployment id), so no pass will ever touch it}}."""
-    judge, t, store_id = Pass(engine.ctx, engine.pipeline, dry_run=True), now(), engine.store_id
+    # a dry run acts on nothing: it needs no pipeline
+    judge, t, store_id = Pass(ctx, None, dry_run=True), now(), ctx.store_id
     open_tasks = {r.deployment_id for r in CleanupTask.select(CleanupTask.deployment)
                   .where(CleanupTask.state.in_(D.OPEN_TASK))}
     rollbacks = active_rollback_ids()
@@ -624,22 +625,22 @@ def container_verdicts(engine, infos: list) -> dict[str, dict]:
     return out
 
 
-def run(engine, dry_run: bool = False, runtime=None, scheduled: bool = False) -> dict:
+def run(ctx, pipeline, dry_run: bool = False, runtime=None, scheduled: bool = False) -> dict:
     """One pass now (or, with dry_run, only its plan: nothing is written, nothing is touched)."""
-    return Pass(engine.ctx, engine.pipeline, runtime=runtime, dry_run=dry_run, scheduled=scheduled).run()
+    return Pass(ctx, pipeline, runtime=runtime, dry_run=dry_run, scheduled=scheduled).run()
 
 
-def manual(engine, dry_run: bool = False) -> dict:
-    """`deployer-console reconcile`: one pass, recorded as a job run of this process unless it is a dry run."""
-    runtime = engine.runtime
+def manual(ctx, pipeline, runtime=None, dry_run: bool = False) -> dict:
+    """`deployer-console reconcile`: one pass, recorded as a job run of this process (`runtime`, when it hosts
+    one) unless it is a dry run."""
     if dry_run:
-        return run(engine, dry_run=True, runtime=runtime)
+        return run(ctx, pipeline, dry_run=True, runtime=runtime)
     holder = runtime.holder if runtime is not None else f"manual:{D.MACHINE}:{os.getpid()}"
-    with engine.store.write():
+    with ctx.store.write():
         run_id = JobRun.insert(job="reconcile", holder=holder, started_at=now(), counts={}).execute()
     outcome, counts, error = "error", {}, None
     try:
-        result = run(engine, runtime=runtime)
+        result = run(ctx, pipeline, runtime=runtime)
         counts = result["counts"]
         outcome = "error" if result["errors"] else "ok"
         error = "; ".join(result["errors"])[:500] or None
@@ -648,6 +649,6 @@ def manual(engine, dry_run: bool = False) -> dict:
         error = one_line(e)
         raise
     finally:
-        with engine.store.write():
+        with ctx.store.write():
             JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
                 JobRun.id == run_id).execute()

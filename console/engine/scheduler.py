@@ -67,11 +67,15 @@ CLEANUP_BATCH = 50           # tasks per cleanup run, so one run stays short and
 
 
 class Runtime:
-    def __init__(self, engine, run_jobs: bool = True):
-        self.engine = engine
-        self.settings = engine.settings
+    """Given the Context and the pipeline it runs deployments with (never the Engine)."""
+
+    def __init__(self, ctx, pipeline, run_jobs: bool = True):
+        self.ctx = ctx
+        self.store = ctx.store
+        self.pipeline = pipeline
+        self.settings = ctx.settings
         self.run_jobs = run_jobs
-        self.lease = LeaseKeeper(engine.store, engine.settings)
+        self.lease = LeaseKeeper(ctx.store, ctx.settings)
         self.holder = self.lease.holder
         self._stop = threading.Event()
         self._stopped = False
@@ -100,8 +104,8 @@ class Runtime:
                            "retention": self.retention}
         # every runtime serves its own view (deployer_leader says whether it is the lease holder) and sends its own
         # notifications; both run in threads of their own, off the jobs' path
-        self.metrics = MetricsServer(engine.store, lambda: self.is_leader, engine.hosts.reachability)
-        self.notifier = notify.Notifier(engine.store, self.settings)
+        self.metrics = MetricsServer(ctx.store, lambda: self.is_leader, ctx.hosts.reachability)
+        self.notifier = notify.Notifier(ctx.store, self.settings)
 
     # ---- lifecycle
     def start(self) -> "Runtime":
@@ -143,7 +147,7 @@ class Runtime:
         except SchedulerNotRunningError:
             pass
         metrics_closing = self.metrics.stop()
-        with short_busy_timeout(self.engine.store, deadline):
+        with short_busy_timeout(self.store, deadline):
             self._stop_with_budget(deadline)
         notify.uninstall(self.notifier)
         self.notifier.stop(max(0.0, min(0.5, deadline - time.monotonic())))
@@ -241,7 +245,7 @@ class Runtime:
         """The record of a run starting now: the job's idle row when its newest row is one of this holder's (reopened
         in place), else a new row. Returns its id, and the reopened row's (started_at, finished_at) to put back if
         this run does something."""
-        with self.engine.store.write():
+        with self.store.write():
             last = JobRun.select().where(JobRun.job == name).order_by(JobRun.id.desc()).first()
             if last is not None and _idle(last) and last.holder == self.holder and last.finished_at is not None:
                 JobRun.update(started_at=started, finished_at=None, outcome=None).where(JobRun.id == last.id).execute()
@@ -252,7 +256,7 @@ class Runtime:
                    error: str | None) -> None:
         """An idle run ends in its row (a reopened idle row now says this run's start and end); a run that did
         something or failed on a reopened idle row gets a row of its own and the idle row its last idle run back."""
-        with self.engine.store.write():
+        with self.store.write():
             if streak is None or (outcome == "ok" and not counts):
                 JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
                     JobRun.id == run_id).execute()
@@ -273,7 +277,7 @@ class Runtime:
             cut, self._cut = self._cut, []
         busy = self.running_ids()
         try:
-            with self.engine.store.write():
+            with self.store.write():
                 for kind, what, started, at in cut:
                     if kind == "pipeline" and what not in busy:
                         dep = Deployment.get_or_none(Deployment.id == what)
@@ -302,7 +306,7 @@ class Runtime:
     def _close_open_runs(self) -> None:
         """No job run of this holder stays half-written: what did not end in time is closed as interrupted."""
         try:
-            with self.engine.store.write():
+            with self.store.write():
                 JobRun.update(finished_at=now(), outcome="interrupted",
                               error="the engine stopped before the run ended").where(
                     (JobRun.holder == self.holder) & JobRun.finished_at.is_null()).execute()
@@ -326,13 +330,13 @@ class Runtime:
             if deployment_id in busy or len(busy) >= self.workers:
                 return False
         try:
-            with self.engine.store.write():
+            with self.store.write():
                 if verify is not None:
                     row = Deployment.get_or_none(Deployment.id == deployment_id)
                     if row is None or not verify(row):
                         return False
                 try:
-                    dep, phase = self.engine.pipeline.claim(deployment_id, from_phase, None, resume)
+                    dep, phase = self.pipeline.claim(deployment_id, from_phase, None, resume)
                 except ServiceBusy as e:  # inside the write, which then commits the wait reason it recorded
                     log.info("not starting %s: %s", deployment_id, e)
                     return False
@@ -348,7 +352,7 @@ class Runtime:
 
     def _run_pipeline(self, dep, phase) -> str | None:
         try:
-            status = self.engine.pipeline.run_claimed(dep, phase)
+            status = self.pipeline.run_claimed(dep, phase)
             error = Deployment.select(Deployment.error).where(Deployment.id == dep.id).scalar()
             log.log(logging.WARNING if status == "failed" else logging.INFO, "deployment %s (run from %s): %s%s",
                     dep.id, phase, status, f": {error}" if error and status == "failed" else "")
@@ -370,7 +374,7 @@ class Runtime:
         if not ids:
             return
         try:
-            with self.engine.store.write():
+            with self.store.write():
                 mine = list(Deployment.select(Deployment.id, Deployment.phase).where(
                     Deployment.id.in_(ids) & (Deployment.status == "deploying") &
                     (Deployment.owner_machine == D.MACHINE)))
@@ -398,7 +402,7 @@ class Runtime:
             if dep.id in busy or not self.may_act():
                 continue
             if dep.status == "deploying" and not is_stuck(dep, self.settings.scheduler.zombie_after):
-                with self.engine.store.write():
+                with self.store.write():
                     Deployment.update(resume_from=None).where(Deployment.id == dep.id).execute()
                     D.event(dep.id, f"Resume request of {dep.id} dropped: its pipeline is alive", kind="reconcile")
                 continue
@@ -425,19 +429,19 @@ class Runtime:
 
     def cleanup(self) -> dict:
         # a stop abandons a volume backup in progress (its part is removed, the task goes back to the queue)
-        counts = Cleaner(self.engine.ctx, should_stop=self._stop.is_set).run_due(limit=CLEANUP_BATCH)
+        counts = Cleaner(self.ctx, should_stop=self._stop.is_set).run_due(limit=CLEANUP_BATCH)
         return dict(counts)
 
     def reconcile(self) -> dict:
-        result = reconcile.run(self.engine, runtime=self, scheduled=True)
+        result = reconcile.run(self.ctx, self.pipeline, runtime=self, scheduled=True)
         counts = dict(result["counts"])
         if result["errors"]:
             counts["_error"] = "; ".join(result["errors"])[:500]
         return counts
 
     def retention(self) -> dict:
-        counts = dict(Cleaner(self.engine.ctx).retention())
-        counts["job_runs_pruned"] = prune_job_runs(self.engine.store)
+        counts = dict(Cleaner(self.ctx).retention())
+        counts["job_runs_pruned"] = prune_job_runs(self.store)
         return counts
 
     # ---- for the status

@@ -64,14 +64,14 @@ def cli_target(spec) -> tuple[list[str], dict]:
     return args, env
 
 
-def prepare(engine, dep, command: list[str], tty: bool) -> ExecSession:
+def prepare(ctx, dep, command: list[str], tty: bool) -> ExecSession:
     """The session for `command` (empty: the service's shell) in deployment `dep`'s running container. Refused
     unless the container carries this store's id and this deployment's id (Gateway.find_ours) and runs."""
     svc = dep.service
     name = container_name(svc.name, dep.id)
-    gw = engine.hosts.gateway(dep.host)
+    gw = ctx.hosts.gateway(dep.host)
     try:
-        info = gw.find_ours(name, engine.store_id, dep.id)
+        info = gw.find_ours(name, ctx.store_id, dep.id)
     except ForeignContainer as e:       # a stranger with our name: refused, never exec'd into
         raise InputError(str(e)) from None
     if info is None:
@@ -80,7 +80,7 @@ def prepare(engine, dep, command: list[str], tty: bool) -> ExecSession:
         raise InputError(f"container {info.name} of deployment {dep.id} is {info.state}; only a running container "
                          f"can run a shell")
     command = list(command) or [svc.shell or DEFAULT_SHELL]
-    args, env = cli_target(engine.hosts.spec(dep.host))
+    args, env = cli_target(ctx.hosts.spec(dep.host))
     docker = shutil.which("docker", path=env.get("PATH")) or "docker"
     # plain mode forwards stdin too (`echo hi | deployer-console exec ID -- cat`), as `docker exec -i` does; the
     # command gets end of input when ours ends, and one that does not read it never waits for it

@@ -117,7 +117,7 @@ def test_the_dispatcher_leaves_a_blocked_deployment_queued_and_starts_another_se
     with engine.store.write():  # the blocked one is older: the dispatcher tries it first, then looks past it
         Deployment.update(created_at=now() - 20).where(Deployment.id == blocked.id).execute()
         Deployment.update(created_at=now() - 10).where(Deployment.id == other.id).execute()
-    runtime = Runtime(engine)
+    runtime = Runtime(engine.ctx, engine.pipeline)
     runtime.workers = 1
     runtime.lease.step()
     try:
