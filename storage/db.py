@@ -205,7 +205,7 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
             reason = _redact_text(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
             error = StoreUnavailable if is_dropped(e) else StoreError
             raise error(f"{'store unreachable: ' if error is StoreUnavailable else ''}cannot connect to "
-                        f"{_redact(url)}: {reason}") from e
+                        f"{redact_url(url)}: {reason}") from e
     else:
         path = Path(url.removeprefix("sqlite:///")).expanduser()
         if read_only and not (path.is_file() and path.stat().st_size > 0):
@@ -228,7 +228,8 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
     store = Store(database_obj, url, warnings)
     if guard and migrations.current_version(store) == 0:
         store.close()
-        raise StoreError(f"no store in {_redact(url)}: --read-only creates nothing (run a command without it once)")
+        raise StoreError(f"no store in {redact_url(url)}: --read-only creates nothing (run a command without it "
+                         f"once)")
     if guard and migrations.current_version(store) != migrations.LATEST:
         store.close()
         raise StoreError(f"the store at {url} needs an upgrade, which --read-only does not allow: run a command "
@@ -237,14 +238,14 @@ def open_store(db: str | os.PathLike, migrate: bool = True, read_only: bool = Fa
         try:
             migrations.migrate(store)
         except peewee.DatabaseError as e:
-            raise StoreError(f"cannot prepare the store at {_redact(url)}: {_redact_text(str(e), url)}") from e
+            raise StoreError(f"cannot prepare the store at {redact_url(url)}: {_redact_text(str(e), url)}") from e
     return store
 
 
 SECRET_PARAMS = {"password", "passwd", "pass", "sslpassword", "sslkey", "passfile"}
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """A store URL as it may be printed: user info (the part before the host's `@`, which may itself hold `@`) and
     every password-like query parameter become ***."""
     if "://" not in url:
@@ -272,11 +273,11 @@ def _secrets(url: str) -> list[str]:
 
 def _redact_text(text: str, url: str) -> str:
     """A driver's message with the URL's secrets taken out (drivers may echo the DSN they were given)."""
-    text = text.replace(url, _redact(url))
+    text = text.replace(url, redact_url(url))
     for secret in sorted(set(_secrets(url)), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 
 
 __all__ = ["Store", "StoreError", "StoreUnavailable", "is_dropped", "open_store", "private_dir", "make_private",
-           "MODELS"]
+           "redact_url", "MODELS"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import StoreError, _redact, open_store
+from storage.db import StoreError, open_store, redact_url
 from tests import cli
 
 NOBODY = 65534
@@ -36,8 +36,8 @@ def sha256(path) -> str:
     ("postgresql://u@db.example/app?PASSWORD=s3cr3t", "s3cr3t", "postgresql://***@db.example/app?PASSWORD=***"),
 ])
 def test_a_store_url_is_printed_without_its_password(url, secret, shown):
-    assert _redact(url) == shown
-    assert secret not in _redact(url)
+    assert redact_url(url) == shown
+    assert secret not in redact_url(url)
 
 
 def test_a_store_that_cannot_be_reached_names_it_without_the_password(tmp_path):

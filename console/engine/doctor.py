@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from console import config
+from console.engine.errors import one_line
 from storage import migrations
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -25,11 +26,6 @@ START_DOCKER = ("start Docker (`bash scripts/docker-engine`, or `systemctl start
 
 def check(name: str, level: str, detail: str, fix: str | None = None) -> dict:
     return {"name": name, "level": level, "detail": detail, "fix": fix if level != OK else None}
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def run(options: dict) -> list[dict]:
@@ -64,7 +60,7 @@ def _config(options: dict, checks: list) -> config.Settings:
         fallback = config.Settings(**({"data_dir": Path(options["data_dir"]).expanduser()}
                                       if options.get("data_dir") else {}))
         fallback.store.db, fallback.docker_host = options.get("db"), options.get("docker_host")
-        checks.append(check("config", FAIL, _one_line(e), f"fix {fallback.config_path} or the DEPLOYER_* variable "
+        checks.append(check("config", FAIL, one_line(e), f"fix {fallback.config_path} or the DEPLOYER_* variable "
                                                           f"it names (README: Configuration)"))
         return fallback
     path = settings.config_path
@@ -103,9 +99,9 @@ def _data_dir(settings) -> list[dict]:
 
 # ---- store: reachable, schema version, lease
 def _store(settings, checks: list):
-    from storage.db import StoreError, _redact, open_store
+    from storage.db import StoreError, open_store, redact_url
     url = settings.db_url
-    shown = _redact(url)
+    shown = redact_url(url)
     if "://" not in url and not Path(url).exists():
         checks.append(check("store", OK, f"no store yet at {url}: the first command creates it"))
         return None
@@ -114,7 +110,7 @@ def _store(settings, checks: list):
     except StoreError as e:
         fix = ("check --db/DEPLOYER_DB, that the server runs and the user may connect" if "://" in url else
                "restore the file from a backup, or point --data-dir at another directory")
-        checks.append(check("store", FAIL, _one_line(e), fix))
+        checks.append(check("store", FAIL, one_line(e), fix))
         return None
     version = migrations.current_version(store)
     kind = "SQLite" if store.is_sqlite else "PostgreSQL"
@@ -145,7 +141,7 @@ def _lease() -> dict:
     try:
         leader = current()
     except Exception as e:  # noqa: BLE001 - an old schema without the table: the migration brings it
-        return check("lease", WARN, f"cannot read the lease: {_one_line(e)}", "run `deployer-console status`")
+        return check("lease", WARN, f"cannot read the lease: {one_line(e)}", "run `deployer-console status`")
     if leader is None:
         return check("lease", WARN, "no engine holds the lease: queued deployments and cleanups wait",
                      "start the engine: `deployer-console engine` (systemd: `systemctl start deployer-console`), "
@@ -156,19 +152,12 @@ def _lease() -> dict:
 
 # ---- Docker engines and the base image
 def _host_list(settings, store) -> list[tuple[str, str | None, dict]]:
-    """(name, url, tls) of every host: the store's rows as the engine would use them, the config's tables, and the
-    default host with --docker-host/DEPLOYER_DOCKER_HOST applied."""
-    hosts: dict[str, tuple[str | None, dict]] = {"local": (settings.docker_host, {})}
-    if store is not None:
-        from storage.models import Host
-        for row in Host.select():
-            tls = {"tls_ca": row.tls_ca, "tls_cert": row.tls_cert, "tls_key": row.tls_key}
-            hosts[row.name] = (row.url or None, tls)
-    for name, table in (settings.hosts or {}).items():
-        hosts[name] = (table.get("url"), {k: table.get(k) for k in ("tls_ca", "tls_cert", "tls_key")})
-    if settings.docker_host is not None:
-        hosts["local"] = (settings.docker_host, hosts["local"][1])
-    return [(name, url, tls) for name, (url, tls) in sorted(hosts.items())]
+    """(name, url, tls) of every host as the engine sees them (Hosts.specs: the store's rows, when there is a store,
+    with this run's config tables and --docker-host/DEPLOYER_DOCKER_HOST laid over them)."""
+    from console.engine.hosts import Hosts
+    specs = Hosts(settings).specs(stored=store is not None)
+    return [(name, s.url or None, {"tls_ca": s.tls_ca, "tls_cert": s.tls_cert, "tls_key": s.tls_key})
+            for name, s in specs.items()]
 
 
 def _probe_host(name: str, url: str | None, tls: dict, timeout: float) -> list[dict]:
@@ -186,7 +175,7 @@ def _probe_host(name: str, url: str | None, tls: dict, timeout: float) -> list[d
         finally:
             client.close()
     except Exception as e:  # noqa: BLE001 - any failure means this engine cannot be used; the message says why
-        return [check(f"engine {name}", FAIL, f"{where} unreachable: {_one_line(e)}", f"{START_DOCKER} ({fix_url})"),
+        return [check(f"engine {name}", FAIL, f"{where} unreachable: {one_line(e)}", f"{START_DOCKER} ({fix_url})"),
                 check(f"base image {name}", WARN, "not checked: the engine is unreachable", "fix the engine first")]
     out = [check(f"engine {name}", OK, f"{where}: Docker {version.get('Version', '?')}, API "
                                        f"{version.get('ApiVersion', '?')}")]
@@ -200,8 +189,12 @@ def _probe_host(name: str, url: str | None, tls: dict, timeout: float) -> list[d
 
 
 def _engines(settings, store) -> list[dict]:
+    from console.engine.errors import InputError
     timeout = float(settings.scheduler.host_timeout)
-    hosts = _host_list(settings, store)
+    try:
+        hosts = _host_list(settings, store)
+    except InputError as e:   # a [hosts.NAME] table with a bad URL or TLS file: every command refuses it
+        return [check("hosts", FAIL, one_line(e), f"fix the [hosts] tables of {settings.config_path}")]
     pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="doctor")
     futures = [pool.submit(_probe_host, name, url, tls, timeout) for name, url, tls in hosts]
     wait(futures, timeout=timeout + 1.0)
@@ -270,7 +263,7 @@ def _router(settings) -> dict:
         with urllib.request.urlopen(f"{admin}/config/", timeout=min(float(settings.scheduler.host_timeout), 3.0)):
             pass
     except Exception as e:  # noqa: BLE001 - any failure means no route can be set
-        return check("routes", FAIL, f"Caddy admin API at {admin} does not answer: {_one_line(e)}",
+        return check("routes", FAIL, f"Caddy admin API at {admin} does not answer: {one_line(e)}",
                      f"start Caddy with its admin API at {admin} (`caddy run`, or `bash scripts/caddy start DIR "
                      f"PORT`), or set [routes] caddy_admin")
     return check("routes", OK, f"Caddy admin API at {admin} answers; the console's server `deployer` listens on "

@@ -93,11 +93,12 @@ class Hosts:
         self._seen: dict[str, dict] = {}   # reachability of hosts that are not Host rows: {name: state}
         self._checked_at: dict[str, float] = {}   # when this process last noted a host's reachability (monotonic)
 
-    def specs(self) -> dict[str, HostSpec]:
-        """Every host of this run by name: the store's rows, this run's settings over them, and `local` (from
-        DOCKER_HOST or the default socket) when neither names it."""
-        return host_specs.merge(Host.select(Host.name, Host.url, Host.is_default, Host.tls_ca, Host.tls_cert,
-                                            Host.tls_key).dicts(), self.overlay)
+    def specs(self, stored: bool = True) -> dict[str, HostSpec]:
+        """Every host of this run by name: the store's rows (not read with stored=False: no store to read), this
+        run's settings over them, and `local` (from DOCKER_HOST or the default socket) when neither names it."""
+        rows = Host.select(Host.name, Host.url, Host.is_default, Host.tls_ca, Host.tls_cert,
+                           Host.tls_key).dicts() if stored else ()
+        return host_specs.merge(rows, self.overlay)
 
     def spec(self, name: str) -> HostSpec:
         spec = self.overlay.get(name) or self.specs().get(name)
