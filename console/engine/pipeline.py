@@ -19,7 +19,7 @@ from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine import metrics, notify, releases
 from console.engine.errors import Cancelled, DeployerError, InputError
-from console.engine.liveness import pipeline_alive
+from console.engine.liveness import Heartbeat, pipeline_alive
 from console.engine.paths import atomic_write, link_target
 from console.engine.releases import container_name  # noqa: F401 - the name other modules import from here
 from console.engine.routes import route_for, wait_through_proxy
@@ -91,23 +91,23 @@ class Stop(Exception):
 
 
 class RunControl:
-    """Heartbeats and the stop watch for one running pipeline."""
+    """Heartbeats and the stop watch for one running pipeline. The heartbeat goes on after a stop (a cancel) until
+    the pipeline has really stopped, so the cleanup task knows to wait for it (`liveness.pipeline_alive`)."""
 
     def __init__(self, ctx, deployment_id: str, owner: str):
         self.ctx = ctx
         self.deployment_id = deployment_id
         self.owner = owner
         self.stop_reason: tuple[str, str] | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"runctl-{deployment_id}", daemon=True)
+        self._heartbeat = Heartbeat(ctx.store, f"runctl-{deployment_id}", self._beat,
+                                    ctx.settings.pipeline.heartbeat_interval, watch=self._watch)
 
     def start(self):
-        self._thread.start()
+        self._heartbeat.start()
         return self
 
     def close(self):
-        self._done.set()
-        self._thread.join(timeout=5)
+        self._heartbeat.close()
 
     def should_stop(self) -> bool:
         return self.stop_reason is not None
@@ -124,22 +124,12 @@ class RunControl:
         self.check()
 
     def _watch(self):
-        """Until closed: watch the row, and heartbeat. The heartbeat goes on after a stop (a cancel) until the
-        pipeline has really stopped, so the cleanup task knows to wait for it (`liveness.pipeline_alive`)."""
-        last_beat = 0.0
-        while not self._done.wait(0.2):
-            try:
-                if self.stop_reason is None:
-                    self.stop_reason = self._why_stop()
-                if time.monotonic() - last_beat >= self.ctx.settings.pipeline.heartbeat_interval:
-                    with self.ctx.store.write():
-                        Deployment.update(heartbeat_at=now()).where(
-                            (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner)).execute()
-                    last_beat = time.monotonic()
-            except StoreUnavailable as e:  # one line, not a traceback every round, while the server is away
-                log.warning("run control of %s: %s", self.deployment_id, e)
-            except Exception:  # a store hiccup must not kill the watcher; the next round retries
-                log.exception("run control of %s", self.deployment_id)
+        if self.stop_reason is None:
+            self.stop_reason = self._why_stop()
+
+    def _beat(self):
+        Deployment.update(heartbeat_at=now()).where(
+            (Deployment.id == self.deployment_id) & (Deployment.owner == self.owner)).execute()
 
     def _why_stop(self) -> tuple[str, str] | None:
         row = (Deployment.select(Deployment.status, Deployment.owner, Deployment.phase, Deployment.phase_started_at)

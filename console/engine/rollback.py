@@ -21,7 +21,7 @@ from console.engine import deployments as D
 from console.engine import notify, releases
 from console.engine.cleanup import queue_release_retention
 from console.engine.errors import DeployerError, ForeignContainer, InputError
-from console.engine.liveness import pid_gone
+from console.engine.liveness import Heartbeat, pid_gone
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, wait_healthy
 from console.engine.routes import route_for, wait_through_proxy
@@ -63,33 +63,6 @@ def new_owner() -> dict:
             "owner_pid": os.getpid(), "heartbeat_at": now()}
 
 
-class Heartbeat:
-    """Keeps the rollback's heartbeat fresh while its owner lives, so reconcile never recovers a live rollback."""
-
-    def __init__(self, store, rollback_id: int, owner: str, interval: float):
-        self.store, self.rollback_id, self.owner, self.interval = store, rollback_id, owner, interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"rollback-{rollback_id}", daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def close(self):
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self):
-        while not self._done.wait(self.interval):
-            try:
-                with self.store.write():
-                    Rollback.update(heartbeat_at=now()).where(
-                        (Rollback.id == self.rollback_id) & (Rollback.owner == self.owner) &
-                        (Rollback.state == "active")).execute()
-            except Exception:  # a store hiccup must not kill the heartbeat; the next round retries
-                log.exception("heartbeat of rollback %s", self.rollback_id)
-
-
 def _fault_point(target_id: str) -> None:
     """Test hook: DEPLOYER_FAULT_PAUSE=ROLLBACK:SECONDS pauses a rollback after its route is written, before the
     health check, so a fault test can kill the process there."""
@@ -108,6 +81,14 @@ def _container(gw, name: str, store_id: str, deployment_id: str):
         raise RollbackFailed(str(e)) from e
 
 
+def rollback_heartbeat(ctx, rollback_id: int, owner: str) -> Heartbeat:
+    """Keeps the rollback's heartbeat fresh while its owner lives, so reconcile never recovers a live rollback."""
+    def beat():
+        Rollback.update(heartbeat_at=now()).where((Rollback.id == rollback_id) & (Rollback.owner == owner) &
+                                                  (Rollback.state == "active")).execute()
+    return Heartbeat(ctx.store, f"rollback-{rollback_id}", beat, ctx.settings.pipeline.heartbeat_interval)
+
+
 def rollback(ctx, pipeline, svc: Service, to: str | None = None, actor_name: str | None = None) -> Rollback:
     serving, target = pick_target(svc, to, ctx.paths)
     owner = new_owner()
@@ -120,7 +101,7 @@ def rollback(ctx, pipeline, svc: Service, to: str | None = None, actor_name: str
         rb = Rollback.create(service=svc, from_deployment=serving, to_deployment=target, actor=actor_name, **owner)
         D.event(target.id, f"Rollback of {svc.name} from {serving.id if serving else '-'} to {target.id} started "
                            f"by {actor_name}", kind="rollback", actor_name=actor_name, host=target.host)
-    beat = Heartbeat(ctx.store, rb.id, owner["owner"], float(ctx.settings.pipeline.heartbeat_interval)).start()
+    beat = rollback_heartbeat(ctx, rb.id, owner["owner"]).start()
     try:
         return _run(ctx, pipeline, rb, svc, serving, target, actor_name)
     finally:
