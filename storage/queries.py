@@ -1,6 +1,7 @@
 """Queries both faces use. One query per table: no per-row lookups in loops."""
 from storage import reads
 from storage.models import CleanupTask, Deployment, Service
+from storage.statuses import COMPLETED
 
 
 def service_dict(s: Service) -> dict:
@@ -46,9 +47,6 @@ def known_deployments(ids=None) -> dict[str, str]:
     return dict(q.tuples())
 
 
-ENDED = ("success", "superseded", "degraded", "failed", "cancelled")
-
-
 def recent_runs(services, per_service: int) -> dict[str, list[float]]:
     """{service: run times (finished - started) of its newest `per_service` ended deployments, newest first}, for
     the named services, in one query (a window function: SQLite >= 3.25 and PostgreSQL both have ROW_NUMBER)."""
@@ -61,7 +59,7 @@ def recent_runs(services, per_service: int) -> dict[str, list[float]]:
     inner = (Deployment.select(Service.name.alias("service_name"),
                                (Deployment.finished_at - Deployment.started_at).alias("took"), rank.alias("rn"))
              .join(Service)
-             .where(Service.name.in_(services), Deployment.status.in_([s for s in ENDED if s != "cancelled"]),
+             .where(Service.name.in_(services), Deployment.status.in_(sorted(COMPLETED)),
                     Deployment.started_at.is_null(False), Deployment.finished_at.is_null(False)))
     q = (Deployment.select(inner.c.service_name, inner.c.took).from_(inner)
          .where(inner.c.rn <= per_service).order_by(inner.c.service_name, inner.c.rn))

@@ -22,6 +22,8 @@ SERVING = frozenset({"success", "degraded"})              # its container is the
 RESUMABLE = frozenset({"failed", "deploying"})            # `resume` may run it again from a phase
 CLEANUP_ON = frozenset({"failed", "cancelled"})           # a move here writes the cleanup task (and its leftovers
 RUN_ENDS = frozenset({"success", "failed", "cancelled"})  # are orphans for reconcile)
+ENDED = TERMINAL | SERVING                                # left the queue and the pipeline
+COMPLETED = ENDED - {"cancelled"}                         # ran to an outcome: what run times and failure rates count
 # a cleanup task's states and their legal moves, as LEGAL_MOVES is for deployments: done and abandoned are final
 TASK_MOVES: dict[str, frozenset[str]] = {
     # re-armed, claimed; done/kept too: a run whose claim was handed back at shutdown may still finish it

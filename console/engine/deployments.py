@@ -14,12 +14,15 @@ from storage.models import CleanupTask, Deployment, PhaseRun
 from storage.statuses import (  # noqa: F401 (the engine names them D.TERMINAL, D.QUEUED_TASK, ...)
     ACTIVE,
     CLEANUP_ON,
+    COMPLETED,
+    ENDED,
     LEGAL_MOVES,
     OPEN_TASK,
     QUEUED_TASK,
     RESUMABLE,
     RUN_ENDS,
     SERVING,
+    STATUSES,
     TASK_MOVES,
     TERMINAL,
 )

@@ -10,6 +10,7 @@ import statistics
 import threading
 import time
 
+from console.engine import deployments as D
 from console.engine.validate import PHASES
 from storage import queries
 from storage.clock import now
@@ -34,7 +35,7 @@ def service_trends(service: str, last: int = LAST) -> dict:
     for r in runs:
         by_dep.setdefault((r["deployment_id"], r["phase"]), []).append(r)
     phases = {p: [phase_duration(by_dep.get((d["id"], p), [])) for d in deps] for p in PHASES}
-    counted = [d for d in deps if d["status"] in queries.ENDED and d["status"] != "cancelled"]
+    counted = [d for d in deps if d["status"] in D.COMPLETED]
     failed = sum(d["status"] == "failed" for d in counted)
     took = [d["finished_at"] - d["started_at"] for d in counted if d["started_at"] and d["finished_at"]]
     return {"service": service, "ids": [d["id"] for d in deps], "statuses": [d["status"] for d in deps],
