@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from console import fmt
 from console.engine import errors
+from console.engine.deployments import ACTIVE
 
 WINDOW = 500
 CONTAINERS_EVERY_S = 5.0   # Docker is asked at least this often; at once after any change in the store
 STATUS_EVERY_S = 5.0       # the status (lease, jobs, hosts) is read again at least this often
-ACTIVE = ("queued", "deploying")
 SORTS = ("newest", "status", "service", "host")
 STATUS_RANK = {"deploying": 0, "queued": 1, "degraded": 2, "failed": 3, "success": 4, "cancelled": 5,
                "superseded": 6}
@@ -131,7 +131,7 @@ class Poller:
         total = eng.deployment_count()
         matched = eng.deployment_count(words) if words else total
         seen = {r["id"] for r in rows}
-        for status in ACTIVE:
+        for status in sorted(ACTIVE):
             extra = [r for r in eng.deployments(status=status, match=words) if r["id"] not in seen and flt.matches(r)]
             rows += extra
             seen.update(r["id"] for r in extra)

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+from console.engine.deployments import ACTIVE
 from console.engine.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def start(engine) -> threading.Thread:
             end = time.monotonic() + 300
             while time.monotonic() < end:
                 status = engine.get(first.id).status
-                if status not in ("queued", "deploying"):
+                if status not in ACTIVE:
                     break
                 time.sleep(0.5)
             engine.deploy("demo-web", detach=True)

@@ -18,6 +18,7 @@ from textual.widgets import Collapsible, Static
 from textual.worker import Worker, WorkerState
 
 from console import fmt
+from console.engine.deployments import ACTIVE
 from console.engine.validate import PHASES
 from console.tui.data import one_line
 from console.tui.screens.logs import FollowLog
@@ -94,7 +95,7 @@ def timeline(phases: list[dict], status: str) -> tuple[int, list[tuple], list[di
         p = current.get(name) or (carried.get(name) if i < first else None)
         label = f"{i + 1}/6 {name}"
         if p is None:
-            state = "pending" if status in ("queued", "deploying") else "not run"
+            state = "pending" if status in ACTIVE else "not run"
             rows.append((label, "-", Text(state, style="dim"), "-", "-", "", ""))
             continue
         took, running = _took(p), p["outcome"] is None

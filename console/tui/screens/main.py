@@ -16,7 +16,8 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from console.engine import pipeline
-from console.tui.data import ACTIVE, EVENT_KINDS, SORTS, Filter, Poller, one_line
+from console.engine.deployments import ACTIVE, CLEANUP_ON, RESUMABLE
+from console.tui.data import EVENT_KINDS, SORTS, Filter, Poller, one_line
 from console.tui.screens.modals import HelpScreen, HostsScreen
 from console.tui.widgets.containers import ContainersTable
 from console.tui.widgets.deployments import DeploymentsTable
@@ -422,7 +423,7 @@ class MainScreen(Screen):
     def action_resume(self) -> None:
         if self.refuse("resume") or (row := self.need_selection()) is None:
             return
-        if row["status"] not in ("failed", "deploying"):
+        if row["status"] not in RESUMABLE:
             self.app.notify(f"deployment {row['id']} is {row['status']}; only failed or stuck deployments can be "
                             f"resumed", severity="warning")
             return
@@ -487,7 +488,7 @@ class MainScreen(Screen):
         """Why `action` does not apply to this row as the table shows it (the engine checks again), or None."""
         if action == "cancel":
             return None if row["status"] in ACTIVE else f"{row['status']}: only queued or deploying can be cancelled"
-        if row["status"] not in ("failed", "cancelled"):
+        if row["status"] not in CLEANUP_ON:
             return f"{row['status']}: only failed or cancelled deployments are cleaned up"
         cleanup = row.get("cleanup")
         if cleanup != "pending":

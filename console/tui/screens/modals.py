@@ -10,6 +10,7 @@ from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from console import fmt
+from console.engine.deployments import ACTIVE
 from console.engine.validate import PHASES
 
 
@@ -172,7 +173,7 @@ class HostsScreen(ModalScreen[None]):
             up = h.get("reachable")
             state = Text("up", "green") if up else Text("down", "bold red") if up is False else Text("?", "yellow")
             counts = h.get("deployments") or {}
-            active = sum(counts.get(s, 0) for s in ("queued", "deploying"))
+            active = sum(counts.get(s, 0) for s in ACTIVE)
             deps = f"{sum(counts.values())} ({active} active, {counts.get('failed', 0)} failed)"
             ctrs = f"{h.get('containers', 0)}" + (f" ({h['orphans']} orphan)" if h.get("orphans") else "")
             where = Text((h["url"] or "local socket") + (" (default)" if h.get("default") else ""))
