@@ -35,7 +35,7 @@ from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine import metrics, notify
 from console.engine.archive import Archive, DoesNotFit
-from console.engine.errors import Cancelled, EngineUnavailable
+from console.engine.errors import Cancelled, EngineUnavailable, one_line
 from console.engine.liveness import pipeline_alive
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, image_tag
@@ -299,7 +299,7 @@ class Cleaner:
     def _retry(self, task: CleanupTask, dep: Deployment, error: Exception, events: Events | None = None) -> None:
         attempts = task.attempts + 1
         delay = min(self.ctx.settings.cleanup.cleanup_backoff_max, 2.0 ** min(attempts - 1, 10))
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = one_line(error)
         if not isinstance(error, (EngineUnavailable, CleanupFailed)):
             log.exception("cleanup of %s", dep.id)
         with self.ctx.store.write():
@@ -427,7 +427,7 @@ class Cleaner:
             except EngineUnavailable:
                 raise
             except Exception as e:  # graceful degradation: one container failing does not stop the others
-                events.add(f"Failed to remove container {info.name}: {str(e).splitlines()[0]}", level="error")
+                events.add(f"Failed to remove container {info.name}: {one_line(e)}", level="error")
                 return f"{info.name}: {e}"
 
         # A forced removal mostly waits for the engine (kill, exit, teardown), so more removals in flight finish
@@ -544,7 +544,7 @@ class Cleaner:
                         vgrouped.setdefault((v.get("Labels") or {}).get(L.DEPLOYMENT), []).append(v["Name"])
                 vols_by_host[host] = vgrouped
             except Exception as e:  # a host that does not answer is reported in the plan, not fatal
-                errors[host] = str(e).splitlines()[0]
+                errors[host] = one_line(e)
         rollbacks = active_rollback_ids()
         t = now()
         out = []

@@ -563,7 +563,7 @@ class Engine:
             except EngineUnavailable as e:
                 if host is not None or unreachable is None:
                     raise
-                unreachable[name] = str(e).splitlines()[0]
+                unreachable[name] = one_line(e)
         # the status of the deployments these containers belong to only (not every row of the store)
         known = queries.known_deployments({i.deployment_id for infos in listed for i in infos if i.deployment_id})
         out = []

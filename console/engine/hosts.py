@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from console.engine import deployments as D
 from console.engine import host_specs, metrics, notify, validate
 from console.engine.breaker import Breaker
-from console.engine.errors import EngineUnavailable, InputError
+from console.engine.errors import EngineUnavailable, InputError, one_line
 from console.engine.host_specs import DEFAULT, HostSpec  # noqa: F401 (hosts.DEFAULT, hosts.HostSpec)
 from storage.clock import now
 from storage.models import Deployment, Host, Service
@@ -294,7 +294,7 @@ class Hosts:
                 self.gateway(name).ping(timeout=timeout, probe=True)
                 results[name] = None
             except Exception as e:  # any failure means "down" for the status bar; the message says why
-                results[name] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                results[name] = one_line(e, 200)
 
         pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="probe")
         futures = [pool.submit(ping, n) for n in names]
@@ -416,11 +416,6 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
                    f"{f', unreachable: {problem}' if problem else ''}) by {act.actor}")
     row = next(r for r in engine.hosts.rows() if r["name"] == name)
     return row | {"problem": problem} | ({"base_image": built} if base_image else {})
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def remove_host(engine, name: str, force: bool = False) -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 
 from console.engine import deployments as D
+from console.engine.errors import one_line
 from console.engine.liveness import pid_gone
 from console.engine.status import LEASE_NAME, lease_dict
 from storage.clock import now
@@ -57,7 +58,7 @@ class LeaseKeeper:
             try:
                 got, takeover = self._try()
             except Exception as e:  # noqa: BLE001 - a store error is a failed renew: the deadline decides, not the exception
-                self.last_error = str(e).splitlines()[0] if str(e) else type(e).__name__
+                self.last_error = one_line(e)
                 log.warning("lease %s: renew attempt failed: %s", self.holder, self.last_error)
                 return self.is_leader
             self.last_error = None

@@ -18,7 +18,7 @@ from pathlib import Path
 from console.engine import deployments as D
 from console.engine import labels as L
 from console.engine import metrics, notify, releases
-from console.engine.errors import Cancelled, DeployerError, InputError
+from console.engine.errors import Cancelled, DeployerError, InputError, one_line
 from console.engine.liveness import Heartbeat, pipeline_alive
 from console.engine.paths import atomic_write, link_target
 from console.engine.releases import container_name  # noqa: F401 - the name other modules import from here
@@ -301,7 +301,7 @@ class Pipeline:
         except Exception as e:  # every failure of a phase ends the deployment failed, with one line of why
             if control.stop_reason:
                 return self._stopped(job, Stop(*control.stop_reason), current_before)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = one_line(e)
             if not isinstance(e, DeployerError):
                 log.exception("deployment %s failed", dep.id)
             return self._fail(job, f"{Deployment.get_by_id(dep.id).phase}: {reason}", current_before)

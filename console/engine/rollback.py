@@ -20,7 +20,7 @@ import time
 from console.engine import deployments as D
 from console.engine import notify, releases
 from console.engine.cleanup import queue_release_retention
-from console.engine.errors import DeployerError, ForeignContainer, InputError
+from console.engine.errors import DeployerError, ForeignContainer, InputError, one_line
 from console.engine.liveness import Heartbeat, pid_gone
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name, wait_healthy
@@ -133,8 +133,7 @@ def _run(ctx, pipeline, rb: Rollback, svc: Service, serving, target: Deployment,
             detail = wait_healthy(gw, info, svc.port, svc.health_path, ctx.settings.pipeline.health_timeout)
     except BaseException as e:  # any failure, Ctrl-C and SIGTERM too: record it, put back what was serving
         interrupted = not isinstance(e, Exception)
-        reason = ("interrupted (Ctrl-C or SIGTERM)" if interrupted else
-                  str(e).splitlines()[0] if str(e) else type(e).__name__)
+        reason = "interrupted (Ctrl-C or SIGTERM)" if interrupted else one_line(e)
         _undo(ctx, rb, svc, serving, target, before, previous_before, stop_target=started_here)
         _end(ctx, rb, "failed", error=reason, level="error", actor_name=actor_name, host=target.host,
              message=f"Rollback of {svc.name} to {target.id} failed: {reason}; "
