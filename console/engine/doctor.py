@@ -11,7 +11,6 @@ import shutil
 import socket
 import stat
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from console import config
@@ -195,14 +194,12 @@ def _engines(settings, store) -> list[dict]:
         hosts = _host_list(settings, store)
     except InputError as e:   # a [hosts.NAME] table with a bad URL or TLS file: every command refuses it
         return [check("hosts", FAIL, one_line(e), f"fix the [hosts] tables of {settings.config_path}")]
-    pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="doctor")
-    futures = [pool.submit(_probe_host, name, url, tls, timeout) for name, url, tls in hosts]
-    wait(futures, timeout=timeout + 1.0)
-    pool.shutdown(wait=False)
+    from console.engine.parallel import at_once
+    results = at_once(lambda host: _probe_host(*host, timeout), hosts, timeout + 1.0, name="doctor")
     out = []
-    for (name, url, _), future in zip(hosts, futures, strict=True):
-        if future.done() and future.exception() is None:
-            out += future.result()
+    for (name, url, _), result in zip(hosts, results, strict=True):
+        if result is not None:
+            out += result
         else:
             out.append(check(f"engine {name}", FAIL, f"{url or 'default engine'}: no answer within {timeout:.0f} s "
                                                      f"(host_timeout)", START_DOCKER))

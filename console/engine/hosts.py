@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 from console.engine import deployments as D
@@ -20,6 +19,7 @@ from console.engine import host_specs, metrics, notify, validate
 from console.engine.breaker import Breaker
 from console.engine.errors import EngineUnavailable, InputError, one_line
 from console.engine.host_specs import DEFAULT, HostSpec  # noqa: F401 (hosts.DEFAULT, hosts.HostSpec)
+from console.engine.parallel import at_once
 from storage.clock import now
 from storage.models import Deployment, Host, Service
 
@@ -282,25 +282,19 @@ class Hosts:
         specs = self.specs()   # read here: a worker thread would open a store connection of its own to read them
         names = list(specs) if names is None else list(names)
         timeout = timeout or self.settings.scheduler.host_timeout
-        results: dict[str, str | None] = {n: f"no answer within {timeout:.0f} s" for n in names}
 
-        def ping(name):
+        def ping(name) -> str | None:
             try:
                 self.breaker.clear(name)  # a probe always asks the engine itself
-                if self._ping_socket(specs.get(name) or self.spec(name), timeout):
-                    results[name] = None
-                    return
-                # the ping itself is bounded too (a host that accepts but never answers)
-                self.gateway(name).ping(timeout=timeout, probe=True)
-                results[name] = None
+                if not self._ping_socket(specs.get(name) or self.spec(name), timeout):
+                    # the ping itself is bounded too (a host that accepts but never answers)
+                    self.gateway(name).ping(timeout=timeout, probe=True)
+                return None
             except Exception as e:  # any failure means "down" for the status bar; the message says why
-                results[name] = one_line(e, 200)
+                return one_line(e, 200)
 
-        pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="probe")
-        futures = [pool.submit(ping, n) for n in names]
-        wait(futures, timeout=timeout)
-        pool.shutdown(wait=False)
-        return results
+        answers = at_once(ping, names, timeout, default=f"no answer within {timeout:.0f} s", name="probe")
+        return dict(zip(names, answers, strict=True))
 
     def _ping_socket(self, spec: HostSpec, timeout: float) -> bool:
         """Ping an engine on a local unix socket without docker-py (docker_ping.py): True when it answered; False

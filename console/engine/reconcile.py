@@ -49,6 +49,7 @@ from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError, one_line
 from console.engine.liveness import is_stuck
+from console.engine.parallel import at_once
 from console.engine.paths import link_target
 from console.engine.pipeline import container_name
 from console.engine.rollback import orphaned as orphaned_rollbacks
@@ -98,48 +99,33 @@ class CallCounter:
 # ---- observe
 def observe_hosts(ctx, timeout: float, counter: CallCounter) -> tuple[dict, dict, dict]:
     """(errors, containers, volumes) per host name; errors[name] is None for a host that answered both lists in
-    time. Every host's two lists run at once, each in its own thread."""
+    time. Every host's two lists run at once, each in its own thread (parallel.at_once: one that hangs is abandoned)."""
     names = ctx.hosts.names()
-    lock = threading.Lock()
-    timed_out = f"no answer within {timeout:g} s"
-    errors: dict[str, str | None] = {n: None for n in names}
-    got: dict[tuple[str, str], list] = {}
-    closed = [False]
 
-    def work(name, what):
+    def look(job) -> tuple[str | None, list | None]:   # (error, the list)
+        name, what = job
         counter.attach()
         try:
             gw = ctx.hosts.gateway(name)
             counter.install(gw)
-            result = gw.list_managed(ctx.store_id, all=True) if what == "containers" else \
-                gw.list_volumes(ctx.store_id)
-            with lock:
-                if not closed[0]:
-                    got[(name, what)] = result
+            return None, (gw.list_managed(ctx.store_id, all=True) if what == "containers" else
+                          gw.list_volumes(ctx.store_id))
         except Exception as e:  # noqa: BLE001 - any failure means this host is not judged in this pass
-            with lock:
-                if not closed[0] and errors[name] is None:
-                    errors[name] = one_line(e)
+            return one_line(e), None
         finally:
             counter.detach()
 
-    # daemon threads: a host that hangs past the timeout is abandoned, never waited for
-    threads = [threading.Thread(target=work, args=(n, what), name=f"observe-{n}-{what}", daemon=True)
-               for n in names for what in ("containers", "volumes")]
-    for t in threads:
-        t.start()
-    end = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    with lock:
-        closed[0] = True
-        containers, volumes = {}, {}
-        for name in names:
-            if errors[name] is None and ((name, "containers") not in got or (name, "volumes") not in got):
-                errors[name] = timed_out
-            if errors[name] is None:
-                containers[name], volumes[name] = got[(name, "containers")], got[(name, "volumes")]
-        return errors, containers, volumes
+    jobs = [(n, what) for n in names for what in ("containers", "volumes")]
+    timed_out = (f"no answer within {timeout:g} s", None)
+    got = dict(zip(jobs, at_once(look, jobs, timeout, default=timed_out, name="observe"), strict=True))
+    errors: dict[str, str | None] = {}
+    containers, volumes = {}, {}
+    for name in names:
+        (c_error, listed), (v_error, vols) = got[(name, "containers")], got[(name, "volumes")]
+        errors[name] = c_error or v_error
+        if errors[name] is None:
+            containers[name], volumes[name] = listed, vols
+    return errors, containers, volumes
 
 
 def serving_problems(paths, service: str, deployment_id: str) -> list[str]:
