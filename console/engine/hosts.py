@@ -402,10 +402,8 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
         with engine.store.write():
             engine.hosts.add(name, url, default=default, **tls)
             if problem:  # noted as reachability is, with its event
-                from console.engine import deployments as D
                 engine.hosts.record({name: problem})
-                D.event(None, f"Docker host {name} is unreachable: {problem}", kind="host", level="warning",
-                        host=name)
+                host_event(name, problem)
             act.ok(f"Docker host {name} added ({url}{', default' if default else ''}"
                    f"{f', unreachable: {problem}' if problem else ''}) by {act.actor}")
     row = next(r for r in engine.hosts.rows() if r["name"] == name)
@@ -436,6 +434,11 @@ def note_reachability(ctx, results: dict[str, str | None]) -> None:
     with ctx.store.write():
         for name, up in ctx.hosts.record(results):
             notify.host_changed(name, up, results.get(name))
-            D.event(None, f"Docker host {name} is reachable again" if up else
-                    f"Docker host {name} is unreachable: {results.get(name)}", kind="host",
-                    level="info" if up else "warning", host=name)
+            host_event(name, None if up else results.get(name))
+
+
+def host_event(name: str, error: str | None) -> None:
+    """The `host` event of a host that became unreachable (`error`) or reachable again (None). Call inside a write
+    transaction."""
+    D.event(None, f"Docker host {name} is unreachable: {error}" if error else f"Docker host {name} is reachable again",
+            kind="host", level="warning" if error else "info", host=name)

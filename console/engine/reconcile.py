@@ -48,6 +48,7 @@ from console.engine import metrics, notify, releases, validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError, one_line
+from console.engine.hosts import note_reachability
 from console.engine.liveness import is_stuck
 from console.engine.parallel import at_once
 from console.engine.paths import link_target
@@ -401,7 +402,6 @@ class Pass:
                     self.errors.append(f"{item.get('deployment_id')}: {one_line(e)}")
 
     def _record_hosts(self, errors: dict) -> None:
-        from console.engine.hosts import note_reachability
         note_reachability(self.ctx, errors)
 
     def _stuck_now(self, dep_id: str, phase: str) -> Deployment | None:
