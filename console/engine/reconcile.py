@@ -43,8 +43,8 @@ import time
 from datetime import datetime
 
 from console.engine import deployments as D
+from console.engine import jobruns, metrics, notify, releases, validate
 from console.engine import labels as L
-from console.engine import metrics, notify, releases, validate
 from console.engine.archive import Archive
 from console.engine.cleanup import STALE_RUNNING_S, active_rollback_ids
 from console.engine.errors import InputError, one_line
@@ -56,7 +56,7 @@ from console.engine.pipeline import container_name
 from console.engine.rollback import orphaned as orphaned_rollbacks
 from console.engine.rollback import recover as recover_rollback
 from storage.clock import now
-from storage.models import CleanupTask, Deployment, JobRun, Service
+from storage.models import CleanupTask, Deployment, Service
 
 log = logging.getLogger(__name__)
 JUDGED = {"deploying"} | D.SERVING
@@ -622,8 +622,7 @@ def manual(ctx, pipeline, runtime=None, dry_run: bool = False) -> dict:
     if dry_run:
         return run(ctx, pipeline, dry_run=True, runtime=runtime)
     holder = runtime.holder if runtime is not None else f"manual:{D.MACHINE}:{os.getpid()}"
-    with ctx.store.write():
-        run_id = JobRun.insert(job="reconcile", holder=holder, started_at=now(), counts={}).execute()
+    run_id, _ = jobruns.open_run(ctx.store, "reconcile", holder)
     outcome, counts, error = "error", {}, None
     try:
         result = run(ctx, pipeline, runtime=runtime)
@@ -635,6 +634,4 @@ def manual(ctx, pipeline, runtime=None, dry_run: bool = False) -> dict:
         error = one_line(e)
         raise
     finally:
-        with ctx.store.write():
-            JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
-                JobRun.id == run_id).execute()
+        jobruns.close_run(ctx.store, run_id, outcome, counts, error)

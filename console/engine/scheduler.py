@@ -7,12 +7,8 @@ Jobs (each `max_instances=1`, `coalesce=True`: a run never overlaps itself, miss
 - cleanup   (`cleanup_interval`)    due cleanup tasks (`Cleaner.run_due`);
 - reconcile (`reconcile_interval`)  one observe → diff → act pass (reconcile.py), also at once on taking the lease;
 - retention (`retention_interval`)  keep-last-N re-arming, archive pruning, old job-run records.
-Every run is recorded in a JobRun row (job, holder, start, end, outcome, counts), written when it starts and when it
-ends. Runs that find nothing to do (dispatch and cleanup of an idle leader, every second) share one row: while a job's
-newest row is an idle run of this holder, the next run reopens it and, if idle too, ends in it; a run that does
-something or fails gets a row of its own. So an idle leader adds no rows (it used to add ~7,200 an hour), and
-`status` still reads each job's last run from its newest row. Job-run writes do not bump the store's change counter
-(storage/migrations.py), so an idle leader leaves it still and a polling console skips its re-read.
+Every run is a JobRun row (job, holder, start, end, outcome, counts), written when it starts and when it ends
+(jobruns.py, which a manual `reconcile` uses too); idle runs of a job share one row, so an idle leader adds none.
 
 Followers keep the scheduler paused and only retry the lease; a holder past its renew deadline pauses it again and
 every job re-checks `may_act()` before each step, so a holder that lost its lease stops acting before anyone else
@@ -44,7 +40,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from console.config import listen_address
 from console.engine import deployments as D
-from console.engine import notify, reconcile
+from console.engine import jobruns, notify, reconcile
 from console.engine.cleanup import Cleaner
 from console.engine.errors import InputError, one_line
 from console.engine.lease import LeaseKeeper
@@ -60,8 +56,6 @@ from storage.models import CleanupTask, Deployment, JobRun
 log = logging.getLogger(__name__)
 STOP_BUDGET_S = 4.5          # Engine.close() must return within 5 s
 DISPATCH_GRACE_S = 1.0       # a foreground `deploy` claims its own row within milliseconds; never race it
-JOBRUN_KEEP_S = 86400.0      # job-run records older than a day are pruned by retention (the newest per job stays)
-IDLE_KEEP_S = 3600.0         # a row of idle runs (nothing done, counts {}) is pruned an hour after its last run
 QUEUED_LOOKAHEAD = 50       # queued deployments a dispatch looks past the ones waiting for their service
 CLEANUP_BATCH = 50           # tasks per cleanup run, so one run stays short and a stop finds it between batches
 
@@ -201,7 +195,7 @@ class Runtime:
             return
         started = now()
         try:
-            run_id, streak = self._open_run(name, started)
+            run_id, reopened = jobruns.open_run(self.store, name, self.holder, started, share_idle=True)
         except Exception as e:  # noqa: BLE001 - the store is not writable now: nothing was started, nothing to record
             log.warning("job %s not started: %s", name, e)
             return
@@ -226,7 +220,7 @@ class Runtime:
             outcome, error = "error", one_line(e)
         finally:
             try:
-                self._close_run(name, run_id, streak, started, outcome, counts, error)
+                jobruns.close_run(self.store, run_id, outcome, counts, error, reopened, name, self.holder, started)
             except StoreUnavailable as e:
                 log.warning("job %s: could not record its end: %s", name, e)
                 self._note_cut(name, started)
@@ -240,31 +234,6 @@ class Runtime:
                 "job %s %s in %.2f s: %s%s", name, outcome, now() - started,
                 " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing to do",
                 f" ({error})" if error else "")
-
-    def _open_run(self, name: str, started: float) -> tuple[int, tuple[float, float] | None]:
-        """The record of a run starting now: the job's idle row when its newest row is one of this holder's (reopened
-        in place), else a new row. Returns its id, and the reopened row's (started_at, finished_at) to put back if
-        this run does something."""
-        with self.store.write():
-            last = JobRun.select().where(JobRun.job == name).order_by(JobRun.id.desc()).first()
-            if last is not None and _idle(last) and last.holder == self.holder and last.finished_at is not None:
-                JobRun.update(started_at=started, finished_at=None, outcome=None).where(JobRun.id == last.id).execute()
-                return last.id, (last.started_at, last.finished_at)
-            return JobRun.insert(job=name, holder=self.holder, started_at=started, counts={}).execute(), None
-
-    def _close_run(self, name: str, run_id: int, streak, started: float, outcome: str, counts: dict,
-                   error: str | None) -> None:
-        """An idle run ends in its row (a reopened idle row now says this run's start and end); a run that did
-        something or failed on a reopened idle row gets a row of its own and the idle row its last idle run back."""
-        with self.store.write():
-            if streak is None or (outcome == "ok" and not counts):
-                JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
-                    JobRun.id == run_id).execute()
-                return
-            JobRun.update(started_at=streak[0], finished_at=streak[1], outcome="ok").where(
-                JobRun.id == run_id).execute()
-            JobRun.insert(job=name, holder=self.holder, started_at=started, finished_at=now(), outcome=outcome,
-                          counts=counts, error=error).execute()
 
     def _note_cut(self, name: str, started: float) -> None:
         with self._cut_lock:
@@ -441,7 +410,7 @@ class Runtime:
 
     def retention(self) -> dict:
         counts = dict(Cleaner(self.ctx).retention())
-        counts["job_runs_pruned"] = prune_job_runs(self.store)
+        counts["job_runs_pruned"] = jobruns.prune(self.store)
         return counts
 
     # ---- for the status
@@ -473,21 +442,3 @@ def short_busy_timeout(store, deadline: float):
     finally:
         with contextlib.suppress(Exception):
             store.db.execute_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-
-
-def _idle(run) -> bool:
-    """A run that found nothing to do: retention keeps such records only IDLE_KEEP_S, and consecutive ones of a
-    holder share one row."""
-    return run.outcome == "ok" and not run.counts and run.error is None
-
-
-def prune_job_runs(store, keep_s: float = JOBRUN_KEEP_S, idle_keep_s: float = IDLE_KEEP_S) -> int:
-    from peewee import fn
-    newest = JobRun.select(fn.MAX(JobRun.id)).group_by(JobRun.job)
-    t = now()
-    with store.write():
-        return JobRun.delete().where(
-            JobRun.finished_at.is_null(False) & JobRun.id.not_in(newest) & (
-                (JobRun.started_at < t - keep_s) |
-                ((JobRun.started_at < t - idle_keep_s) & (JobRun.outcome == "ok") & (JobRun.counts == {})))
-        ).execute()

@@ -136,7 +136,7 @@ def test_stop_within_5s_hands_a_running_deployment_over_and_leaves_no_job_half_w
 
 
 def test_retention_prunes_old_job_runs_idle_ones_sooner_and_keeps_the_newest_of_each_job(engine):
-    from console.engine.scheduler import prune_job_runs
+    from console.engine.jobruns import prune as prune_job_runs
     t = now()
     with engine.store.write():
         def add(job, age, counts):
