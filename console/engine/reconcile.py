@@ -480,23 +480,27 @@ class Pass:
                 if item.get("serving") and not item.get("reapply") and \
                         not self._still_not_serving(dep_id, item["service"]):
                     return "no longer applies"
-                try:
-                    D.move(self.ctx.store, dep_id, "degraded", expect={"success"},
-                           message=f"Drift: {item['problem']} (deployment {dep_id} is success); marked degraded")
-                except InputError:
+                if not self._drift_move(dep_id, "success", "degraded", f"Drift: {item['problem']} (deployment "
+                                                                       f"{dep_id} is success); marked degraded"):
                     return "no longer success"
             notify.drift(dep_id, item["service"], item["problem"])
             return "degraded" + (f", {self._reapply_route(item)}" if item.get("reapply") else "")
         if item["action"] == "mark success":
-            try:
-                D.move(self.ctx.store, dep_id, "success", expect={"degraded"},
-                       message=f"Drift resolved: {item['problem']}; deployment {dep_id} is success again")
-            except InputError:
+            if not self._drift_move(dep_id, "degraded", "success", f"Drift resolved: {item['problem']}; deployment "
+                                                                   f"{dep_id} is success again"):
                 return "no longer degraded"
             return "success"
         if item["action"] == "re-apply route":
             return self._reapply_route(item)
         return "reported"
+
+    def _drift_move(self, dep_id: str, was: str, to: str, message: str) -> bool:
+        """Compare-and-set `was` -> `to`; False when the deployment is no longer `was` (it moved since the plan)."""
+        try:
+            D.move(self.ctx.store, dep_id, to, expect={was}, message=message)
+        except InputError:
+            return False
+        return True
 
     def _reapply_route(self, item: dict) -> str:
         dep_id, service = item["deployment_id"], item["service"]
