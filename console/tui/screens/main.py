@@ -260,8 +260,7 @@ class MainScreen(Screen):
             mono = time.monotonic()
             if mono - self._ages_at >= AGES_EVERY_S:   # ages and run times move with the clock
                 self._ages_at = mono
-                table = self.query_one(DeploymentsTable)
-                table.show(list(table.rows_by_id.values()))
+                self.query_one(DeploymentsTable).redraw()
         except Exception as e:  # a render problem is a notice, never a crash
             self.report(f"display failed: {one_line(e)}")
 

@@ -119,11 +119,11 @@ class ContainersTable(KeyedTable):
         self.series = series
         if "cpu" in self.hidden:
             return
-        self.apply(list(self._order), {k: self.cells(self.rows_by_id[k]) for k in self._order})
+        self.redraw()
 
     def set_stats(self, on: bool) -> None:
         if on != self.stats_on:
             self.stats_on = on
             rows = list(self.rows_by_id.values())
             self._fit_stats(rows)
-            self.apply(list(self._order), {k: self.cells(self.rows_by_id[k]) for k in self._order})
+            self.redraw()

@@ -31,11 +31,11 @@ class DeploymentsTable(KeyedTable):
 
     def toggle_mark(self, key: str) -> None:
         self.marked ^= {key}
-        self.show(list(self.rows_by_id.values()))
+        self.redraw()
 
     def clear_marks(self) -> None:
         self.marked.clear()
-        self.show(list(self.rows_by_id.values()))
+        self.redraw()
 
     def marked_rows(self) -> list[dict]:
         """The marked rows, in table order."""

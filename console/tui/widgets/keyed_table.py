@@ -35,6 +35,10 @@ class KeyedTable(DataTable):
         self.rows_by_id = {self.row_key(r): r for r in rows}
         return self.apply(list(self.rows_by_id), {k: self.cells(r) for k, r in self.rows_by_id.items()})
 
+    def redraw(self) -> dict:
+        """Show the rows last shown again, their cells computed anew (the clock moved, a mark or a setting changed)."""
+        return self.apply(list(self._order), {k: self.cells(self.rows_by_id[k]) for k in self._order})
+
     def selected(self) -> dict | None:
         """The row under the cursor, or None."""
         key = self.selected_key()
