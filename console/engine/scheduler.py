@@ -252,11 +252,8 @@ class Runtime:
                         dep = Deployment.get_or_none(Deployment.id == what)
                         if dep is None or dep.status != "deploying" or dep.owner_pid != os.getpid():
                             continue
-                        phase = dep.phase or PHASES[0]
-                        Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, resume_from=phase,
-                                          updated_at=now()).where(Deployment.id == dep.id).execute()
-                        D.event(dep.id, f"Engine {self.holder}: the store was unreachable and stopped the pipeline "
-                                        f"of {dep.id}; it resumes from {phase}", kind="reconcile", level="warning")
+                        self._release(dep, f"Engine {self.holder}: the store was unreachable and stopped the "
+                                           f"pipeline of {dep.id}")
                     elif kind == "job" and what == "cleanup":
                         # claimed by the cut run (a later run claims with a later time); removal is idempotent
                         D.move_task("pending", (CleanupTask.state == "running") & (CleanupTask.updated_at >= started) &
@@ -348,14 +345,19 @@ class Runtime:
                     Deployment.id.in_(ids) & (Deployment.status == "deploying") &
                     (Deployment.owner_machine == D.MACHINE)))
                 for dep in mine:
-                    phase = dep.phase or PHASES[0]
-                    Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, resume_from=phase,
-                                      updated_at=now()).where(Deployment.id == dep.id).execute()
-                    D.event(dep.id, f"Engine {self.holder} stopping: deployment {dep.id} handed over to the next "
-                                    f"engine (it resumes from {phase})", kind="reconcile", level="warning")
+                    self._release(dep, f"Engine {self.holder} stopping: deployment {dep.id} handed over to the next "
+                                       f"engine")
             log.info("handed over %d running deployment(s)", len(mine))
         except Exception:
             log.exception("handing over running deployments")
+
+    def _release(self, dep, why: str) -> None:
+        """Let go of a deployment this runtime ran: no owner, no heartbeat, and a resume request for its recorded
+        phase (the next dispatcher runs it), with a `reconcile` event saying why. Call inside a write transaction."""
+        phase = dep.phase or PHASES[0]
+        Deployment.update(owner=f"released-by:{self.holder}", heartbeat_at=None, resume_from=phase,
+                          updated_at=now()).where(Deployment.id == dep.id).execute()
+        D.event(dep.id, f"{why}; it resumes from {phase}", kind="reconcile", level="warning")
 
     # ---- the jobs
     def dispatch(self) -> dict:
