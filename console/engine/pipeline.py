@@ -575,11 +575,15 @@ class Pipeline:
             D.event(deployment_id, f"Could not stop the container of {deployment_id}: {e}", level="warning",
                     host=host)
 
-    def _fail(self, job: Job, reason: str, current_before: str | None) -> str:
+    def _restore(self, job: Job, current_before: str | None) -> None:
+        """Put back what served before this run (releases.restore); a failure is logged, the run ends all the same."""
         try:
             releases.restore(self.ctx, job.deployment, current_before)
         except Exception:
             log.exception("restoring previous release of %s", job.service.name)
+
+    def _fail(self, job: Job, reason: str, current_before: str | None) -> str:
+        self._restore(job, current_before)
         try:
             D.move(self.ctx.store, job.deployment.id, "failed", error=reason, expect={"deploying"},
                    cleanup_delay=self.ctx.settings.cleanup.cleanup_delay)
@@ -595,10 +599,7 @@ class Pipeline:
         if stop.why == "taken-over":
             D.event(dep.id, f"Pipeline in {D.MACHINE}:{os.getpid()} stopped: {stop.args[0]}", level="warning")
             return Deployment.get_by_id(dep.id).status
-        try:
-            releases.restore(self.ctx, job.deployment, current_before)
-        except Exception:
-            log.exception("restoring previous release of %s", job.service.name)
+        self._restore(job, current_before)
         # Nothing is removed here: the cleanup task does it (logs archived first, events, cleanup_delay). It waits
         # until this pipeline has ended (its heartbeat is cleared), so a container created just as the cancel
         # landed is listed and removed with the rest.
