@@ -94,10 +94,10 @@ def make_data(engine, client) -> list[str]:
 
 def time_passes(engine, passes: int = PASSES) -> tuple[float, int, dict]:
     """Median milliseconds of `passes` reconcile passes, the Docker calls of one pass, the last pass's counts."""
-    reconcile.run(engine)  # warm: the docker client's connection, SQLite's page cache
+    reconcile.run(engine.ctx, engine.pipeline)  # warm: the docker client's connection, SQLite's page cache
     times, calls, counts = [], set(), {}
     for _ in range(passes):
-        seconds, result = B.timed(reconcile.run, engine)
+        seconds, result = B.timed(reconcile.run, engine.ctx, engine.pipeline)
         times.append(seconds * 1000)
         calls.add(result["docker_calls"])
         counts = result["counts"]
@@ -143,7 +143,7 @@ def measure(engine, client, store: str, naive: bool) -> list[dict]:
     total = Deployment.select().count()
     big_ms, big_calls, counts = time_passes(engine)
     with B.captured_selects(engine.store.db) as selects:
-        reconcile.run(engine)
+        reconcile.run(engine.ctx, engine.pipeline)
     plans = B.query_plans(engine.store.db, selects, engine.store.is_sqlite)
     what = "EXPLAIN QUERY PLAN" if engine.store.is_sqlite else "EXPLAIN"
     PLANS.append(f"{store}: {what} of the {len(plans)} SELECTs of one pass at {total:,} deployments:\n\n"
