@@ -635,8 +635,7 @@ def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, make_default, base_image
 @click.pass_obj
 def host_ls(ctx, no_probe, json_out):
     """Hosts, each probed now in parallel (at most host_timeout seconds in all)."""
-    from console.engine import hosts as H
-    rows = H.list_hosts(ctx.engine, probe=not no_probe)
+    rows = ctx.engine.list_hosts(probe=not no_probe)
     emit(ctx, rows, fmt.table([[r["name"] + (" *" if r["default"] else ""), r["url"], r["source"],
                                 {True: "up", False: "DOWN", None: "?"}[r["reachable"]],
                                 fmt.age(r["last_seen_at"]) if r["last_seen_at"] else "never",

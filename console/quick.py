@@ -99,9 +99,8 @@ def _hosts(reader, settings) -> tuple[list[dict], list[str]]:
     """Every host pinged now, as Hosts.rows() shows them after `status` probed them: NotHere unless each is on a local
     unix socket and answers, and none comes back from down (that is an event, which the full CLI writes). Returns the
     rows and the names of the Host rows to note as seen."""
-    import threading
-
     from console.engine import docker_ping, host_specs
+    from console.engine.parallel import at_once
     from storage.clock import now
     stored = {r["name"]: r for r in reader.host_rows()}
     specs = host_specs.merge(stored.values(), host_specs.overlay(settings))
@@ -113,21 +112,13 @@ def _hosts(reader, settings) -> tuple[list[dict], list[str]]:
         if spec.source == "store" and stored[name]["reachable"] is False:
             raise NotHere(f"host {name} was down")
         paths[name] = path
-    answered: dict[str, bool] = {}
+    timeout = float(settings.scheduler.host_timeout)
 
-    def ping(name):
-        try:
-            docker_ping.ping(paths[name], float(settings.scheduler.host_timeout))
-            answered[name] = True
-        except Exception:  # noqa: BLE001 - a host down is the full CLI's to note and say
-            answered[name] = False
+    def ping(name) -> bool:
+        docker_ping.ping(paths[name], timeout)
+        return True
 
-    threads = [threading.Thread(target=ping, args=(n,), daemon=True) for n in paths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(float(settings.scheduler.host_timeout) * 4)
-    if not all(answered.get(n) for n in paths):
+    if not all(at_once(ping, list(paths), timeout, default=False, name="quick-ping")):
         raise NotHere("a host does not answer")
     seen = now()
     rows = [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,

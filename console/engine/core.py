@@ -669,9 +669,9 @@ class Engine:
 
     def status(self, probe: bool = False) -> dict:
         """Leader, this process's role, each job's last run, cleanup queue, hosts (probed now with probe; see
-        scheduler.status)."""
+        status.py)."""
         from console.engine.status import status
-        return status(self, probe=probe)
+        return status(self.ctx, self.runtime, probe=probe)
 
     def reconcile(self, dry_run: bool = False) -> dict:
         """One observe → diff → act pass now, or (dry_run) its plan without touching anything."""

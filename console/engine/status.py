@@ -17,19 +17,20 @@ def lease_dict(row: dict | None, at: float | None = None) -> dict | None:
             "expires_at": row["expires_at"], "renewed_at": row["renewed_at"], "acquired_at": row["acquired_at"]}
 
 
-def status(engine, probe: bool = False) -> dict:
+def status(ctx, runtime=None, probe: bool = False) -> dict:
     """The lease, each job's last run, the cleanup queue and each engine's reachability: what `status` prints and
-    the console's status bar shows. Works the same in a leader, a follower and a plain CLI process. With probe,
-    every host is asked now (in parallel, bounded by host_timeout) instead of showing what was last noted."""
+    the console's status bar shows. Works the same in a leader, a follower and a plain CLI process (`runtime`: this
+    process's scheduler, if it hosts one). With probe, every host is asked now (in parallel, bounded by host_timeout)
+    instead of showing what was last noted."""
     from storage.reads import Reader
-    s = engine.settings.scheduler
+    s = ctx.settings.scheduler
     # hosts that are this run's own (config, environment, default socket) are known to no other process: checked
     # here when this process has not done so within a reconcile interval
-    names = None if probe else engine.hosts.stale(float(s.reconcile_interval))
+    names = None if probe else ctx.hosts.stale(float(s.reconcile_interval))
     if probe or names:
         from console.engine.hosts import note_reachability
-        note_reachability(engine.ctx, engine.hosts.probe(names=names))
-    return build(Reader.peewee(engine.store.db), engine.settings, engine.hosts.rows(), engine.runtime)
+        note_reachability(ctx, ctx.hosts.probe(names=names))
+    return build(Reader.peewee(ctx.store.db), ctx.settings, ctx.hosts.rows(), runtime)
 
 
 def build(reader, settings, hosts: list[dict], runtime=None) -> dict:
