@@ -15,12 +15,17 @@ What we add to docker-py's shell-out transport (`SystemSsh`, put in place of its
 - closing a connection whose ssh has already exited is not an error (docker-py wrote to the dead pipe: the
   BrokenPipeError that ended health checks, whose exec stream the engine closes first), and the process is reaped;
 - `shutdown()` ends the ssh process, so a cancelled build stops its upload/stream as on a unix socket;
+- answers are read with the connection's timeout, as on a real socket: docker-py read the ssh pipe with no timeout at
+  all, so an engine that took a request and never answered (hung, or stopped) held the caller forever, even with
+  the ssh connection itself alive (`TimedPipe`);
 - ssh's own messages go to a small buffer (quoted in errors), not to the operator's terminal;
 - connection sharing (`ControlMaster=auto`, sockets in a private directory, `ControlPersist` 60 s): docker-py opens
   one ssh session per request, and without it each would pay a whole ssh handshake.
 """
+import io
 import logging
 import os
+import select
 import shlex
 import socket
 import subprocess
@@ -132,6 +137,38 @@ def install() -> None:
 SystemSsh = None
 
 
+class TimedPipe(io.RawIOBase):
+    """The ssh process's stdout, read with its connection's timeout: urllib3 sets it (`settimeout`) before it reads an
+    answer, as on a real socket, and a read that waits longer raises socket.timeout (a read timeout to requests)
+    instead of waiting for ever. No timeout (None: a followed log, a build's output) waits as long as it takes."""
+
+    def __init__(self, stdout, sock: socket.socket):
+        super().__init__()
+        self.stdout = stdout
+        self.sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.stdout.fileno()
+
+    def readinto(self, buffer) -> int:
+        timeout = self.sock.gettimeout()
+        if timeout is not None and not select.select([self.stdout], [], [], timeout)[0]:
+            raise TimeoutError(f"no answer over ssh within {timeout:g} s")
+        data = os.read(self.stdout.fileno(), len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.stdout.close()
+            finally:
+                super().close()
+
+
 def _system_ssh(base):
     class SystemSsh(base):
         def connect(self, **kwargs):
@@ -147,7 +184,21 @@ def _system_ssh(base):
             self._stderr = tempfile.TemporaryFile()
             self.proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stdin=subprocess.PIPE,
                                          stderr=self._stderr, start_new_session=True)
+            self._reader = None
             log.debug("ssh: %s", shlex.join(args))
+
+        def makefile(self, mode="rb", *args, **kwargs):
+            """What the HTTP response reads: the ssh process's stdout, read with this connection's timeout."""
+            if not self.proc:
+                self.connect()
+            if getattr(self, "_reader", None) is None:
+                self._reader = io.BufferedReader(TimedPipe(self.proc.stdout, self))
+                self._reader.channel = self   # docker-py finds the socket under a response this way
+            return self._reader
+
+        def recv(self, n):
+            # the same buffer as the response's: an exec or attach stream goes on where the headers ended
+            return self.makefile().read1(n)
 
         def _write(self, data):
             try:

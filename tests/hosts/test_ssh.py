@@ -11,9 +11,10 @@ import pytest
 from console.engine import hosts as H
 from console.engine import labels as L
 from console.engine.cleanup import Cleaner
+from console.engine.errors import EngineUnavailable
 from console.engine.pipeline import link_target
 from storage.models import Deployment, Host
-from tests.conftest import make_service_dir, purge_store_resources
+from tests.conftest import make_service_dir, purge_store_resources, wait_for
 from tests.hosts.sshd import Sshd
 from tests.hosts.test_hosts import BAD, cli
 
@@ -118,3 +119,51 @@ def test_an_ssh_server_that_never_answers_is_given_up_within_host_timeout(engine
         assert Host.select().count() == 0
     finally:
         silent.close()
+
+
+def test_an_engine_that_takes_a_request_and_never_answers_over_ssh_times_out(engine, sshd):
+    """The ssh connection is alive (sshd answers its keep-alives) but the engine behind it is frozen (SIGSTOP): a
+    request is taken and never answered. docker-py read the ssh pipe with no timeout, so such a call held its
+    caller (a cleanup run, reconcile's observe step) for ever; now it ends with the connection's read timeout, and
+    the same gateway works again once the engine does."""
+    import os
+    import signal
+    import threading
+
+    from tests import dockerd
+    server, _ = sshd
+    server.trust_host_key()
+    engine.hosts.timeout = 4.0            # the read timeout of this run's clients (60 s by default)
+    engine.hosts.add("s1", server.url)
+    gw = engine.hosts.gateway("s1")
+    assert gw.list_managed(engine.store_id) == []          # the connection works (and is pooled)
+    pid = dockerd._pid()
+    assert pid, "h2's engine is not running"
+    outcome = {}
+
+    def call():
+        t0 = time.monotonic()
+        try:
+            gw.list_managed(engine.store_id)
+            outcome["result"] = "answered"
+        except Exception as e:  # noqa: BLE001 - which error is checked below
+            outcome["result"] = e
+        outcome["took"] = time.monotonic() - t0
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "the call over ssh still waits 30 s after its 4 s read timeout"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert isinstance(outcome["result"], EngineUnavailable) and "ReadTimeout" in str(outcome["result"]), outcome
+    assert 3.5 < outcome["took"] < 15, outcome
+
+    def answers():   # the breaker fails calls fast for a few seconds after a failure, then lets one through
+        try:
+            return gw.list_managed(engine.store_id) == []
+        except EngineUnavailable:
+            return False
+    wait_for(answers, timeout=30, what="the gateway to answer again once the engine does")
