@@ -119,6 +119,8 @@ class Engine:
     def close(self):
         if "stats" in self.__dict__:   # only when a face asked for live stats
             self.stats.close()
+        if "_container_watch" in self.__dict__:   # only when a face watched containers
+            self._container_watch.close()
         self.stop_runtime()
         self.hosts.close()
         self.store.close()
@@ -328,6 +330,19 @@ class Engine:
         """Live CPU/memory of our running containers, one stream per container a face watches (engine/stats.py)."""
         from console.engine.stats import StatsHub
         return StatsHub(self.hosts.gateway, self.store_id)
+
+    def container_changes(self) -> int:
+        """A number that moves when one of this store's containers starts, stops, dies or goes, on any host (one
+        Docker event stream per host, opened at the first call: engine/container_watch.py). A face that shows
+        containers reads them again when it moves."""
+        watch = self._container_watch
+        watch.watch(self.hosts.specs())
+        return watch.mark()
+
+    @functools.cached_property
+    def _container_watch(self):
+        from console.engine.container_watch import ContainerWatch
+        return ContainerWatch(self.hosts.gateway, self.store_id)
 
     def deployment_count(self, match=None) -> int:
         return queries.count_deployments(match)

@@ -65,7 +65,7 @@ class FollowedLogs:
 
 
 class StatsStream:
-    """Decoded samples of one container's stats stream; close() ends the HTTP response under it."""
+    """Decoded JSON lines of a stream (a container's stats, the events); close() ends the HTTP response under it."""
 
     def __init__(self, response):
         self._response = response
@@ -538,6 +538,21 @@ class Gateway:
         cid = self._acting_on(info, "stream stats of")
         url = f"{self.api.base_url}/v{self.api.api_version}/containers/{cid}/stats"
         response = self._call("streaming stats", self.api.get, url, params={"stream": "1"}, stream=True,
+                              timeout=(min(10.0, read_timeout), read_timeout))
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as e:
+            response.close()
+            raise docker.errors.create_api_error_from_http_exception(e) from e
+        return StatsStream(response)
+
+    def container_events(self, store_id: str, read_timeout: float = 5.0) -> "StatsStream":
+        """The engine's event stream (`docker events`) of this store's containers only (its label, type container),
+        decoded; close it to end the stream. Nothing is sent while nothing happens: a read waits at most
+        read_timeout (a requests ReadTimeout), so the reader can look up and open it again."""
+        url = f"{self.api.base_url}/v{self.api.api_version}/events"
+        filters = json.dumps({"type": ["container"], "label": [f"{L.STORE}={store_id}"]})
+        response = self._call("streaming events", self.api.get, url, params={"filters": filters}, stream=True,
                               timeout=(min(10.0, read_timeout), read_timeout))
         try:
             response.raise_for_status()

@@ -12,7 +12,8 @@ from console.engine import errors
 from console.engine.deployments import ACTIVE
 
 WINDOW = 500
-CONTAINERS_EVERY_S = 5.0   # Docker is asked at least this often; at once after any change in the store
+CONTAINERS_EVERY_S = 5.0   # Docker is asked at least this often; at once after any change in the store, or when
+                           # Docker's events say one of our containers started, stopped, died or went
 STATUS_EVERY_S = 5.0       # the status (lease, jobs, hosts) is read again at least this often
 SORTS = ("newest", "status", "service", "host")
 STATUS_RANK = {"deploying": 0, "queued": 1, "degraded": 2, "failed": 3, "success": 4, "cancelled": 5,
@@ -105,6 +106,7 @@ class Poller:
         self._services: list[str] | None = None
         self._status_at = 0.0
         self._containers_at = 0.0
+        self._docker_mark = None   # Engine.container_changes() at the last read of the containers
         self.full_reads = 0
         self.skipped = 0
 
@@ -152,6 +154,12 @@ class Poller:
     def events(self, since_id: int) -> list[dict]:
         return self.engine.events(since_id=since_id, limit=500)
 
+    def docker_mark(self):
+        try:
+            return self.engine.container_changes()
+        except Exception:  # noqa: BLE001 - no event streams: the periodic read is enough
+            return None
+
     def containers(self) -> tuple[list[dict], list[str]]:
         # one call for every host: the store is read once, and a host that is down is reported, not fatal
         unreachable: dict[str, str] = {}
@@ -184,9 +192,11 @@ class Poller:
                 rows, matched, total, events = None, 0, 0, []
                 self.skipped += 1
             cons, errors = None, []
-            if containers and (changed or mono - self._containers_at >= CONTAINERS_EVERY_S):
+            docker_mark = self.docker_mark() if containers else None
+            if containers and (changed or mono - self._containers_at >= CONTAINERS_EVERY_S
+                               or docker_mark != self._docker_mark):
                 cons, errors = self.containers()
-                self._containers_at = mono
+                self._containers_at, self._docker_mark = mono, docker_mark
         finally:
             self.release()
         return Snapshot(rows, total, matched, status, events, cons, errors, (time.perf_counter() - t0) * 1000,

@@ -454,3 +454,27 @@ def test_a_store_file_whose_mode_was_tightened_is_said_on_the_notice_line(engine
         run(scenario())
     finally:
         opened.close()
+
+
+def test_a_container_killed_behind_our_back_shows_exited_without_waiting_for_the_periodic_read(
+        engine, running_web, docker_client, monkeypatch):
+    """Docker's event stream makes the containers pane read again at once: with the periodic read pushed out to an
+    hour, only the event of the kill can bring the pane its new state."""
+    from console.engine.pipeline import container_name
+    from console.tui import data
+    monkeypatch.setattr(data, "CONTAINERS_EVERY_S", 3600.0)
+    app = DeployerConsole(engine, host_runtime=False)
+    name = container_name("web", running_web.id)
+
+    def state(table):
+        return next((r["state"] for r in table.rows_by_id.values() if r["name"] == name), None)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await first_render(pilot)
+            table = app.main.query_one("#containers")
+            await wait_until(pilot, lambda: state(table) == "running", what="the running container in the pane")
+            await wait_until(pilot, lambda: "local" in engine._container_watch._streams, what="the event stream")
+            docker_client.containers.get(name).kill()
+            await wait_until(pilot, lambda: state(table) == "exited", what="the kill to show in the pane")
+    run(scenario())
