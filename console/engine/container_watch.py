@@ -4,8 +4,8 @@ one of ours started, stopped, died or went (`ContainerWatch.mark()` moves), inst
 Headless: a thread per watched host reads `/events` filtered to this store's label (type container) through the
 host's Gateway. The stream is only an accelerator: the console still asks Docker every few seconds, so an event lost
 while a stream is being opened again (an engine restart, a host down) only waits for that read. Nothing is sent while
-nothing happens; a read waits at most READ_S, then the stream is opened again, which is also when a thread notices
-that it should stop (close() does not wait for it: the threads are daemons).
+nothing happens; a read waits at most READ_S, then the stream is opened again. close() shuts the streams down, which
+wakes their threads at once; each closes its own stream (closing one from another thread would wait on its read).
 """
 import logging
 import threading
@@ -13,7 +13,7 @@ import time
 
 log = logging.getLogger(__name__)
 
-READ_S = 15.0      # an idle stream is opened again after this long (and a stopping thread ends then at the latest)
+READ_S = 15.0      # an idle stream is opened again after this long
 RETRY_S = 5.0      # a host whose stream failed is tried again after this
 # what changes a container's row (its state, health, name or existence); exec_* (every health check runs one),
 # attach, resize, top, archive and commit do not
@@ -50,16 +50,14 @@ class ContainerWatch:
             return self._count
 
     def close(self) -> None:
+        """Stop every stream: each is shut down (a blocked read wakes up) and its own thread closes it."""
         with self._lock:
             stops, self._stops = list(self._stops.values()), {}
             streams = list(self._streams.values())
         for stop in stops:
             stop.set()
-        for stream in streams:   # ends a read in progress on most transports; else the thread ends within READ_S
-            try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing a stream whose engine went away
-                pass
+        for stream in streams:
+            stream.shutdown()
 
     def _run(self, host: str, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -83,6 +83,15 @@ class StatsStream:
     def close(self) -> None:
         self._response.close()
 
+    def shutdown(self) -> None:
+        """End the stream from another thread than the one reading it: its socket is shut down (urllib3's
+        HTTPResponse.shutdown), which wakes a read blocked on it; the reading thread then closes it. (Closing it from
+        here would wait for that read, which an idle event stream may never finish.)"""
+        try:
+            self._response.raw.shutdown()
+        except Exception:  # noqa: BLE001 - already released or closed: nothing is blocked on it
+            pass
+
 
 @dataclass
 class ContainerInfo:

@@ -47,3 +47,14 @@ def test_a_host_whose_engine_is_down_is_watched_again_once_it_answers(engine, h2
             client.close()
     finally:
         watch.close()
+
+
+def test_close_ends_an_idle_stream_at_once(engine):
+    """An event stream with nothing to say blocks its thread in a read; close() must not wait for that read (the
+    console's exit, every test's teardown): the stream's socket is shut down and its thread ends."""
+    import threading
+    engine.container_changes()
+    wait_for(lambda: "local" in engine._container_watch._streams, what="the local event stream to open")
+    engine._container_watch.close()
+    wait_for(lambda: not any(t.name == "events-local" and t.is_alive() for t in threading.enumerate()), timeout=10,
+             what="the stream's thread to end after close()")
