@@ -545,23 +545,20 @@ class Gateway:
         read here through the client's own session (docker-py's APIClient is a requests.Session), so close() ends
         the connection and the engine stops the stream."""
         cid = self._acting_on(info, "stream stats of")
-        url = f"{self.api.base_url}/v{self.api.api_version}/containers/{cid}/stats"
-        response = self._call("streaming stats", self.api.get, url, params={"stream": "1"}, stream=True,
-                              timeout=(min(10.0, read_timeout), read_timeout))
-        try:
-            response.raise_for_status()
-        except requests.exceptions.HTTPError as e:
-            response.close()
-            raise docker.errors.create_api_error_from_http_exception(e) from e
-        return StatsStream(response)
+        return self._json_stream("streaming stats", f"containers/{cid}/stats", {"stream": "1"}, read_timeout)
 
     def container_events(self, store_id: str, read_timeout: float = 5.0) -> "StatsStream":
         """The engine's event stream (`docker events`) of this store's containers only (its label, type container),
         decoded; close it to end the stream. Nothing is sent while nothing happens: a read waits at most
         read_timeout (a requests ReadTimeout), so the reader can look up and open it again."""
-        url = f"{self.api.base_url}/v{self.api.api_version}/events"
         filters = json.dumps({"type": ["container"], "label": [f"{L.STORE}={store_id}"]})
-        response = self._call("streaming events", self.api.get, url, params={"filters": filters}, stream=True,
+        return self._json_stream("streaming events", "events", {"filters": filters}, read_timeout)
+
+    def _json_stream(self, what: str, path: str, params: dict, read_timeout: float) -> "StatsStream":
+        """A streamed endpoint read through the client's own session (docker-py's APIClient is a requests.Session),
+        so that the stream can be closed or shut down; an error answer is docker-py's APIError, as its calls raise."""
+        url = f"{self.api.base_url}/v{self.api.api_version}/{path}"
+        response = self._call(what, self.api.get, url, params=params, stream=True,
                               timeout=(min(10.0, read_timeout), read_timeout))
         try:
             response.raise_for_status()
