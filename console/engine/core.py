@@ -335,9 +335,9 @@ class Engine:
         """A number that moves when one of this store's containers starts, stops, dies or goes, on any host (one
         Docker event stream per host, opened at the first call: engine/container_watch.py). A face that shows
         containers reads them again when it moves."""
-        watch = self._container_watch
-        watch.watch(self.hosts.specs())
-        return watch.mark()
+        if "_container_watch" not in self.__dict__:
+            self._container_watch.watch(self.hosts.names())   # later host changes: containers() passes them on
+        return self._container_watch.mark()
 
     @functools.cached_property
     def _container_watch(self):
@@ -571,8 +571,11 @@ class Engine:
         if host is not None:
             validate.host_name(host)
         from console.engine.reconcile import container_verdicts
+        names = [host] if host is not None else self.hosts.names()
+        if host is None and "_container_watch" in self.__dict__:
+            self._container_watch.watch(names)   # a host added or removed since is watched from this read on
         listed = []
-        for name in ([host] if host is not None else self.hosts.names()):
+        for name in names:
             try:
                 listed.append(self.hosts.gateway(name).list_managed(self.store_id, all=all))
             except EngineUnavailable as e:
