@@ -54,12 +54,7 @@ def _checked_filters(flags: dict) -> dict:
     from console.engine import validate
     if "limit" in flags:
         flags["limit"] = int(flags["limit"])
-    if "status" in flags:
-        validate.status(flags["status"])
-    if "service" in flags:
-        validate.service_name(flags["service"])
-    if "host" in flags:
-        validate.host_name(flags["host"])
+    validate.deployment_filters(flags.get("status"), flags.get("service"), flags.get("host"))
     return flags
 
 

@@ -301,12 +301,7 @@ class Engine:
                     ids=None) -> list[dict]:
         """Deployments newest first. `match`: words that must each be a substring of the id, service, status, host
         or error (`status:fail` for one field); `ids`: only these deployments."""
-        if status:
-            validate.status(status)
-        if service is not None:  # an empty --service '' is bad input, not "no filter"
-            validate.service_name(service)
-        if host is not None:
-            validate.host_name(host)
+        validate.deployment_filters(status, service, host)
         return queries.deployment_rows(status=status, service=service, host=host, limit=limit, match=match, ids=ids)
 
     # ---- trends (console/engine/trends.py decides the rules)

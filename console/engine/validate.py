@@ -145,3 +145,13 @@ def since(value: str, at: float) -> float:
         raise InputError(f"invalid --since {value!r}: an age like 30s, 10m, 2h, 1d or a time like "
                          f"2026-05-01T12:00") from None
     return t.timestamp()  # a naive time is local time, as the operator's clock shows it
+
+
+def deployment_filters(state=None, service=None, host=None) -> None:
+    """The filters of a deployments read (`ls`, the console); an empty --service '' is bad input, not "no filter"."""
+    if state:
+        status(state)
+    if service is not None:
+        service_name(service)
+    if host is not None:
+        host_name(host)
