@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.utils import tar as make_build_context
 
 from console.engine import docker_compat
@@ -33,6 +34,17 @@ log = logging.getLogger(__name__)
 BASE_IMAGE = "deployer/base:busybox"
 UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, socket.timeout,
                OSError)
+# a streamed answer whose connection breaks half-way: docker-py reads some (a build's) from urllib3 itself, whose
+# ProtocolError is none of requests' exceptions, and others (an archive) through requests
+STREAM_BROKE = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+def _stream_or_unavailable(stream, host: str, what: str):
+    """The chunks of a streamed answer; a connection that breaks half-way is EngineUnavailable (one line)."""
+    try:
+        yield from stream
+    except STREAM_BROKE as e:
+        raise EngineUnavailable(f"Docker host {host}: {what} stream broke: {type(e).__name__}") from e
 
 
 class FollowedLogs:
@@ -310,7 +322,7 @@ class Gateway:
                     raise RuntimeError(f"build failed: {chunk['error'].strip()}")
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
-        except (requests.exceptions.RequestException, OSError, ValueError, AttributeError) as e:
+        except (*STREAM_BROKE, ValueError, AttributeError) as e:  # cut by the watcher, or by a dying engine
             if stopped.is_set():
                 raise Cancelled() from e
             raise EngineUnavailable(f"Docker host {self.host}: build stream broke: {type(e).__name__}") from e
@@ -635,7 +647,7 @@ class Gateway:
             started = time.monotonic()
             with _private_file(tmp) as raw:
                 with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) as gz:
-                    for chunk in stream:
+                    for chunk in _stream_or_unavailable(stream, self.host, "volume"):
                         if should_stop is not None and should_stop():
                             raise Cancelled(f"backup of volume {name} abandoned")
                         gz.write(chunk)

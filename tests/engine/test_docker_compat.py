@@ -12,6 +12,7 @@ from console.engine.breaker import Breaker
 from console.engine.docker_gateway import BASE_IMAGE, Gateway
 from console.engine.errors import Cancelled, EngineUnavailable
 from tests.conftest import make_service_dir
+from tests.servers import CuttableProxy
 
 
 def test_the_installed_docker_py_is_one_the_compat_module_was_checked_with():
@@ -83,3 +84,52 @@ def test_the_ssh_socket_docker_py_opens_is_one_ssh_py_can_subclass():
     assert all(callable(getattr(base, name, None)) for name in ("connect", "_write", "close", "shutdown"))
     docker_compat.use_ssh_socket(base)   # putting docker-py's own class back is a no-op
     assert docker_compat.ssh_socket_base() is base
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    p = CuttableProxy(tmp_path / "docker.sock")
+    yield p
+    p.close()
+
+
+def test_a_build_whose_connection_breaks_is_one_engine_unavailable_line(docker_client, base_image, tmp_path, proxy):
+    """docker-py reads a build's answer with urllib3 itself: a connection cut between two chunks is urllib3's
+    ProtocolError (what failed CI once, when the cancel watcher cut it), to be reported as an unreachable engine."""
+    src = make_service_dir(tmp_path / "chatty",
+                           extra='RUN i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); sleep 0.1; done')
+    gw = Gateway("local", docker.DockerClient(base_url=f"unix://{proxy.path}", version="1.41", timeout=30))
+    seen = []
+
+    def on_line(line):
+        seen.append(line)
+        if sum("line " in s for s in seen) == 3:
+            proxy.cut()
+
+    with pytest.raises(EngineUnavailable, match="build stream broke"):
+        gw.build(str(src), "deployer-compat-test:cut", {L.MANAGED: "true", L.STORE: "compat-test"},
+                 on_line=on_line, should_stop=lambda: False)
+
+
+def test_a_volume_backup_whose_connection_breaks_is_engine_unavailable_and_leaves_nothing(
+        docker_client, base_image, tmp_path, proxy):
+    volume = docker_client.volumes.create(labels={L.MANAGED: "true", L.STORE: "compat-test"})
+    try:
+        docker_client.containers.run(BASE_IMAGE, ["dd", "if=/dev/urandom", "of=/data/blob", "bs=1048576",
+                                                  "count=24"], volumes={volume.name: {"bind": "/data"}}, remove=True)
+        gw = Gateway("local", docker.DockerClient(base_url=f"unix://{proxy.path}", version="1.41", timeout=30))
+        calls = []
+
+        def should_stop():
+            calls.append(1)
+            if len(calls) == 1:
+                proxy.cut()
+            return False
+
+        dest = tmp_path / "vol.tar.gz"
+        with pytest.raises(EngineUnavailable, match="volume stream broke"):
+            gw.backup_volume(volume.name, dest, {L.MANAGED: "true", L.STORE: "compat-test"}, should_stop=should_stop)
+        assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+        assert not docker_client.containers.list(all=True, filters={"label": f"{L.STORE}=compat-test"})
+    finally:
+        volume.remove(force=True)
