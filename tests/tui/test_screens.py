@@ -295,3 +295,20 @@ def test_status_bar_at_78_cells_keeps_the_role_the_hosts_down_and_the_cleanup_qu
                     assert f"{h['name']} {'▼' if h['reachable'] is False else '?'}" in said, said
             assert f"cleanup {status['cleanup_queue']}" in said or f"cleanup queue {status['cleanup_queue']}" in said
             assert len(full) > len(said)
+
+
+def test_status_bar_worst_case_read_only_follower_with_hosts_down_stays_one_line():
+    """The case the 80-column bar still wrapped in: a read-only follower, four hosts with long names, two down,
+    one unknown. The down hosts are counted; a leader's name as long as the screen is cut, never wrapped."""
+    from console.tui.widgets.statusbar import status_text
+    t = now()
+    hosts = [{"name": "build-eu-west-1", "reachable": True}, {"name": "edge-frankfurt-2", "reachable": False},
+             {"name": "edge-amsterdam-3", "reachable": False}, {"name": "batch-stockholm", "reachable": None}]
+    status = {"role": "follower", "leader": {"holder": "ops-console-primary:4242:7"}, "hosts": hosts,
+              "cleanup_queue": 17, "last_reconcile_at": t - 600, "next_reconcile_at": t + 9}
+    said = status_text(status, True, 78)
+    assert said.cell_len <= 78, said.plain
+    assert said.plain.startswith(" READ-ONLY  ○ follower of ops-console-pri…"), said.plain
+    assert "2 ▼ 1 ? 1 up ▲" in said.plain and said.plain.endswith("cleanup 17"), said.plain
+    long = status_text({**status, "leader": {"holder": "x" * 120}}, True, 78)
+    assert long.cell_len <= 78 and "x… │ hosts 2 ▼" in long.plain and long.plain.endswith("cleanup 17"), long.plain

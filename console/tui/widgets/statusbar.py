@@ -2,14 +2,23 @@
 READ-ONLY. One line at 80 columns: when the whole text does not fit, the less important parts are shortened or left
 out, in this order (LEVELS): the separators and this console's holder id, the next reconcile and "(this console)",
 the hosts that are up (counted instead of named), the words "queue" and "engine", then the reconcile time (and
-"follower leader X" says "follower of X"). The role and leader, every host that is down and the cleanup queue stay."""
+"follower leader X" says "follower of X"), and last the hosts that are down or unknown are counted too ("2 ▼"). The
+role and leader, how many hosts are down and the cleanup queue stay; a text that still does not fit (a leader's
+name as long as the screen) is cut with an ellipsis, never wrapped."""
 from rich.text import Text
 from textual.widgets import Static
 
 from console import fmt
 from storage.clock import now
 
-LEVELS = 6   # 0: everything said in full ... 5: the shortest
+_MARKS = {True: ("▲", "green"), False: ("▼", "bold red"), None: ("?", "yellow")}   # host reachable: yes, no, unknown
+LEVELS = 7
+
+
+def _state(host: dict) -> bool | None:
+    r = host.get("reachable")
+    return True if r else False if r is False else None
+   # 0: everything said in full ... 6: the shortest
 
 
 def status_text(status: dict | None, read_only: bool, width: int | None = None) -> Text:
@@ -18,11 +27,13 @@ def status_text(status: dict | None, read_only: bool, width: int | None = None) 
     for level in range(LEVELS):
         text = _text(status, read_only, level)
         if width is None or text.cell_len <= width:
-            break
+            return text
+    text = _text(status, read_only, LEVELS - 1, cut=text.cell_len - width)   # the leader's name shortened
+    text.truncate(width, overflow="ellipsis")
     return text
 
 
-def _text(status: dict | None, read_only: bool, level: int) -> Text:
+def _text(status: dict | None, read_only: bool, level: int, cut: int = 0) -> Text:
     t = Text()
     if read_only or (status or {}).get("read_only"):
         t.append(" READ-ONLY ", style="bold white on red")
@@ -36,6 +47,9 @@ def _text(status: dict | None, read_only: bool, level: int) -> Text:
         return t
     role = status.get("role") or "none"
     leader = status.get("leader") or {}
+    holder = leader.get("holder") or "?"
+    if cut > 0:   # `cut` cells too many: the leader's name gives them up, down to 4 cells and an ellipsis
+        holder = holder[:max(4, len(holder) - cut - 1)] + "…"
     if role == "leader":
         t.append("● leader", style="bold green")
         if level == 0:
@@ -44,20 +58,24 @@ def _text(status: dict | None, read_only: bool, level: int) -> Text:
             t.append(" (this console)", style="dim")
     elif role == "follower":
         t.append("○ follower", style="bold cyan")
-        t.append(f" {'leader' if level < 5 else 'of'} {leader.get('holder') or '?'}", style="")
+        t.append(f" {'leader' if level < 5 else 'of'} {holder}", style="")
     else:
         t.append("engine not hosted" if level < 4 else "not hosted", style="yellow")
         if leader:
-            t.append(f" · leader {leader.get('holder')}")
+            t.append(f" · leader {holder}")
     t.append(f"{sep}hosts ", style="dim")
     hosts = status.get("hosts") or []
     up = [h for h in hosts if h.get("reachable")]
     for h in hosts:
-        if level >= 3 and h.get("reachable"):
+        if (level >= 3 and h.get("reachable")) or level >= 6:
             continue  # counted below
-        mark, style = ("▲", "green") if h.get("reachable") else ("▼", "bold red") if h.get("reachable") is False \
-            else ("?", "yellow")
+        mark, style = _MARKS[_state(h)]
         t.append(f"{h['name']} {mark} ", style=style)
+    if level >= 6:
+        for state in (False, None):
+            count = sum(_state(h) is state for h in hosts)
+            if count:
+                t.append(f"{count} {_MARKS[state][0]} ", style=_MARKS[state][1])
     if level >= 3 and up:
         t.append(f"{len(up)}{' up' if len(up) < len(hosts) else ''} ▲ ", style="green")
     lead = sep[1:]   # the hosts end with a space
