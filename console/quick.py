@@ -110,10 +110,15 @@ def _hosts(reader, settings) -> tuple[list[dict], list[str]]:
     timeout = float(settings.scheduler.host_timeout)
 
     def ping(name) -> bool:
-        docker_ping.ping(paths[name], timeout)
+        try:
+            docker_ping.ping(paths[name], timeout)
+        except docker_ping.PingFailed as e:
+            docker_ping.hand_over(paths[name], e)   # the full CLI's probe says it without asking again
+            raise
         return True
 
-    if not all(at_once(ping, list(paths), timeout, default=False, name="quick-ping")):
+    # a little past the pings' own timeout, so that one that times out is handed over rather than abandoned
+    if not all(at_once(ping, list(paths), timeout + 0.5, default=False, name="quick-ping")):
         raise NotHere("a host does not answer")
     seen = now()
     rows = [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,

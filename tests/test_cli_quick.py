@@ -4,8 +4,10 @@ before. The installed `deployer-console` (tests/cli.py) is the entry point under
 CLI for comparison."""
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -118,6 +120,34 @@ def test_a_host_that_does_not_answer_is_the_full_clis_to_note(seeded, tmp_path):
     gone = next(h for h in json.loads(result.stdout)["hosts"] if h["name"] == "gone")
     assert gone["reachable"] is False and "no-engine.sock" in gone["last_error"]
     assert DeploymentEvent.select().where(DeploymentEvent.message.startswith("Docker host gone is unreachable")).count()
+
+
+def test_a_host_that_accepts_and_never_answers_is_asked_once(seeded, tmp_path):
+    """An engine that takes the connection and never answers: the quick path's ping waits its host_timeout and hands
+    the failure to the full CLI, which says it without asking (and waiting) again."""
+    path = tmp_path / "hung.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=accept, daemon=True).start()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[scheduler]\nhost_timeout = 1\n[hosts.hung]\nurl = "unix://{path}"\n')
+    try:
+        result = run_cli(["status", "--json"], cli_env(seeded, DEPLOYER_CONFIG=config))
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    hung = next(h for h in json.loads(result.stdout)["hosts"] if h["name"] == "hung")
+    assert len(accepted) == 1, accepted
+    assert hung["reachable"] is False and "accepted" in hung["last_error"], hung
 
 
 @pytest.mark.sqlite_only

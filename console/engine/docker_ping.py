@@ -7,6 +7,7 @@ import os
 import socket
 
 DEFAULT_SOCKET = "/var/run/docker.sock"   # docker-py's default when DOCKER_HOST is not set
+_handed_over: dict[str, "PingFailed"] = {}
 
 
 class PingFailed(Exception):
@@ -25,9 +26,19 @@ def socket_path(url: str | None) -> str | None:
     return path if path.startswith("/") else None
 
 
+def hand_over(path: str, failure: "PingFailed") -> None:
+    """A ping that just failed, for the next `ping` of `path` in this process to raise at once instead of asking
+    (and waiting) again: the CLI's quick path hands a `status` it cannot answer to the full CLI, which probes the
+    hosts itself; an engine that accepts and never answers would cost the wait twice."""
+    _handed_over[path] = failure
+
+
 def ping(path: str, timeout: float) -> None:
     """GET /_ping on the engine at the unix socket `path`; each step (connect, send, every read) waits at most
     `timeout` seconds. Returns when the engine answered 200; raises PingFailed (one line) otherwise."""
+    failed = _handed_over.pop(path, None)
+    if failed is not None:
+        raise PingFailed(str(failed), failed.connected)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
