@@ -1,9 +1,10 @@
 """Job runs: one JobRun row per run of a scheduled job (scheduler.py) or of a manual `reconcile`, written when it
 starts and when it ends, so `status` shows each job's last run; retention prunes the old ones.
 
-Runs that find nothing to do (dispatch and cleanup of an idle leader, every second) share one row: while a job's
+Runs that find nothing to do (dispatch and cleanup of an idle leader every second, a reconcile that acts on nothing
+every 15 s) share one row: while a job's
 newest row is an idle run of this holder, the next run reopens it and, if idle too, ends in it; a run that does
-something or fails gets a row of its own. So an idle leader adds no rows (it used to add ~7,200 an hour), and `status`
+something or fails gets a row of its own. So an idle leader adds no rows (it used to add ~7,400 an hour), and `status`
 still reads each job's last run from its newest row. Job-run writes do not bump the store's change counter
 (storage/migrations.py), so an idle leader leaves it still and a polling console skips its re-read."""
 from storage.clock import now
@@ -13,10 +14,19 @@ JOBRUN_KEEP_S = 86400.0      # job-run records older than a day are pruned by re
 IDLE_KEEP_S = 3600.0         # a row of idle runs (nothing done, counts {}) is pruned an hour after its last run
 
 
+# counts that say what a run looked at, not what it did: a reconcile pass that acted on nothing is idle whatever
+# Docker calls it made, deployments it saw in their grace period or hosts it found down (those are events of their own)
+OBSERVATIONS = frozenset({"docker_calls", "in_grace", "hosts_down"})
+
+
+def idle(outcome: str | None, counts: dict | None, error: str | None) -> bool:
+    return outcome == "ok" and error is None and not any(v for k, v in (counts or {}).items() if k not in OBSERVATIONS)
+
+
 def is_idle(run) -> bool:
-    """A run that found nothing to do: retention keeps such records only IDLE_KEEP_S, and consecutive ones of a
-    holder share one row."""
-    return run.outcome == "ok" and not run.counts and run.error is None
+    """A run that found nothing to do: consecutive ones of a holder share one row (retention keeps one without even
+    observations, counts {}, only IDLE_KEEP_S)."""
+    return idle(run.outcome, run.counts, run.error)
 
 
 def open_run(store, job: str, holder: str, started: float | None = None,
@@ -41,7 +51,7 @@ def close_run(store, run_id: int, outcome: str, counts: dict, error: str | None,
     reopened idle row now says this run's start and end); a run that did something or failed on a reopened idle row
     gets a row of its own (job, holder, started) and the idle row its last idle run back."""
     with store.write():
-        if reopened is None or (outcome == "ok" and not counts):
+        if reopened is None or idle(outcome, counts, error):
             JobRun.update(finished_at=now(), outcome=outcome, counts=counts, error=error).where(
                 JobRun.id == run_id).execute()
             return
