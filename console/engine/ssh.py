@@ -20,7 +20,9 @@ What we add to docker-py's shell-out transport (`SystemSsh`, put in place of its
   the ssh connection itself alive (`TimedPipe`);
 - ssh's own messages go to a small buffer (quoted in errors), not to the operator's terminal;
 - connection sharing (`ControlMaster=auto`, sockets in a private directory, `ControlPersist` 60 s): docker-py opens
-  one ssh session per request, and without it each would pay a whole ssh handshake.
+  one ssh session per request, and without it each would pay a whole ssh handshake;
+- a URL without a port (`ssh://deploy@edge`) leaves the port to ssh's config: docker-py makes it 22, which overrode
+  the `Port` of a Host alias in ~/.ssh/config (and lost the host's timeout, registered under the URL's own form).
 """
 import io
 import logging
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 import docker.errors
 
 log = logging.getLogger(__name__)
-_timeouts: dict[str, float] = {}   # "user@host:port" (docker-py's key for a connection) -> host_timeout
+_timeouts: dict[str, float] = {}   # "user@host[:port]" (as the ssh:// URL says it) -> host_timeout
 _lock = threading.Lock()
 
 
@@ -172,14 +174,22 @@ class TimedPipe(io.RawIOBase):
 def _system_ssh(base):
     class SystemSsh(base):
         def connect(self, **kwargs):
+            key = self.host if not self.user else f"{self.user}@{self.host}"
+            port = self.port
             with _lock:
-                key = self.host if not self.user else f"{self.user}@{self.host}"
-                timeout = _timeouts.get(f"{key}:{self.port}" if self.port else key, 10.0)
+                if port and f"{key}:{port}" in _timeouts:
+                    timeout = _timeouts[f"{key}:{port}"]
+                elif key in _timeouts:
+                    # docker-py gave a URL without a port the default 22; ssh's own config decides instead (a Host
+                    # alias with its Port in ~/.ssh/config), as for `ssh HOST`
+                    timeout, port = _timeouts[key], None
+                else:
+                    timeout = 10.0
             args = ["ssh", *options(timeout)]
             if self.user:
                 args += ["-l", self.user]
-            if self.port:
-                args += ["-p", self.port]
+            if port:
+                args += ["-p", port]
             args += ["--", self.host, "docker system dial-stdio"]
             self._stderr = tempfile.TemporaryFile()
             self.proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stdin=subprocess.PIPE,

@@ -167,3 +167,16 @@ def test_an_engine_that_takes_a_request_and_never_answers_over_ssh_times_out(eng
         except EngineUnavailable:
             return False
     wait_for(answers, timeout=30, what="the gateway to answer again once the engine does")
+
+
+def test_a_host_alias_with_its_port_in_the_ssh_config_is_used_as_ssh_would(engine, sshd):
+    """`ssh://root@edge` without a port: the alias's Port in the ssh config applies, as for `ssh edge` (docker-py
+    made it 22, so such a host never answered)."""
+    server, _ = sshd
+    with open(server.root / "ssh_config", "a") as f:
+        f.write(f"Host edge-alias\n  HostName 127.0.0.1\n  Port {server.port}\n")
+    server.trust_host_key()
+    proc = cli(engine, "host", "add", "edge", "ssh://root@edge-alias", PATH=server.path_env())
+    assert proc.returncode == 0, proc.stderr
+    assert engine.hosts.gateway("edge").ping(timeout=10, probe=True)
+    assert engine.hosts.gateway("edge").version()["ApiVersion"]
