@@ -610,18 +610,22 @@ def host():
 @click.option("--tls-ca", default=None, help="CA certificate that signed the engine's certificate.")
 @click.option("--tls-cert", default=None, help="Client certificate (with --tls-key).")
 @click.option("--tls-key", default=None, help="Client key.")
+@click.option("--address", default=None, metavar="IP",
+              help="The host's IP address a proxy on another machine reaches its containers at; they publish "
+                   "their port on it (default 127.0.0.1: the proxy runs on that machine).")
 @click.option("--default", "make_default", is_flag=True, help="Deploy services without --host here.")
 @click.option("--base-image", "base_image_too", is_flag=True, help="Also build deployer/base:busybox on it.")
 @click.option("--force", is_flag=True, help="Add it even if its engine does not answer now.")
 @_json_flag
 @click.pass_obj
-def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, make_default, base_image_too, force, json_out):
+def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, address, make_default, base_image_too, force, json_out):
     """Add the Docker engine at URL (unix://, tcp:// with TLS, ssh://) as host NAME. All or nothing: when the engine
     does not answer (or --base-image fails) nothing is added and the exit code is 3, unless --force."""
     from console.engine import hosts as H
     row = H.add_host(ctx.engine, name, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, default=make_default,
-                     base_image=base_image_too, force=force)
-    text = f"host {name} added ({url})" + (", default" if make_default else "")
+                     base_image=base_image_too, force=force, address=address)
+    text = f"host {name} added ({url})" + (", default" if make_default else "") + \
+        (f", containers published on {row['address']}" if address else "")
     if row["problem"]:
         text += f", but it is unreachable: {row['problem']}"
     elif base_image_too:
@@ -636,11 +640,11 @@ def host_add(ctx, name, url, tls_ca, tls_cert, tls_key, make_default, base_image
 def host_ls(ctx, no_probe, json_out):
     """Hosts, each probed now in parallel (at most host_timeout seconds in all)."""
     rows = ctx.engine.list_hosts(probe=not no_probe)
-    emit(ctx, rows, fmt.table([[r["name"] + (" *" if r["default"] else ""), r["url"], r["source"],
+    emit(ctx, rows, fmt.table([[r["name"] + (" *" if r["default"] else ""), r["url"], r["address"], r["source"],
                                 {True: "up", False: "DOWN", None: "?"}[r["reachable"]],
                                 fmt.age(r["last_seen_at"]) if r["last_seen_at"] else "never",
                                 (r["last_error"] or "")[:80]] for r in rows],
-                              ["HOST", "URL", "SOURCE", "STATE", "SEEN", "LAST ERROR"]), json_out)
+                              ["HOST", "URL", "PUBLISH", "SOURCE", "STATE", "SEEN", "LAST ERROR"]), json_out)
 
 
 @host.command("rm")

@@ -14,7 +14,7 @@ PHASE_DEADLINES = {"PULLING_SOURCE": 300, "BUILDING": 900, "COPYING_FILES": 300,
 NOTIFY_EVENTS = ("deployment-failed", "cleanup-failing", "cleanup-abandoned", "host-down", "host-back", "drift",
                  "rollback-failed", "zombie-resumed", "zombie-failed")
 METRICS_LISTEN = "127.0.0.1:9464"
-HOST_KEYS = ("url", "tls_ca", "tls_cert", "tls_key", "default")
+HOST_KEYS = ("url", "tls_ca", "tls_cert", "tls_key", "address", "default")
 ENV_PREFIX = "DEPLOYER_"
 
 
@@ -167,7 +167,7 @@ class Settings(Section):
     notify: NotifySettings = Setting(NotifySettings, "section")
     routes: RoutesSettings = Setting(RoutesSettings, "section")
     keys: dict = Setting(dict, "keys")          # [keys]: console key bindings (Textual keymap ids)
-    hosts: dict = Setting(dict, "hosts")        # [hosts.NAME]: url, tls_ca, tls_cert, tls_key, default
+    hosts: dict = Setting(dict, "hosts")        # [hosts.NAME]: url, tls_ca, tls_cert, tls_key, address, default
     # where a setting came from when it matters to the operator ("config", "env" or "flag"): `host ls` shows it
     origins: dict = Setting(dict, "origins")
 
@@ -372,7 +372,7 @@ def _hosts(value, where: str) -> dict:
                               f"{', '.join(HOST_KEYS)}")
         if not isinstance(table.get("url"), str) or not table["url"]:
             raise ConfigError(f"invalid setting [hosts.{name}] url in {where}: expected a string")
-        for key in ("tls_ca", "tls_cert", "tls_key"):
+        for key in ("tls_ca", "tls_cert", "tls_key", "address"):
             if key in table and not isinstance(table[key], str):
                 raise ConfigError(f"invalid setting [hosts.{name}] {key} in {where}: expected a string")
         if "default" in table and not isinstance(table["default"], bool):

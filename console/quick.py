@@ -122,7 +122,8 @@ def _hosts(reader, settings) -> tuple[list[dict], list[str]]:
         raise NotHere("a host does not answer")
     seen = now()
     rows = [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,
-             "tls": bool(s.tls_ca or s.tls_cert), "reachable": True, "last_error": None, "last_seen_at": seen}
+             "tls": bool(s.tls_ca or s.tls_cert), "address": host_specs.publish_address(s), "reachable": True,
+             "last_error": None, "last_seen_at": seen}
             for s in specs.values()]
     return rows, [n for n, s in specs.items() if s.source == "store"]
 

@@ -4,7 +4,7 @@ import sys
 # the database drivers peewee imports, when it finds them, at its own import (psycopg2 alone loads libpq and OpenSSL)
 # the schema this program writes (storage/migrations.py has a step to every version up to it); here, not in
 # migrations.py, so that the CLI's quick read path can tell an up-to-date store without importing peewee
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class StoreError(Exception):

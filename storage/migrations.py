@@ -90,6 +90,8 @@ STEPS: dict[int, callable] = {
     5: lambda store, m: run_migrations(m.add_column("service", "shell", CharField(null=True))),
     # the change counter a polling console reads before a full read (rows kept; nothing else changes)
     6: lambda store, m: install_change_counter(store),
+    # the address a host's containers publish their port on, for a proxy on another machine; NULL: 127.0.0.1
+    7: lambda store, m: run_migrations(m.add_column("host", "address", CharField(null=True))),
 }
 
 

@@ -49,6 +49,8 @@ class Host(Base):
     tls_ca = TextField(null=True)
     tls_cert = TextField(null=True)
     tls_key = TextField(null=True)
+    # where a proxy on another machine reaches this host's containers: they publish their port on it (NULL: 127.0.0.1)
+    address = CharField(null=True)
     is_default = BooleanField(default=False)
     reachable = BooleanField(null=True)
     last_seen_at = DoubleField(null=True)

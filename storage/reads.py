@@ -127,7 +127,7 @@ class Reader:
 
     def host_rows(self) -> list[dict]:
         """The Host rows (`host add`): where each is and its last noted reachability."""
-        rows = self._dicts("SELECT name, url, is_default, tls_ca, tls_cert, tls_key, reachable, last_error, "
+        rows = self._dicts("SELECT name, url, is_default, tls_ca, tls_cert, tls_key, address, reachable, last_error, "
                            "last_seen_at FROM host ORDER BY name")
         for r in rows:   # SQLite keeps booleans as 0/1
             r["is_default"] = bool(r["is_default"])

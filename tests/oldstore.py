@@ -13,6 +13,7 @@ ADDED_AFTER_V1 = [
     ("rollback", "owner_pid"), ("rollback", "heartbeat_at"),
     ("deployment_event", "detail"),                                 # step 4
     ("service", "shell"),                                           # step 5
+    ("host", "address"),                                            # step 7
 ]
 # step 6 adds no column: the change counter (Meta `changes` and its triggers), dropped by drop_change_counter
 

@@ -198,14 +198,20 @@ def _is_gone(e: docker.errors.APIError) -> bool:
 class Gateway:
     """Every Docker call of one host. `breaker` (optional) fails calls fast after a failure; `on_call(host, what)`
     (optional, the one public hook) is called before each Docker API call: the reconcile pass and the benches count
-    calls with it."""
+    calls with it. `publish_address`: the address of that machine its containers publish their port on, the one a
+    proxy reaches them at (127.0.0.1 when the proxy runs beside the engine; `[hosts.NAME] address`); `local_loopback`:
+    whether that machine's loopback is this one's (false for a host over the network: a route to its loopback would
+    lead to this machine's)."""
 
-    def __init__(self, host: str, client: docker.DockerClient, breaker: Breaker | None = None, on_call=None):
+    def __init__(self, host: str, client: docker.DockerClient, breaker: Breaker | None = None, on_call=None,
+                 publish_address: str = "127.0.0.1", local_loopback: bool = True):
         self.host = host
         self.client = client
         self.api = client.api
         self.breaker = breaker
         self.on_call = on_call
+        self.publish_address = publish_address
+        self.local_loopback = local_loopback
 
     def _call(self, what: str, fn, *args, **kwargs):
         if self.breaker is not None:
@@ -483,7 +489,7 @@ class Gateway:
         if existing is not None:
             return existing.id
         host_config = self.api.create_host_config(
-            port_bindings={f"{port}/tcp": ("127.0.0.1", None)},
+            port_bindings={f"{port}/tcp": (self.publish_address, None)},
             binds={vol: {"bind": path, "mode": "rw"} for vol, path in mounts},
             init=True, restart_policy={"Name": "no"})
         try:

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from console import config
+from console.engine import host_specs
 from console.engine.errors import one_line
 from storage import migrations
 
@@ -153,10 +154,27 @@ def _lease() -> dict:
 def _host_list(settings, store) -> list[tuple[str, str | None, dict]]:
     """(name, url, tls) of every host as the engine sees them (Hosts.specs: the store's rows, when there is a store,
     with this run's config tables and --docker-host/DEPLOYER_DOCKER_HOST laid over them)."""
-    from console.engine.hosts import Hosts
-    specs = Hosts(settings).specs(stored=store is not None)
     return [(name, s.url or None, {"tls_ca": s.tls_ca, "tls_cert": s.tls_cert, "tls_key": s.tls_key})
-            for name, s in specs.items()]
+            for name, s in _specs(settings, store).items()]
+
+
+def _specs(settings, store):
+    from console.engine.hosts import Hosts
+    return Hosts(settings).specs(stored=store is not None)
+
+
+def _addresses(settings, store) -> list[dict]:
+    """A host on another machine (tcp:// or ssh:// to a name or address that is not this machine's) whose containers
+    publish on its loopback: no proxy here reaches them; its deployments fail before their route would move there."""
+    out = []
+    for name, s in _specs(settings, store).items():
+        if s.address is None and not host_specs.on_this_machine(s):
+            fix = (f"[hosts.{name}] address = \"IP\" in {settings.config_path}" if s.source == "config" else
+                   f"`deployer-console host rm {name}` then `host add {name} {s.url} --address IP`")
+            out.append(check(f"address {name}", WARN, f"{s.url}: its containers would publish on 127.0.0.1 of that "
+                                                       f"machine, which no proxy here reaches: its deployments fail "
+                                                       f"before their route moves", fix))
+    return out
 
 
 def _probe_host(name: str, url: str | None, tls: dict, timeout: float) -> list[dict]:
@@ -203,7 +221,7 @@ def _engines(settings, store) -> list[dict]:
         else:
             out.append(check(f"engine {name}", FAIL, f"{url or 'default engine'}: no answer within {timeout:.0f} s "
                                                      f"(host_timeout)", START_DOCKER))
-    return out
+    return out + _addresses(settings, store)
 
 
 # ---- disk and metrics port

@@ -9,13 +9,51 @@ from console.engine.errors import InputError
 DEFAULT = "local"
 
 
-class HostSpec(namedtuple("HostSpec", "name url source is_default tls_ca tls_cert tls_key",
-                          defaults=(False, None, None, None))):
-    """Where one Docker host is (`url`: "" for DOCKER_HOST or docker-py's default socket; TLS files) and where that was
-    said (`source`): `store` (`host add`), `config` ([hosts.NAME]), `env` (DEPLOYER_DOCKER_HOST), `flag`
+LOOPBACK = "127.0.0.1"
+
+
+class HostSpec(namedtuple("HostSpec", "name url source is_default tls_ca tls_cert tls_key address",
+                          defaults=(False, None, None, None, None))):
+    """Where one Docker host is (`url`: "" for DOCKER_HOST or docker-py's default socket; TLS files), the `address` a
+    proxy reaches its containers at (they publish their port on it; None: 127.0.0.1, a proxy on the same machine) and
+    where that was said (`source`): `store` (`host add`), `config` ([hosts.NAME]), `env` (DEPLOYER_DOCKER_HOST), `flag`
     (--docker-host) or `default`. A named tuple, not a dataclass: `status` on the CLI's quick path builds these, and
     defining a dataclass (or importing typing) costs that path more than its answer."""
     __slots__ = ()
+
+
+def checked_address(name: str, address: str | None) -> str | None:
+    """A host's publish address: an IP address of that machine (Docker binds the containers' ports to it), or None."""
+    if address is None or address == "":
+        return None
+    import ipaddress  # here: the quick path never checks an address
+    try:
+        ip = ipaddress.ip_address(str(address).strip("[]"))
+    except ValueError:
+        raise InputError(f"address {address!r} of host {name} is not an IP address (the one a proxy reaches the "
+                         f"host's containers at)") from None
+    if ip.is_unspecified:
+        raise InputError(f"address {address} of host {name} would publish its containers on every interface; give "
+                         f"the one address a proxy reaches them at")
+    return str(ip)
+
+
+def publish_address(spec: "HostSpec") -> str:
+    return spec.address or LOOPBACK
+
+
+def on_this_machine(spec: "HostSpec") -> bool:
+    """Whether the engine's loopback is this machine's (so a proxy here reaches a port published on it): a local
+    socket, or tcp:// or ssh:// to localhost. A host reached by name or address over the network is another machine."""
+    url = spec.url or ""
+    if not url or url.startswith(("unix://", "npipe://")):
+        return True
+    from urllib.parse import urlsplit
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
@@ -39,7 +77,8 @@ def overlay(settings) -> dict[str, HostSpec]:
         out[DEFAULT] = HostSpec(DEFAULT, settings.docker_host, settings.origins.get("docker_host", "flag"))
     for name, table in (settings.hosts or {}).items():
         tls = checked(name, table.get("url", ""), table.get("tls_ca"), table.get("tls_cert"), table.get("tls_key"))
-        out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *tls)
+        out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *tls,
+                             checked_address(name, table.get("address")))
     return out
 
 
@@ -47,7 +86,7 @@ def merge(stored, overlay: dict[str, HostSpec]) -> dict[str, HostSpec]:
     """Every host by name: the store's rows (dicts of Host's columns), this run's overlay over them, and `local` (from
     DOCKER_HOST or the default socket) when neither names it; exactly one is the default."""
     stored = {r["name"]: HostSpec(r["name"], r["url"], "store", bool(r["is_default"]), r["tls_ca"], r["tls_cert"],
-                                  r["tls_key"]) for r in stored}
+                                  r["tls_key"], r.get("address")) for r in stored}
     out = {DEFAULT: HostSpec(DEFAULT, "", "default"), **stored, **overlay}
     default = (next((n for n, s in overlay.items() if s.is_default), None)
                or next((n for n, s in stored.items() if s.is_default), None) or DEFAULT)

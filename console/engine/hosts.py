@@ -97,7 +97,7 @@ class Hosts:
         """Every host of this run by name: the store's rows (not read with stored=False: no store to read), this
         run's settings over them, and `local` (from DOCKER_HOST or the default socket) when neither names it."""
         rows = Host.select(Host.name, Host.url, Host.is_default, Host.tls_ca, Host.tls_cert,
-                           Host.tls_key).dicts() if stored else ()
+                           Host.tls_key, Host.address).dicts() if stored else ()
         return host_specs.merge(rows, self.overlay)
 
     def spec(self, name: str) -> HostSpec:
@@ -140,9 +140,11 @@ class Hosts:
             except Exception:  # noqa: BLE001 - closing a dead host's client is best effort
                 pass
 
-    def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False) -> Host:
+    def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False,
+            address: str | None = None) -> Host:
         tls_ca, tls_cert, tls_key = self.check_new(name, url, tls_ca, tls_cert, tls_key)
-        Host.create(name=name, url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        Host.create(name=name, url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                    address=host_specs.checked_address(name, address))
         if default:
             Host.update(is_default=(Host.name == name)).execute()
         with self._lock:
@@ -263,7 +265,8 @@ class Hosts:
         except docker.errors.DockerException as e:
             self.breaker.trip(name, str(e))
             raise EngineUnavailable(f"Docker host {name} ({url or 'from environment'}) unreachable: {e}") from e
-        gw = Gateway(name, client, breaker=self.breaker)
+        gw = Gateway(name, client, breaker=self.breaker, publish_address=host_specs.publish_address(row),
+                     local_loopback=host_specs.on_this_machine(row))
         with self._lock:
             self._gateways.setdefault(name, gw)
             return self._gateways[name]
@@ -374,7 +377,8 @@ class Hosts:
         """Every host as `host ls`, `status` and the status bar show it."""
         states = self.reachability()
         return [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,
-                 "tls": bool(s.tls_ca or s.tls_cert), **states[n]} for n, s in self.specs().items()]
+                 "tls": bool(s.tls_ca or s.tls_cert), "address": host_specs.publish_address(s), **states[n]}
+                for n, s in self.specs().items()]
 
     def close(self) -> None:
         with self._lock:
@@ -388,7 +392,7 @@ class Hosts:
 
 # ---- operator actions (CLI `host add|ls|rm`, the console): read-only guard, one write transaction, an audit event
 def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False,
-             base_image: bool = False, force: bool = False) -> dict:
+             base_image: bool = False, force: bool = False, address: str | None = None) -> dict:
     """All or nothing: the engine at `url` is asked first (and with base_image, gets deployer/base:busybox); when it
     does not answer (or the build fails) nothing is added and EngineUnavailable says why. With force the host is
     added all the same, marked unreachable; the row's `problem` says why."""
@@ -396,15 +400,17 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
         act.known = bool(validate.host_name(name))
         tls = dict(zip(("tls_ca", "tls_cert", "tls_key"),
                        engine.hosts.check_new(name, url, tls_ca, tls_cert, tls_key), strict=True))
+        address = host_specs.checked_address(name, address)
         problem, built = engine.hosts.try_engine(name, url, tls, base_image)  # outside any transaction
         if problem and not force:
             raise EngineUnavailable(f"host {name} not added: {url} {problem} (--force adds it all the same)")
         with engine.store.write():
-            engine.hosts.add(name, url, default=default, **tls)
+            engine.hosts.add(name, url, default=default, address=address, **tls)
             if problem:  # noted as reachability is, with its event
                 engine.hosts.record({name: problem})
                 host_event(name, problem)
             act.ok(f"Docker host {name} added ({url}{', default' if default else ''}"
+                   f"{f', containers published on {address}' if address else ''}"
                    f"{f', unreachable: {problem}' if problem else ''}) by {act.actor}")
     row = next(r for r in engine.hosts.rows() if r["name"] == name)
     return row | {"problem": problem} | ({"base_image": built} if base_image else {})

@@ -29,11 +29,15 @@ class RouterUnavailable(DeployerError):
     """The proxy's admin API did not answer or refused a change."""
 
 
+class NoRouteThere(DeployerError):
+    """The container listens where no proxy here reaches it: the loopback of another machine."""
+
+
 @dataclass(frozen=True)
 class Route:
     service: str
     deployment_id: str
-    upstream: str              # HOST:PORT the proxy dials: the container's published loopback port
+    upstream: str              # HOST:PORT the proxy dials: the container's published port on its host's address
     host: str | None = None    # the service's route host; None routes by the path prefix /<service>
 
     @property
@@ -42,12 +46,21 @@ class Route:
 
 
 def route_for(gw, svc, deployment_id: str, info) -> Route:
-    """The route to this deployment's container (`info` from `Gateway.find_ours`, never a stranger's): its published
-    loopback port (`-p 127.0.0.1::PORT`), else its name on the Docker network."""
+    """The route to this deployment's container (`info` from `Gateway.find_ours`, never a stranger's): the address and
+    port it is published on (`-p ADDRESS::PORT`, ADDRESS its host's `address`, 127.0.0.1 by default), else its name
+    on the Docker network."""
     details = (gw.inspect(info.id) if info else None) or {}
     bindings = ((details.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{svc.port}/tcp") or []
     if bindings:
-        upstream = f"127.0.0.1:{bindings[0]['HostPort']}"
+        ip = bindings[0].get("HostIp") or ""
+        if ip in ("", "0.0.0.0", "::"):   # published on every interface (not by this console): its host's address
+            ip = gw.publish_address
+        if (ip.startswith("127.") or ip == "::1") and not gw.local_loopback:
+            raise NoRouteThere(f"container {info.name} on host {gw.host} listens on that machine's loopback "
+                               f"({ip}), which no proxy here reaches: give host {gw.host} the address the proxy "
+                               f"reaches it at ([hosts.{gw.host}] address, or `host add {gw.host} URL --address IP`) "
+                               f"and deploy again")
+        upstream = f"[{ip}]:{bindings[0]['HostPort']}" if ":" in ip else f"{ip}:{bindings[0]['HostPort']}"
     else:
         upstream = f"{info.name if info else svc.name}:{svc.port}"
     return Route(svc.name, deployment_id, upstream, svc.route_host or None)

@@ -11,6 +11,7 @@ from textual.widgets.option_list import Option
 
 from console import fmt
 from console.engine.deployments import ACTIVE
+from console.engine.host_specs import LOOPBACK
 from console.engine.validate import PHASES
 
 
@@ -177,6 +178,8 @@ class HostsScreen(ModalScreen[None]):
             deps = f"{sum(counts.values())} ({active} active, {counts.get('failed', 0)} failed)"
             ctrs = f"{h.get('containers', 0)}" + (f" ({h['orphans']} orphan)" if h.get("orphans") else "")
             where = Text((h["url"] or "local socket") + (" (default)" if h.get("default") else ""))
+            if h.get("address") not in (None, LOOPBACK):   # where its containers publish, for a proxy elsewhere
+                where.append(f" · publish {h['address']}", style="dim")
             if h.get("last_error"):
                 where.append("\n" + h["last_error"], style="red")
             seen = fmt.age(h.get("last_seen_at"))
