@@ -110,8 +110,9 @@ class Engine:
         return Pipeline(self.ctx)
 
     def release_connection(self) -> None:
-        """Close the calling thread's store connection: a face's worker thread calls this when it is done (each
-        worker is a new thread, and its connection would otherwise stay open until the process ends)."""
+        """Close the calling thread's store connection: a thread that ends, or that will not read the store again for
+        a while, gives it back (peewee keeps one per thread). The console's polls keep theirs: they run on the few
+        reused threads of the event loop's executor."""
         with contextlib.suppress(Exception):   # already closed, or the store is gone: nothing to give back
             if not self.store.db.is_closed():
                 self.store.db.close()

@@ -206,23 +206,21 @@ class DetailsScreen(Screen):
 
     @work(thread=True, group="details", exit_on_error=False, exclusive=True)
     def _fetch(self, since_id: int):
+        # the store connection stays with the executor's thread, reused by the next poll (see Poller.release)
         engine = self.app.engine
+        data = engine.show(self.deployment_id, events=False)
+        data["events"] = engine.events(since_id=since_id, deployment_id=self.deployment_id, limit=2000)
         try:
-            data = engine.show(self.deployment_id, events=False)
-            data["events"] = engine.events(since_id=since_id, deployment_id=self.deployment_id, limit=2000)
-            try:
-                data["trends"] = engine.trends(data["service"])
-            except Exception as e:  # the timeline is worth showing without them
-                data["trends"], data["trends_error"] = None, one_line(e)
-            containers, errors = [], []
-            try:  # a deployment's containers are all on its own host: one list call there
-                containers = [c for c in engine.containers(all=True, host=data["host"])
-                              if c["deployment_id"] == data["id"]]
-            except Exception as e:
-                errors.append(f"{data['host']}: {one_line(e)}")
-            return data, containers, errors
-        finally:
-            engine.release_connection()
+            data["trends"] = engine.trends(data["service"])
+        except Exception as e:  # the timeline is worth showing without them
+            data["trends"], data["trends_error"] = None, one_line(e)
+        containers, errors = [], []
+        try:  # a deployment's containers are all on its own host: one list call there
+            containers = [c for c in engine.containers(all=True, host=data["host"])
+                          if c["deployment_id"] == data["id"]]
+        except Exception as e:
+            errors.append(f"{data['host']}: {one_line(e)}")
+        return data, containers, errors
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "details":
