@@ -12,6 +12,11 @@ were written for (tests/engine/test_docker_compat.py runs each on the real engin
   (`one_pool_per_socket`).
 - ssh:// through the system ssh client (console/engine/ssh.py): docker-py's `SSHSocket` is subclassed (its `_write`
   is wrapped to say why ssh ended) and put in place of docker-py's (`ssh_socket_base`, `use_ssh_socket`).
+- A TLS host's own CA, whatever the environment says (`pinned_ca_client`): requests lets REQUESTS_CA_BUNDLE or
+  CURL_CA_BUNDLE replace the CA docker-py sets on its session, so with either set (common where a corporate bundle
+  is installed) a host's `tls_ca` was ignored: its engine failed verification, or a certificate from any CA of the
+  bundle was trusted for it. The client is a DockerClient whose `api` is an APIClient subclass (DockerClient's
+  constructor does nothing else) that puts the CA back into every request's settings.
 
 Everything else goes through the public `APIClient`/`DockerClient` methods in docker_gateway.py."""
 import docker
@@ -95,6 +100,24 @@ def use_ssh_socket(cls) -> None:
     """Make docker-py open `cls` (a subclass of ssh_socket_base()) for every ssh:// connection."""
     from docker.transport import sshconn
     sshconn.SSHSocket = cls
+
+
+class _PinnedCA(docker.APIClient):
+    def __init__(self, *args, pinned_ca: str, **kwargs):
+        self._pinned_ca = pinned_ca      # before the version handshake APIClient's constructor makes
+        super().__init__(*args, **kwargs)
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self._pinned_ca
+        return settings
+
+
+def pinned_ca_client(ca_path: str, **kwargs) -> docker.DockerClient:
+    """`docker.DockerClient(**kwargs)` whose server certificate is verified against `ca_path` and nothing else."""
+    client = docker.DockerClient.__new__(docker.DockerClient)
+    client.api = _PinnedCA(pinned_ca=ca_path, **kwargs)
+    return client
 
 
 def one_pool_per_socket(api) -> None:

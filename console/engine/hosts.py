@@ -55,8 +55,13 @@ def make_client(url: str | None, tls: dict | None, timeout: float, connect_timeo
             ssh.install()
             ssh.register(url, connect_timeout)
             ssh.check(url, connect_timeout)
-        client = docker.DockerClient(base_url=url, tls=tls_config, timeout=connect_timeout,
-                                     use_ssh_client=url.startswith("ssh://"), max_pool_size=MAX_POOL)
+        options = dict(base_url=url, tls=tls_config, timeout=connect_timeout,
+                       use_ssh_client=url.startswith("ssh://"), max_pool_size=MAX_POOL)
+        if tls_config is not None and tls.get("tls_ca"):   # its CA, never the environment's bundle
+            from console.engine import docker_compat
+            client = docker_compat.pinned_ca_client(tls["tls_ca"], **options)
+        else:
+            client = docker.DockerClient(**options)
     api = client.api
     api.timeout = timeout
     if api.base_url.startswith("http+docker://"):
