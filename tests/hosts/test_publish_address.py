@@ -40,7 +40,9 @@ def link(h2_session):
 
     def ip(*args, inside=False):
         subprocess.run([*(ns if inside else []), "ip", *args], check=True, capture_output=True, timeout=30)
-    subprocess.run(["ip", "link", "del", here], capture_output=True)
+    for stale in subprocess.run(["ip", "-o", "addr", "show", "to", HERE], capture_output=True, text=True).stdout \
+            .splitlines():   # a link a killed run left (its peer in h2 goes with it)
+        subprocess.run(["ip", "link", "del", stale.split()[1].split("@")[0]], capture_output=True)
     ip("link", "add", here, "type", "veth", "peer", "name", there)
     ip("link", "set", there, "netns", h2_session.NETNS)
     ip("addr", "add", f"{HERE}/30", "dev", here)

@@ -312,3 +312,28 @@ def test_status_bar_worst_case_read_only_follower_with_hosts_down_stays_one_line
     assert "2 ▼ 1 ? 1 up ▲" in said.plain and said.plain.endswith("cleanup 17"), said.plain
     long = status_text({**status, "leader": {"holder": "x" * 120}}, True, 78)
     assert long.cell_len <= 78 and "x… │ hosts 2 ▼" in long.plain and long.plain.endswith("cleanup 17"), long.plain
+
+
+def test_the_hosts_view_says_where_a_host_on_another_machine_publishes_its_containers():
+    """`:hosts`: a host with an address shows it beside its URL; one on this machine's loopback shows nothing more."""
+    from textual.app import App
+
+    from console.tui.screens.modals import HostsScreen
+    rows = [{"name": "local", "url": "", "default": True, "address": "127.0.0.1", "reachable": True,
+             "last_seen_at": now()},
+            {"name": "edge", "url": "ssh://deploy@edge.example.net", "default": False, "address": "10.0.0.12",
+             "reachable": False, "last_error": "ssh to edge.example.net got no answer"}]
+
+    class Hosts(App):
+        def on_mount(self) -> None:
+            self.push_screen(HostsScreen(rows))
+
+    async def scenario():
+        app = Hosts()
+        async with app.run_test(size=(120, 24)) as pilot:
+            await wait_until(pilot, lambda: screen_name(app) == "HostsScreen", what="the hosts view")
+            await pilot.pause()
+            text = screen_text(app)
+            assert "ssh://deploy@edge.example.net · publish 10.0.0.12" in text, text
+            assert "publish 127.0.0.1" not in text
+    run(scenario())
