@@ -129,12 +129,14 @@ class Caddy:
             raise RouterUnavailable(f"caddy admin API at {self.admin} does not answer: {e}") from None
         return json.loads(raw) if raw.strip() else None
 
-    def _server(self) -> dict:
+    def _server(self, routes: list | None = None) -> dict:
         listen = self.listen if ":" in self.listen else f":{self.listen}"
-        return {"listen": [listen], "automatic_https": {"disable": True}, "routes": []}
+        return {"listen": [listen], "automatic_https": {"disable": True}, "routes": list(routes or [])}
 
-    def ensure_server(self) -> None:
-        """Create the `deployer` server (and the http app above it) when missing; another server is left alone."""
+    def ensure_server(self, routes: list | None = None) -> bool:
+        """Create the `deployer` server (and the http app above it) when missing, with `routes` in it: one config
+        load, so no request meets the server without its routes (Caddy answers those with an empty 200). Another
+        server is left alone. True when it was created."""
         config = self._call("GET", "/config/") or {}
         path, node = [], config
         wanted = ["apps", "http", "servers", SERVER]
@@ -144,11 +146,12 @@ class Caddy:
             path.append(key)
             node = node[key]
         if len(path) == len(wanted):
-            return
-        value = self._server()
+            return False
+        value = self._server(routes)
         for key in reversed(wanted[len(path) + 1:]):
             value = {key: value}
         self._call("POST", "/config/" + "/".join(path + [wanted[len(path)]]), value)
+        return True
 
     # ---- the router interface
     def route_json(self, route: Route) -> dict:
@@ -165,8 +168,8 @@ class Caddy:
         except RouterUnavailable as e:
             if "unknown object ID" not in str(e):
                 raise
-            self.ensure_server()
-            self._call("POST", f"/config/apps/http/servers/{SERVER}/routes", body)
+            if not self.ensure_server([body]):   # a new server comes with its route: one config load
+                self._call("POST", f"/config/apps/http/servers/{SERVER}/routes", body)
         return f"caddy route deployer-{route.service} -> {route.deployment_id} ({route.upstream})"
 
     def remove(self, service: str) -> None:
