@@ -201,7 +201,7 @@ def deploy(ctx, service_name, detach, json_out):
 
     def on_wait(reason):
         if not quiet:
-            click.echo(f"{reason} (Ctrl-C cancels)", err=True)
+            click.echo(reason if "Ctrl-C" in reason else f"{reason} (Ctrl-C cancels)", err=True)
 
     # queued (and audited) once its engine answers (exit 3 and nothing recorded otherwise); this process runs it
     dep = engine.deploy(service_name, check_engine=True, clean_up=True, on_created=on_created,

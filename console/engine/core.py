@@ -13,10 +13,11 @@ from console.engine.errors import DeployerError, EngineUnavailable, InputError, 
 from console.engine.hosts import Hosts
 from console.engine.paths import Paths
 from storage import queries
-from storage.db import StoreError, open_store, private_dir
+from storage.db import StoreError, StoreUnavailable, open_store, private_dir
 from storage.models import CleanupTask, Deployment, DeploymentEvent, PhaseRun, Project, Service
 
 log = logging.getLogger(__name__)
+STORE_WAIT_S = 600.0   # how long a foreground deploy waits for a store that went away under it before giving up
 
 
 class OperatorAction:
@@ -272,10 +273,12 @@ class Engine:
         # cancelled pipeline had stopped
         ended = threading.Event()
 
+        stop = threading.Event()
+
         def run():
             try:
                 with notify.foreground(self.store, self.settings):  # a failure is notified before we return
-                    self.pipeline.run(dep.id, actor_name=actor_name, on_phase=on_phase, on_wait=on_wait)
+                    self._through_outages(dep, actor_name, on_phase, on_wait, stop)
             except BaseException as e:  # raised again in the caller's thread
                 failure.append(e)
             finally:
@@ -286,14 +289,60 @@ class Engine:
             while not ended.wait(0.2):
                 pass
         except KeyboardInterrupt:
+            stop.set()      # a pipeline waiting out a store outage gives up at once
             if on_cancel:
                 on_cancel(dep)
-            with contextlib.suppress(InputError):   # it ended meanwhile
+            with contextlib.suppress(InputError, StoreUnavailable):   # it ended meanwhile / nothing to write to
                 self.cancel(dep.id)
             while not ended.wait(0.2):
                 pass
         if failure:
             raise failure[0]
+
+    def _through_outages(self, dep: Deployment, actor_name: str, on_phase, on_wait, stop) -> None:
+        """Run the pipeline here; when the store goes away under it (a PostgreSQL restart), wait for the store and
+        resume the deployment from its recorded phase in this process, as the engine resumes the pipelines an outage
+        cut: a foreground `deploy` may have no engine behind it, and one would wait zombie_after first. Gives up
+        (StoreUnavailable, the deployment left `deploying` for an engine to resume) after STORE_WAIT_S or a Ctrl-C;
+        returns without resuming when the deployment is no longer this process's to run."""
+        import os
+        resume = False
+        while True:
+            try:
+                if resume:
+                    self.pipeline.run(dep.id, actor_name=actor_name, resume=True, on_phase=on_phase)
+                else:
+                    self.pipeline.run(dep.id, actor_name=actor_name, on_phase=on_phase, on_wait=on_wait)
+                return
+            except StoreUnavailable as e:
+                if on_wait:
+                    on_wait(f"{one_line(e)}; deployment {dep.id} resumes here once the store answers (waiting up to "
+                            f"{STORE_WAIT_S / 60:.0f} min; Ctrl-C leaves it to the engine)")
+                if not self._store_answers(stop, STORE_WAIT_S):
+                    raise
+            row = Deployment.get_or_none(Deployment.id == dep.id)
+            if row is None or row.status not in ("queued", "deploying"):
+                return                           # it ended (a cancel went through before the cut)
+            if row.status == "deploying" and not (row.owner_machine == D.MACHINE and row.owner_pid == os.getpid()):
+                if on_wait:
+                    on_wait(f"deployment {dep.id} is run by {row.owner} now; not resumed here")
+                return
+            resume = row.status == "deploying"
+            if on_wait:
+                on_wait(f"the store answers again: deployment {dep.id} "
+                        f"{f'resumes from {row.phase}' if resume else 'starts'}")
+
+    def _store_answers(self, stop, within: float) -> bool:
+        """Whether the store answers a read within `within` seconds (asked every second); False at once on `stop`."""
+        import time
+        end = time.monotonic() + within
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                self.store.db.execute_sql("SELECT 1")
+                return True
+            except Exception:  # noqa: BLE001 - still unreachable (StoreUnavailable or the driver's own error)
+                stop.wait(1.0)
+        return False
 
     def get(self, deployment_id: str) -> Deployment:
         return D.resolve(self.store, deployment_id)

@@ -87,3 +87,40 @@ def test_engine_survives_two_postgres_restarts_during_a_deployment_with_cleanups
         engine.close()
         purge_store_resources(docker_client, engine.store_id)
         print((tmp_path / "engine.log").read_text()[-6000:])
+
+
+def test_a_foreground_deploy_waits_out_a_postgres_restart_and_resumes_itself(cluster, tmp_path, docker_client,
+                                                                             base_image, service_dir, monkeypatch):
+    """`deploy` in the foreground with no engine behind it: the server goes away while the pipeline is in
+    HEALTH_CHECK; the CLI says it waits, resumes the deployment from its phase once the server answers, and ends
+    `success` with exit 0 (before, it exited 4 and the deployment stayed `deploying` until an engine's zombie_after)."""
+    import subprocess
+
+    from console.engine.core import Engine
+    from tests.cli import CLI
+    settings = make_settings(tmp_path / "data", db=cluster.url())
+    monkeypatch.setenv("DEPLOYER_DB", settings.store.db)
+    engine = Engine(settings)
+    try:
+        engine.add_service("web", str(service_dir))
+        env = fast_env(settings, fault="HEALTH_CHECK:4")
+        proc = subprocess.Popen([*CLI, "deploy", "web"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            dep = wait_for_fault_pause("HEALTH_CHECK")
+            cluster.ctl("-m", "fast", "stop")                     # down while the pipeline is paused in the phase
+            time.sleep(6.0)                                       # the pause ends: its next write finds no server
+            cluster.ctl("start")
+            out, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, (out, err)
+        assert "resumes here once the store answers" in err and "the store answers again" in err, err
+        final = Deployment.get_by_id(dep.id)
+        assert final.status == "success" and final.attempts >= 1, (final.status, final.error)
+        assert "Resuming deployment" in " ".join(e.message for e in final.events)
+    finally:
+        engine.close()
+        purge_store_resources(docker_client, engine.store_id)
