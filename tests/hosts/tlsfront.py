@@ -108,8 +108,11 @@ class TlsFront:
         side that ends its sending ends that direction only (a half-closed exec stream still gets its answer)."""
         to = {client: upstream, upstream: client}
         while to:
-            ready = [client] if client in to and client.pending() else \
-                select.select(list(to), [], [], 1.0)[0]
+            try:
+                ready = [client] if client in to and client.pending() else \
+                    select.select(list(to), [], [], 1.0)[0]
+            except (OSError, ValueError):   # stop() closed the sockets under this relay
+                return
             for src in ready:
                 try:
                     data = src.recv(65536)
