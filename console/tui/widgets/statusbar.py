@@ -12,13 +12,12 @@ from console import fmt
 from storage.clock import now
 
 _MARKS = {True: ("▲", "green"), False: ("▼", "bold red"), None: ("?", "yellow")}   # host reachable: yes, no, unknown
-LEVELS = 7
+LEVELS = 7   # 0: everything said in full ... 6: the shortest
 
 
 def _state(host: dict) -> bool | None:
     r = host.get("reachable")
     return True if r else False if r is False else None
-   # 0: everything said in full ... 6: the shortest
 
 
 def status_text(status: dict | None, read_only: bool, width: int | None = None) -> Text:
