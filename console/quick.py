@@ -121,9 +121,7 @@ def _hosts(reader, settings) -> tuple[list[dict], list[str]]:
     if not all(at_once(ping, list(paths), timeout + 0.5, default=False, name="quick-ping")):
         raise NotHere("a host does not answer")
     seen = now()
-    rows = [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,
-             "tls": bool(s.tls_ca or s.tls_cert), "address": host_specs.publish_address(s), "reachable": True,
-             "last_error": None, "last_seen_at": seen}
+    rows = [{**host_specs.row(s), "reachable": True, "last_error": None, "last_seen_at": seen}
             for s in specs.values()]
     return rows, [n for n, s in specs.items() if s.source == "store"]
 

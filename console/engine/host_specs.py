@@ -42,6 +42,12 @@ def publish_address(spec: "HostSpec") -> str:
     return spec.address or LOOPBACK
 
 
+def row(spec: "HostSpec") -> dict:
+    """Where a host is, as `host ls`, `status` and the status bar show it (its reachability is added by the caller)."""
+    return {"name": spec.name, "url": spec.url or "(from environment)", "default": spec.is_default,
+            "source": spec.source, "tls": bool(spec.tls_ca or spec.tls_cert), "address": publish_address(spec)}
+
+
 def on_this_machine(spec: "HostSpec") -> bool:
     """Whether the engine's loopback is this machine's (so a proxy here reaches a port published on it): a local
     socket, or tcp:// or ssh:// to localhost. A host reached by name or address over the network is another machine."""

@@ -383,9 +383,7 @@ class Hosts:
     def rows(self) -> list[dict]:
         """Every host as `host ls`, `status` and the status bar show it."""
         states = self.reachability()
-        return [{"name": s.name, "url": s.url or "(from environment)", "default": s.is_default, "source": s.source,
-                 "tls": bool(s.tls_ca or s.tls_cert), "address": host_specs.publish_address(s), **states[n]}
-                for n, s in self.specs().items()]
+        return [{**host_specs.row(s), **states[n]} for n, s in self.specs().items()]
 
     def close(self) -> None:
         with self._lock:
