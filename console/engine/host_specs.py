@@ -62,8 +62,9 @@ def on_this_machine(spec: "HostSpec") -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
-def checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
-    """Validate a host's URL and TLS files; returns the TLS paths made absolute."""
+def checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, address=None) -> tuple:
+    """Validate a host's URL, TLS files and publish address; returns (tls_ca, tls_cert, tls_key, address): the TLS
+    paths made absolute, the address as checked_address says it (HostSpec's last four fields, in order)."""
     from console.engine import validate  # here: its patterns are compiled at import, and most runs name no host
     validate.host_name(name)
     if not url or url.split("://")[0] not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
@@ -73,7 +74,8 @@ def checked(name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tu
             raise InputError(f"{what} {path} of host {name} is not a file")
     if bool(tls_cert) != bool(tls_key):
         raise InputError(f"host {name}: tls_cert and tls_key go together")
-    return tuple(os.path.abspath(os.path.expanduser(p)) if p else None for p in (tls_ca, tls_cert, tls_key))
+    paths = tuple(os.path.abspath(os.path.expanduser(p)) if p else None for p in (tls_ca, tls_cert, tls_key))
+    return (*paths, checked_address(name, address))
 
 
 def overlay(settings) -> dict[str, HostSpec]:
@@ -82,9 +84,9 @@ def overlay(settings) -> dict[str, HostSpec]:
     if settings.docker_host is not None:
         out[DEFAULT] = HostSpec(DEFAULT, settings.docker_host, settings.origins.get("docker_host", "flag"))
     for name, table in (settings.hosts or {}).items():
-        tls = checked(name, table.get("url", ""), table.get("tls_ca"), table.get("tls_cert"), table.get("tls_key"))
-        out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *tls,
-                             checked_address(name, table.get("address")))
+        where = checked(name, table.get("url", ""), table.get("tls_ca"), table.get("tls_cert"), table.get("tls_key"),
+                        table.get("address"))
+        out[name] = HostSpec(name, table["url"], "config", bool(table.get("default", False)), *where)
     return out
 
 

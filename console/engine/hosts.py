@@ -111,14 +111,15 @@ class Hosts:
             raise InputError(f"unknown host {name!r}; see `deployer-console host ls`")
         return spec
 
-    def check_new(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None) -> tuple:
-        """Refuse a host that cannot be added (bad URL or TLS files, a name in use); returns the TLS paths."""
-        tls = host_specs.checked(name, url, tls_ca, tls_cert, tls_key)
+    def check_new(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, address=None) -> tuple:
+        """Refuse a host that cannot be added (bad URL, TLS files or address, a name in use); returns
+        (tls_ca, tls_cert, tls_key, address) as host_specs.checked does."""
+        checked = host_specs.checked(name, url, tls_ca, tls_cert, tls_key, address)
         if name in self.overlay:
             raise InputError(f"host {name} comes from {self._where(name)}; change it there")
         if name == DEFAULT or Host.get_or_none(Host.name == name):
             raise InputError(f"host {name} exists; remove it first or edit the config")
-        return tls
+        return checked
 
     def try_engine(self, name: str, url: str, tls: dict, base_image: bool = False) -> tuple[str | None, str | None]:
         """Ask a would-be host's engine before it is added: a ping bounded by host_timeout, and with base_image,
@@ -147,9 +148,8 @@ class Hosts:
 
     def add(self, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=None, default=False,
             address: str | None = None) -> Host:
-        tls_ca, tls_cert, tls_key = self.check_new(name, url, tls_ca, tls_cert, tls_key)
-        Host.create(name=name, url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                    address=host_specs.checked_address(name, address))
+        tls_ca, tls_cert, tls_key, address = self.check_new(name, url, tls_ca, tls_cert, tls_key, address)
+        Host.create(name=name, url=url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, address=address)
         if default:
             Host.update(is_default=(Host.name == name)).execute()
         with self._lock:
@@ -403,9 +403,8 @@ def add_host(engine, name: str, url: str, tls_ca=None, tls_cert=None, tls_key=No
     added all the same, marked unreachable; the row's `problem` says why."""
     with engine.operator_action("host add", name, host=name) as act:
         act.known = bool(validate.host_name(name))
-        tls = dict(zip(("tls_ca", "tls_cert", "tls_key"),
-                       engine.hosts.check_new(name, url, tls_ca, tls_cert, tls_key), strict=True))
-        address = host_specs.checked_address(name, address)
+        *paths, address = engine.hosts.check_new(name, url, tls_ca, tls_cert, tls_key, address)
+        tls = dict(zip(("tls_ca", "tls_cert", "tls_key"), paths, strict=True))
         problem, built = engine.hosts.try_engine(name, url, tls, base_image)  # outside any transaction
         if problem and not force:
             raise EngineUnavailable(f"host {name} not added: {url} {problem} (--force adds it all the same)")
