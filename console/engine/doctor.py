@@ -151,23 +151,18 @@ def _lease() -> dict:
 
 
 # ---- Docker engines and the base image
-def _host_list(settings, store) -> list[tuple[str, str | None, dict]]:
-    """(name, url, tls) of every host as the engine sees them (Hosts.specs: the store's rows, when there is a store,
-    with this run's config tables and --docker-host/DEPLOYER_DOCKER_HOST laid over them)."""
-    return [(name, s.url or None, {"tls_ca": s.tls_ca, "tls_cert": s.tls_cert, "tls_key": s.tls_key})
-            for name, s in _specs(settings, store).items()]
-
-
-def _specs(settings, store):
+def _specs(settings, store) -> dict:
+    """Every host as the engine sees them (Hosts.specs: the store's rows, when there is a store, with this run's
+    config tables and --docker-host/DEPLOYER_DOCKER_HOST laid over them)."""
     from console.engine.hosts import Hosts
     return Hosts(settings).specs(stored=store is not None)
 
 
-def _addresses(settings, store) -> list[dict]:
+def _addresses(settings, specs: dict) -> list[dict]:
     """A host on another machine (tcp:// or ssh:// to a name or address that is not this machine's) whose containers
     publish on its loopback: no proxy here reaches them; its deployments fail before their route would move there."""
     out = []
-    for name, s in _specs(settings, store).items():
+    for name, s in specs.items():
         if s.address is None and not host_specs.on_this_machine(s):
             fix = (f"[hosts.{name}] address = \"IP\" in {settings.config_path}" if s.source == "config" else
                    f"`deployer-console host rm {name}` then `host add {name} {s.url} --address IP`")
@@ -209,10 +204,12 @@ def _engines(settings, store) -> list[dict]:
     from console.engine.errors import InputError
     timeout = float(settings.scheduler.host_timeout)
     try:
-        hosts = _host_list(settings, store)
+        specs = _specs(settings, store)
     except InputError as e:   # a [hosts.NAME] table with a bad URL or TLS file: every command refuses it
         return [check("hosts", FAIL, one_line(e), f"fix the [hosts] tables of {settings.config_path}")]
     from console.engine.parallel import at_once
+    hosts = [(name, s.url or None, {"tls_ca": s.tls_ca, "tls_cert": s.tls_cert, "tls_key": s.tls_key})
+             for name, s in specs.items()]
     results = at_once(lambda host: _probe_host(*host, timeout), hosts, timeout + 1.0, name="doctor")
     out = []
     for (name, url, _), result in zip(hosts, results, strict=True):
@@ -221,7 +218,7 @@ def _engines(settings, store) -> list[dict]:
         else:
             out.append(check(f"engine {name}", FAIL, f"{url or 'default engine'}: no answer within {timeout:.0f} s "
                                                      f"(host_timeout)", START_DOCKER))
-    return out + _addresses(settings, store)
+    return out + _addresses(settings, specs)
 
 
 # ---- disk and metrics port

@@ -174,6 +174,6 @@ def test_addresses_are_checked_stored_shown_and_said_by_doctor(engine, tmp_path,
                    'address = "10.0.0.8"\n')
     monkeypatch.setenv("DEPLOYER_CONFIG", str(cfg))
     settings = config.load(data_dir=engine.settings.data_dir, db=engine.settings.store.db)
-    warned = {c["name"]: c for c in doctor._addresses(settings, engine.store)}
+    warned = {c["name"]: c for c in doctor._addresses(settings, doctor._specs(settings, engine.store))}
     assert set(warned) == {"address edge"} and warned["address edge"]["level"] == doctor.WARN
     assert "[hosts.edge] address" in warned["address edge"]["fix"]
