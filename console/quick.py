@@ -117,8 +117,7 @@ def _hosts(reader, settings) -> tuple[list[dict], list[str]]:
             raise
         return True
 
-    # a little past the pings' own timeout, so that one that times out is handed over rather than abandoned
-    if not all(at_once(ping, list(paths), timeout + 0.5, default=False, name="quick-ping")):
+    if not all(at_once(ping, list(paths), timeout + docker_ping.GRACE_S, default=False, name="quick-ping")):
         raise NotHere("a host does not answer")
     seen = now()
     rows = [{**host_specs.row(s), "reachable": True, "last_error": None, "last_seen_at": seen}

@@ -8,6 +8,9 @@ import socket
 
 DEFAULT_SOCKET = "/var/run/docker.sock"   # docker-py's default when DOCKER_HOST is not set
 _handed_over: dict[str, "PingFailed"] = {}
+# what a caller bounding pings of `timeout` (parallel.at_once) waits past it, so that a ping that times out ends and
+# says why (it took the connection and did not answer, say) rather than being abandoned as "no answer"
+GRACE_S = 0.5
 
 
 class PingFailed(Exception):

@@ -285,8 +285,8 @@ class Hosts:
         self.breaker.seconds = seconds
 
     def probe(self, timeout: float | None = None, names=None) -> dict[str, str | None]:
-        """Ping every host (or `names`) in parallel, bounded by the timeout as a whole (and half a second). Returns
-        {name: None if up else error}; see `record` to note it."""
+        """Ping every host (or `names`) in parallel, bounded by the timeout as a whole (and docker_ping.GRACE_S).
+        Returns {name: None if up else error}; see `record` to note it."""
         specs = self.specs()   # read here: a worker thread would open a store connection of its own to read them
         names = list(specs) if names is None else list(names)
         timeout = timeout or self.settings.scheduler.host_timeout
@@ -301,9 +301,8 @@ class Hosts:
             except Exception as e:  # any failure means "down" for the status bar; the message says why
                 return one_line(e, 200)
 
-        # a little past the pings' own timeout, so that one that times out says why (it took the connection and did
-        # not answer, say) rather than a bare "no answer"
-        answers = at_once(ping, names, timeout + 0.5, default=f"no answer within {timeout:.0f} s", name="probe")
+        from console.engine.docker_ping import GRACE_S
+        answers = at_once(ping, names, timeout + GRACE_S, default=f"no answer within {timeout:.0f} s", name="probe")
         return dict(zip(names, answers, strict=True))
 
     def _ping_socket(self, spec: HostSpec, timeout: float) -> bool:
