@@ -23,49 +23,44 @@ def installed_binary(script_name: str) -> str:
     return found.stdout.strip()
 
 
-class CuttableProxy:
-    """A unix-socket proxy in front of the Docker engine whose open connections the test can cut: the real fault of
-    a connection that breaks in the middle of an answer (an engine that dies, a network that drops), at a moment the
-    test chooses. `cut()` shuts down every connection open through it; new ones still pass."""
+class Relay:
+    """A listening socket whose every connection is relayed to the engine's unix socket `target`, both ways, until
+    either side ends: the shared part of the tests' fronts for the engine (CuttableProxy, hosts/tlsfront.TlsFront).
+    `_wrap(conn)` makes what the client speaks through (a TLS handshake; None refuses the connection)."""
 
-    def __init__(self, path, target: str = "/var/run/docker.sock"):
+    def __init__(self, server: socket.socket, target: str):
         import threading
-        self.path, self.target = str(path), target
+        self.target = target
+        self._server = server
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(self.path)
-        self._server.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._accept, name=type(self).__name__, daemon=True).start()
 
     def _accept(self) -> None:
         import threading
         while True:
             try:
-                client, _ = self._server.accept()
+                raw, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def _wrap(self, raw: socket.socket) -> socket.socket | None:
+        return raw
+
+    def _serve(self, raw: socket.socket) -> None:
+        client = self._wrap(raw)
+        if client is None:
+            raw.close()
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(self.target)
+        with self._lock:
+            self._open += [client, upstream]
+        relay(client, upstream)
 
     def cut(self) -> None:
+        """Shut down every connection open through it (new ones still pass)."""
         with self._lock:
             for s in self._open:
                 try:
@@ -79,3 +74,45 @@ class CuttableProxy:
         with self._lock:
             for s in self._open:
                 s.close()
+
+
+def relay(client: socket.socket, upstream: socket.socket) -> None:
+    """Both directions in this one thread (an SSL socket is not read and written from two threads at once); a side
+    that ends its sending ends that direction only (a half-closed exec stream still gets its answer)."""
+    import select
+    pending = getattr(client, "pending", lambda: 0)   # bytes an SSL socket decrypted already: select cannot see them
+    to = {client: upstream, upstream: client}
+    while to:
+        try:
+            ready = [client] if client in to and pending() else select.select(list(to), [], [], 1.0)[0]
+        except (OSError, ValueError):   # close() closed the sockets under this relay
+            return
+        for src in ready:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            dst = to[src]
+            try:
+                if data:
+                    dst.sendall(data)
+                    continue
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            del to[src]
+    for s in (client, upstream):
+        s.close()
+
+
+class CuttableProxy(Relay):
+    """A unix-socket proxy in front of the Docker engine whose open connections the test can cut: the real fault of
+    a connection that breaks in the middle of an answer (an engine that dies, a network that drops), at a moment the
+    test chooses. `cut()` shuts down every connection open through it; new ones still pass."""
+
+    def __init__(self, path, target: str = "/var/run/docker.sock"):
+        self.path = str(path)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        server.listen(16)
+        super().__init__(server, target)

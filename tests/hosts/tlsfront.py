@@ -9,12 +9,12 @@ shared second engine with other options (or a third engine); the bytes after the
 
 Certificates: a CA, a server certificate for IP 127.0.0.1 and a client certificate, made with the openssl CLI in a
 private directory; `other_ca()` is a CA the server's certificate was not signed by."""
-import select
 import socket
 import ssl
 import subprocess
-import threading
 from pathlib import Path
+
+from tests.servers import Relay
 
 H2_SOCKET = "/run/docker-h2.sock"
 
@@ -41,9 +41,7 @@ class TlsFront:
     def __init__(self, root: Path, target: str = H2_SOCKET):
         self.root = root
         self.target = target
-        self._server: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._relay: Relay | None = None
 
     @property
     def url(self) -> str:
@@ -76,66 +74,23 @@ class TlsFront:
         context.load_cert_chain(d / "server.pem", d / "server-key.pem")
         context.load_verify_locations(d / "ca.pem")
         context.verify_mode = ssl.CERT_REQUIRED
-        self._context = context
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, name="tls-front", daemon=True).start()
+        server = socket.create_server(("127.0.0.1", 0))
+        self.port = server.getsockname()[1]
+        self._relay = _TlsRelay(context, server, self.target)
         return self
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            client = self._context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):   # no certificate, or one of another CA: refused in the handshake
-            raw.close()
-            return
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        upstream.connect(self.target)
-        with self._lock:
-            self._conns += [client, upstream]
-        self._relay(client, upstream)
-
-    @staticmethod
-    def _relay(client: ssl.SSLSocket, upstream: socket.socket) -> None:
-        """Both directions in this one thread (an SSL socket is not read and written from two threads at once); a
-        side that ends its sending ends that direction only (a half-closed exec stream still gets its answer)."""
-        to = {client: upstream, upstream: client}
-        while to:
-            try:
-                ready = [client] if client in to and client.pending() else \
-                    select.select(list(to), [], [], 1.0)[0]
-            except (OSError, ValueError):   # stop() closed the sockets under this relay
-                return
-            for src in ready:
-                try:
-                    data = src.recv(65536)
-                except OSError:
-                    data = b""
-                dst = to[src]
-                try:
-                    if data:
-                        dst.sendall(data)
-                        continue
-                    dst.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                del to[src]
-        for s in (client, upstream):
-            s.close()
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        with self._lock:
-            for s in self._conns:
-                try:
-                    s.close()
-                except OSError:
-                    pass
+        if self._relay is not None:
+            self._relay.close()
+
+
+class _TlsRelay(Relay):
+    def __init__(self, context: ssl.SSLContext, server: socket.socket, target: str):
+        self._context = context
+        super().__init__(server, target)
+
+    def _wrap(self, raw: socket.socket) -> ssl.SSLSocket | None:
+        try:
+            return self._context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):   # no certificate, or one of another CA: refused in the handshake
+            return None
