@@ -121,6 +121,25 @@ def engine(settings, docker_client, base_image):
 
 
 @pytest.fixture
+def caddy(tmp_path):
+    """A real Caddy of the test's own (tests/caddy.py)."""
+    from tests.caddy import Caddy
+    proxy = Caddy(tmp_path / "caddy").start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def routed(tmp_path, caddy, docker_client, base_image):
+    """An engine routing through the test's Caddy."""
+    from console.engine.core import Engine
+    eng = Engine(make_settings(tmp_path / "data", **caddy.settings()))
+    yield eng
+    eng.close()
+    purge_store_resources(docker_client, eng.store_id)
+
+
+@pytest.fixture
 def service_dir(tmp_path):
     return make_service_dir(tmp_path / "src")
 

@@ -10,10 +10,9 @@ import yaml
 
 from console import config
 from console.engine import doctor
-from console.engine.core import Engine
 from storage.models import Deployment, DeploymentEvent
-from tests.caddy import Caddy, RequestLoop
-from tests.conftest import make_service_dir, make_settings, purge_store_resources, wait_for
+from tests.caddy import RequestLoop
+from tests.conftest import make_service_dir, make_settings, wait_for
 
 HOST = "web.test"
 
@@ -25,22 +24,6 @@ def versioned(path, version: str, slow_start: float = 0.0, broken: bool = False)
     return make_service_dir(path, dockerfile=f"FROM deployer/base:busybox\n"
                                              f"RUN mkdir -p /www && echo {version} > /www/index.html\n"
                                              f"CMD {cmd}\n")
-
-
-@pytest.fixture
-def caddy(tmp_path):
-    proxy = Caddy(tmp_path / "caddy").start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture
-def routed(tmp_path, caddy, docker_client, base_image):
-    """An engine routing through the test's Caddy."""
-    eng = Engine(make_settings(tmp_path / "data", **caddy.settings()))
-    yield eng
-    eng.close()
-    purge_store_resources(docker_client, eng.store_id)
 
 
 def deploy_version(engine, src, version: str, **kw):

@@ -15,14 +15,12 @@ import pytest
 
 from console import config
 from console.engine import doctor
-from console.engine.core import Engine
 from console.engine.errors import InputError
 from console.engine.host_specs import HostSpec, checked_address, on_this_machine
 from console.engine.releases import container_name
 from storage.models import Host
-from tests.caddy import Caddy
 from tests.cli import cli_env, run_cli
-from tests.conftest import make_settings, purge_store_resources
+from tests.conftest import purge_store_resources
 from tests.engine.test_routing import versioned
 from tests.hosts.sshd import Sshd
 
@@ -31,8 +29,9 @@ ROUTE_HOST = "web.test"
 
 
 @pytest.fixture
-def link(h2_session):
-    """A veth pair between this namespace and h2's; h2's end has ADDRESS."""
+def link(h2_session, routed):
+    """A veth pair between this namespace and h2's; h2's end has ADDRESS. What the test's engine (`routed`, through
+    the test's Caddy: tests/conftest.py) left on h2 is removed after."""
     h2_session.start()
     tag = os.getpid() % 100000
     here, there = f"pa{tag}r", f"pa{tag}n"
@@ -51,32 +50,22 @@ def link(h2_session):
     ip("link", "set", there, "up", inside=True)
     yield h2_session
     subprocess.run(["ip", "link", "del", here], capture_output=True)
-
-
-@pytest.fixture
-def caddy(tmp_path):
-    proxy = Caddy(tmp_path / "caddy").start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture
-def routed(tmp_path, caddy, link, docker_client, base_image):
-    eng = Engine(make_settings(tmp_path / "data", **caddy.settings()))
-    yield eng
-    eng.close()
-    purge_store_resources(docker_client, eng.store_id)
-    client = docker.DockerClient(base_url=link.URL, timeout=60)
-    purge_store_resources(client, eng.store_id)
+    client = docker.DockerClient(base_url=h2_session.URL, timeout=60)
+    purge_store_resources(client, routed.store_id)
     client.close()
+
+
+def deploy_on(routed, tmp_path, host: str, version: str):
+    """Service `web` (answering `version`, routed by ROUTE_HOST) pinned to `host`, deployed."""
+    src = tmp_path / "src"
+    versioned(src, version)
+    routed.add_service("web", str(src), route_host=ROUTE_HOST, host=host)
+    return routed.deploy("web")
 
 
 def test_a_deployment_on_another_machine_is_routed_to_its_address(routed, caddy, link, tmp_path):
     routed.hosts.add("h2", link.URL, address=ADDRESS)
-    src = tmp_path / "src"
-    versioned(src, "from-h2")
-    routed.add_service("web", str(src), route_host=ROUTE_HOST, host="h2")
-    dep = routed.deploy("web")
+    dep = deploy_on(routed, tmp_path, "h2", "from-h2")
     assert dep.status == "success", dep.error
     assert caddy.get("/", ROUTE_HOST) == (200, "from-h2")
     client = docker.DockerClient(base_url=link.URL, timeout=60)
@@ -121,10 +110,7 @@ def test_over_ssh_without_an_address_the_route_never_moves_to_that_machines_loop
 
 def test_over_ssh_with_an_address_the_route_dials_it(routed, caddy, edge, tmp_path):
     routed.hosts.add("edge", edge, address=ADDRESS)
-    src = tmp_path / "src"
-    versioned(src, "from-edge")
-    routed.add_service("web", str(src), route_host=ROUTE_HOST, host="edge")
-    dep = routed.deploy("web")
+    dep = deploy_on(routed, tmp_path, "edge", "from-edge")
     assert dep.status == "success", dep.error
     assert caddy.get("/", ROUTE_HOST) == (200, "from-edge")
 
@@ -134,10 +120,7 @@ def test_a_local_socket_is_trusted_to_share_this_machines_loopback(routed, caddy
     the route moves, and the check through the proxy catches that it leads nowhere; the route is put back."""
     routed.hosts.add("h2", link.URL)
     routed.settings.pipeline.health_timeout = 3
-    src = tmp_path / "src"
-    versioned(src, "from-h2")
-    routed.add_service("web", str(src), route_host=ROUTE_HOST, host="h2")
-    dep = routed.deploy("web")
+    dep = deploy_on(routed, tmp_path, "h2", "from-h2")
     assert dep.status == "failed" and "health check through the proxy timed out" in dep.error, dep.error
     assert routed.router.routed(["web"]) == {"web": None}
 
